@@ -1,0 +1,38 @@
+# The two commands a new user types (see README.md): `make demo` and `make test`.
+# Each sets itself up: a virtual environment in .venv with every pinned package.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint typecheck setup clean
+
+setup: $(STAMP)
+
+# torch goes in first and exactly at its pin: the CPU build lies on this machine's disk, while a
+# resolver left to itself would download a multi-GB CUDA build.
+$(STAMP): pyproject.toml requirements-nodeps.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "torch==2.13.0"
+	$(PY) -m pip install --quiet -e ".[train,clusters,dev]"
+	$(PY) -m pip install --quiet --no-deps -r requirements-nodeps.txt
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/orch demo
+
+test: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

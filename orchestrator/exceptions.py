@@ -1,0 +1,57 @@
+"""The one exception hierarchy of orchestrator.
+
+Every error a user can cause derives from :class:`OrchestratorError`. Errors about input name the
+field, the value that came, and an example of a valid value, so a message alone tells how to fix it.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ClusterConfigError",
+    "InvalidRequestError",
+    "OrchestratorError",
+    "TraceFormatError",
+]
+
+
+class OrchestratorError(Exception):
+    """Root of all errors raised by orchestrator."""
+
+
+class InvalidRequestError(OrchestratorError, ValueError):
+    """A job request field is malformed or impossible on the target cluster.
+
+    Args:
+        field: The request field at fault, e.g. ``"shape"``.
+        value: The value that was given.
+        reason: What is wrong with it.
+        example: A valid value for the field.
+    """
+
+    def __init__(self, field: str, value: object, reason: str, example: str) -> None:
+        self.field = field
+        self.value = value
+        self.reason = reason
+        self.example = example
+        super().__init__(f"invalid {field}={value!r}: {reason} (for example: {field}={example})")
+
+
+class ClusterConfigError(OrchestratorError, ValueError):
+    """A cluster preset or topology description is malformed."""
+
+
+class TraceFormatError(OrchestratorError, ValueError):
+    """A workload trace line cannot be parsed.
+
+    Args:
+        path: The trace file.
+        line: The 1-based line number.
+        field: The SWF field name (or ``"line"`` for a structural problem).
+        message: What is wrong.
+    """
+
+    def __init__(self, path: str, line: int, field: str, message: str) -> None:
+        self.path = path
+        self.line = line
+        self.field = field
+        super().__init__(f"{path}:{line}: field {field!r}: {message}")
