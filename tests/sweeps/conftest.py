@@ -1,0 +1,9 @@
+"""Fixtures of the training-job tests: one thread per process, a real MLflow server."""
+
+from __future__ import annotations
+
+import torch
+
+# Two shared cores: with two OpenMP threads, a kernel waits at a barrier for a core that another
+# process holds (im2col was seen going from 1 s to 96 s). One thread keeps timings sane.
+torch.set_num_threads(1)
