@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["Dataset", "batch_indices", "load_dataset", "steps_per_epoch"]
+__all__ = ["Dataset", "batch_indices", "epoch_order", "load_dataset", "steps_per_epoch"]
 
 
 @dataclass(frozen=True)
@@ -118,27 +118,25 @@ def steps_per_epoch(num_train: int, batch_size: int) -> int:
     return num_train // batch_size
 
 
+def epoch_order(num_train: int, seed: int, epoch: int) -> torch.Tensor:
+    """The order of the training set in ``epoch``: a permutation seeded by ``(seed, epoch)`` alone.
+
+    So a resumed job and an uninterrupted one draw identical batches.
+    """
+    g = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    return torch.randperm(num_train, generator=g)
+
+
 def batch_indices(
-    num_train: int,
-    *,
-    batch_size: int,
-    seed: int,
-    epoch: int,
-    step_in_epoch: int,
-    rank: int,
-    world: int,
+    order: torch.Tensor, *, batch_size: int, step_in_epoch: int, rank: int, world: int
 ) -> torch.Tensor:
     """Indices of this rank's share of one global batch.
 
-    The epoch's order is a permutation seeded by ``(seed, epoch)`` alone, so a resumed job and an
-    uninterrupted one draw identical batches, and ``world`` ranks together see exactly the global
-    batch a single process would.
+    ``world`` ranks together see exactly the global batch a single process would.
 
     Args:
-        num_train: Training set size.
+        order: The epoch's order (:func:`epoch_order`).
         batch_size: Global batch size (a multiple of ``world``).
-        seed: Training seed.
-        epoch: Epoch number, from 0.
         step_in_epoch: Batch number within the epoch.
         rank: This process's rank.
         world: Number of ranks.
@@ -146,8 +144,6 @@ def batch_indices(
     Returns:
         ``batch_size // world`` indices.
     """
-    g = torch.Generator().manual_seed(seed * 100_003 + epoch)
-    perm = torch.randperm(num_train, generator=g)
     start = step_in_epoch * batch_size
     local = batch_size // world
-    return perm[start + rank * local : start + (rank + 1) * local]
+    return order[start + rank * local : start + (rank + 1) * local]

@@ -36,6 +36,7 @@ Placement rules:
 from __future__ import annotations
 
 from itertools import permutations
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -53,16 +54,24 @@ from orchestrator.resources.topology import (
 __all__ = ["BoolArray", "find_block", "torus_placements"]
 
 BoolArray = npt.NDArray[np.bool_]
-IntArray = npt.NDArray[np.int64]
+IntArray = npt.NDArray[np.signedinteger[Any]]
 
 
-def find_block(topology: BaseTopology, free: BoolArray, request: JobRequest) -> Block | None:
+def find_block(
+    topology: BaseTopology,
+    free: BoolArray,
+    request: JobRequest,
+    cache: dict[str, object] | None = None,
+) -> Block | None:
     """Choose the nodes for ``request`` among the ``free`` ones, or None if it cannot fit now.
 
     Args:
         topology: The cluster's topology.
         free: Boolean mask over the topology's nodes, True where a node is free. Not modified.
         request: The job request (assumed valid for this cluster; see ``Cluster.check_request``).
+        cache: Optional dict for tables derived from ``free`` (summed-volume tables), reused by
+            later queries on the *same, unchanged* mask. The caller empties it when the mask
+            changes.
 
     Returns:
         The chosen :class:`Block`, or None when no placement exists in ``free``.
@@ -72,7 +81,7 @@ def find_block(topology: BaseTopology, free: BoolArray, request: JobRequest) -> 
         shape = request.shape
         if shape is None or shape.mode is ShapeMode.NONCONT:
             return _compact_nodes(topology, free, n)
-        return _torus_box(topology, free, shape)
+        return _torus_box(topology, free, shape, cache)
     if isinstance(topology, TreeTopology):
         return _tree_block(topology, free, n)
     if isinstance(topology, FlatTopology):
@@ -106,10 +115,10 @@ def _tree_block(topo: TreeTopology, free: BoolArray, n: int) -> Block | None:
             if best is None or key < best:
                 best = key
     assert best is not None  # the root holds every leaf and enough nodes
-    leaves = sorted(topo.leaves_under[best[2]], key=lambda li: (-free_per_leaf[li], li))
+    ordered = sorted(topo.leaves_under[best[2]], key=lambda li: (-free_per_leaf[li], li))
     chosen: list[int] = []
     remaining = n
-    pool = [li for li in leaves if free_per_leaf[li] > 0]
+    pool = [li for li in ordered if free_per_leaf[li] > 0]
     while remaining > 0:
         covering = [li for li in pool if free_per_leaf[li] >= remaining]
         if covering:
@@ -164,79 +173,119 @@ def _curve_order(topo: Torus3DTopology) -> NodeArray:
 # --------------------------------------------------------------------------------- torus, box
 
 
-def _window_sum(a: IntArray, width: int, axis: int, wrap: bool, offset: int = 0) -> IntArray:
-    """Sum of ``a`` over windows ``[i + offset, i + offset + width)`` along ``axis``.
+class SummedVolume:
+    """A summed-volume table of a 3-D grid of busy cells: any box sum in eight lookups.
 
-    With ``wrap`` the axis is periodic and there is one window per index; without it there is one
-    window per origin ``0 .. len - width`` (and ``offset`` must be 0).
+    For a periodic grid (``wrap``) the table covers the grid tiled twice along every axis,
+    shifted by one cell, so a box may start one cell before any origin and wrap once. For a
+    bounded grid it covers the grid with a one-cell border of busy cells (edges count as busy).
+    Built once per free mask and reused by every query on it (see ``cache`` in
+    :func:`find_block`).
     """
-    length = a.shape[axis]
-    a = np.moveaxis(a, axis, 0)
-    if wrap:
-        if offset:
-            a = np.roll(a, -offset, axis=0)
-        a = np.concatenate([a, a[: width - 1]], axis=0)
-    elif offset:
-        raise ValueError("offset needs wrap")
-    c = np.cumsum(a, axis=0, dtype=np.int32)
-    out = c[width - 1 :].copy()
-    out[1:] -= c[: c.shape[0] - width]
-    if wrap:
-        out = out[:length]
-    return np.moveaxis(out, 0, axis)
 
+    __slots__ = ("dims", "table", "wrap")
 
-def _box_sums(grid: IntArray, ext: tuple[int, int, int], wrap: bool, grow: bool = False) -> IntArray:
-    """Sum of ``grid`` over the box of ``ext`` at every origin (grown by one cell per side)."""
-    out = grid
-    for axis in range(3):
-        length = grid.shape[axis]
-        if not grow:
-            out = _window_sum(out, ext[axis], axis, wrap)
-        elif wrap:
-            # Grow by one cell per side, but never past the whole ring (no double counting).
-            grown = min(ext[axis] + 2, length)
-            out = _window_sum(out, grown, axis, True, offset=-1 if grown > ext[axis] else 0)
+    def __init__(self, busy: IntArray, wrap: bool) -> None:
+        self.dims: tuple[int, int, int] = (busy.shape[0], busy.shape[1], busy.shape[2])
+        self.wrap = wrap
+        if wrap:
+            ext = np.tile(np.roll(busy, 1, axis=(0, 1, 2)), (2, 2, 2))
         else:
-            out = _window_sum(out, ext[axis] + 2, axis, False)
+            ext = np.pad(busy, 1, constant_values=1)
+        table = np.zeros(tuple(s + 1 for s in ext.shape), dtype=np.int32)
+        table[1:, 1:, 1:] = _cumsum3(ext)
+        self.table = table
+
+    def origins(self, extents: tuple[int, int, int]) -> tuple[int, int, int]:
+        """How many origins a box of ``extents`` has along each axis."""
+        if self.wrap:
+            return self.dims
+        return (
+            self.dims[0] - extents[0] + 1,
+            self.dims[1] - extents[1] + 1,
+            self.dims[2] - extents[2] + 1,
+        )
+
+    def box_sums(
+        self,
+        extents: tuple[int, int, int],
+        offsets: tuple[int, int, int],
+        n: tuple[int, int, int],
+    ) -> IntArray:
+        """Sum over the box ``[o + offsets, o + offsets + extents)`` for the first ``n`` origins."""
+        t = self.table
+        # Cell c sits at index c + 1 of the extended grid (the roll or the border), and the table
+        # has a leading zero plane, so the cells [a, b) sum to table[b + 1] - table[a + 1].
+        lo = [offsets[a] + 1 for a in range(3)]
+        hi = [lo[a] + extents[a] for a in range(3)]
+        x0, y0, z0 = (slice(lo[a], lo[a] + n[a]) for a in range(3))
+        x1, y1, z1 = (slice(hi[a], hi[a] + n[a]) for a in range(3))
+        result: IntArray = (
+            t[x1, y1, z1]
+            - t[x0, y1, z1]
+            - t[x1, y0, z1]
+            - t[x1, y1, z0]
+            + t[x0, y0, z1]
+            + t[x0, y1, z0]
+            + t[x1, y0, z0]
+            - t[x0, y0, z0]
+        )
+        return result
+
+
+def _cumsum3(grid: IntArray) -> IntArray:
+    """Cumulative sums along all three axes.
+
+    numpy accumulates fastest along the leading axis (the inner loop runs over contiguous
+    memory), so each axis is brought to the front, summed, and moved back.
+    """
+    out = np.cumsum(grid, axis=0, dtype=np.int32)
+    for axis in (1, 2):
+        front = np.ascontiguousarray(np.moveaxis(out, axis, 0))
+        np.cumsum(front, axis=0, out=front)
+        out = np.moveaxis(front, 0, axis)
     return out
 
 
-def torus_placements(
-    grid_free: BoolArray, extents: tuple[int, int, int], wrap: bool
-) -> tuple[IntArray, IntArray]:
-    """Every free placement of a box of ``extents`` cells in ``grid_free``, with its cost.
+def torus_placements(svt: SummedVolume, extents: tuple[int, int, int]) -> IntArray:
+    """Every free placement of a box of ``extents`` cells, with its fragmentation cost.
 
-    The cost is the number of free cells in the one-cell shell around the box; without ``wrap``
-    cells beyond the edges count as busy.
+    The cost is the number of free cells in the one-cell shell around the box (beyond the edges
+    of a bounded grid cells count as busy).
 
     Returns:
-        ``cost``: an int array over box origins, -1 where the box is not free there (without
-        ``wrap`` its shape is ``dims - extents + 1``).
+        An int array over box origins: the cost where the box is free, -1 elsewhere.
     """
-    dims = grid_free.shape
+    dims = svt.dims
     if any(e > d for e, d in zip(extents, dims, strict=True)):
         return np.full((0, 0, 0), -1, dtype=np.int32)
-    busy = (~grid_free).astype(np.int32)
-    inside = _box_sums(busy, extents, wrap)
-    if wrap:
+    n = svt.origins(extents)
+    inside = svt.box_sums(extents, (0, 0, 0), n)
+    if svt.wrap:
         # A box that spans a whole ring is the same box from every origin on that axis.
         for axis in range(3):
             if extents[axis] == dims[axis]:
                 sl = [slice(None)] * 3
                 sl[axis] = slice(1, None)
                 inside[tuple(sl)] = 1
-    if not (inside == 0).any():
+    free_here = inside == 0
+    if not free_here.any():
         return np.full(inside.shape, -1, dtype=np.int32)
-    # Free cells around the box = cells of the grown box - busy ones - the box itself.
-    padded = busy if wrap else np.pad(busy, 1, constant_values=1)
-    grown_busy = _box_sums(padded, extents, wrap, grow=True)
-    grown_cells = 1
-    for axis in range(3):
-        e = extents[axis]
-        grown_cells *= min(e + 2, dims[axis]) if wrap else e + 2
-    cost = grown_cells - grown_busy - extents[0] * extents[1] * extents[2]
-    return np.where(inside == 0, cost, -1).astype(np.int32)
+    # Grow the box by one cell per side, but never past a whole ring (no double counting).
+    grown = (
+        min(extents[0] + 2, dims[0]) if svt.wrap else extents[0] + 2,
+        min(extents[1] + 2, dims[1]) if svt.wrap else extents[1] + 2,
+        min(extents[2] + 2, dims[2]) if svt.wrap else extents[2] + 2,
+    )
+    offsets = (
+        -1 if grown[0] > extents[0] else 0,
+        -1 if grown[1] > extents[1] else 0,
+        -1 if grown[2] > extents[2] else 0,
+    )
+    grown_busy = svt.box_sums(grown, offsets, n)
+    cells = grown[0] * grown[1] * grown[2]
+    cost = cells - grown_busy - extents[0] * extents[1] * extents[2]
+    return np.where(free_here, cost, -1).astype(np.int32)
 
 
 def _candidate_extents(shape: Shape) -> list[tuple[int, int, int]]:
@@ -255,19 +304,45 @@ def _unit_free(topo: Torus3DTopology, free: BoolArray) -> BoolArray:
     ux, uy, uz = topo.unit
     gx, gy, gz = topo.unit_grid
     cube = free.reshape(gx, ux, gy, uy, gz, uz)
-    result: BoolArray = cube.all(axis=(1, 3, 5))
-    return result
+    # A unit is free when all its nodes are; AND the strided views of each node position
+    # (ux*uy*uz small arrays) instead of a slow multi-axis reduction.
+    out = cube[:, 0, :, 0, :, 0].copy()
+    for a in range(ux):
+        for b in range(uy):
+            for c in range(uz):
+                if a or b or c:
+                    out &= cube[:, a, :, b, :, c]
+    return out
 
 
-def _torus_box(topo: Torus3DTopology, free: BoolArray, shape: Shape) -> Block | None:
+def _summed_volume(
+    topo: Torus3DTopology, free: BoolArray, mode: ShapeMode, cache: dict[str, object] | None
+) -> SummedVolume:
+    key = f"svt-{mode.value}"
+    if cache is not None:
+        hit = cache.get(key)
+        if isinstance(hit, SummedVolume):
+            return hit
+    if mode is ShapeMode.TORUS:
+        busy = (~_unit_free(topo, free)).astype(np.int32)
+    else:
+        busy = (~free.reshape(topo.dims)).astype(np.int32)
+    svt = SummedVolume(busy, wrap=mode is ShapeMode.TORUS)
+    if cache is not None:
+        cache[key] = svt
+    return svt
+
+
+def _torus_box(
+    topo: Torus3DTopology, free: BoolArray, shape: Shape, cache: dict[str, object] | None
+) -> Block | None:
     if int(np.count_nonzero(free)) < shape.volume:
         return None
     use_units = shape.mode is ShapeMode.TORUS
-    wrap = shape.mode is ShapeMode.TORUS
     unit = topo.unit if use_units else (1, 1, 1)
-    grid = _unit_free(topo, free) if use_units else free.reshape(topo.dims)
+    svt = _summed_volume(topo, free, shape.mode, cache)
     # Fewest nodes held first (rounding to units may waste some), then fragmentation cost.
-    options = []
+    options: list[tuple[int, tuple[int, int, int]]] = []
     for ext in _candidate_extents(shape):
         cells = (-(-ext[0] // unit[0]), -(-ext[1] // unit[1]), -(-ext[2] // unit[2]))
         if cells not in (c for _, c in options):
@@ -277,7 +352,7 @@ def _torus_box(topo: Torus3DTopology, free: BoolArray, shape: Shape) -> Block | 
     for cell_volume, cells in options:
         if best is not None and cell_volume > best[0]:
             break
-        cost = torus_placements(grid, cells, wrap)
+        cost = torus_placements(svt, cells)
         if cost.size == 0:
             continue
         masked = np.where(cost >= 0, cost, np.iinfo(np.int32).max)

@@ -15,7 +15,7 @@ Presets live in the repository's ``conf/cluster/`` (``local``, ``slurm16``, ``fu
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +43,7 @@ class Cluster:
 
     name: str
     topology: BaseTopology
-    node: NodeResources = NodeResources()
+    node: NodeResources = field(default_factory=NodeResources)
 
     @property
     def size(self) -> int:
@@ -125,11 +125,22 @@ def cluster_from_mapping(spec: Mapping[str, Any], source: str = "<cluster>") -> 
     if not isinstance(spec, Mapping):
         raise ClusterConfigError(f"{source}: expected a mapping, got {type(spec).__name__}")
     kind = _require(spec, "topology", source)
-    known = {"name", "topology", "node", "nodes", "node_names", "switches", "dims", "unit",
-             "description"}
+    known = {
+        "name",
+        "topology",
+        "node",
+        "nodes",
+        "node_names",
+        "switches",
+        "dims",
+        "unit",
+        "description",
+    }
     unknown = set(spec) - known
     if unknown:
-        raise ClusterConfigError(f"{source}: unknown keys {sorted(unknown)} (known: {sorted(known)})")
+        raise ClusterConfigError(
+            f"{source}: unknown keys {sorted(unknown)} (known: {sorted(known)})"
+        )
     try:
         node = NodeResources(**dict(spec.get("node", {})))
     except TypeError as e:
@@ -147,9 +158,7 @@ def cluster_from_mapping(spec: Mapping[str, Any], source: str = "<cluster>") -> 
     elif kind == "torus3d":
         topo = Torus3DTopology(_require(spec, "dims", source), spec.get("unit"))
     else:
-        raise ClusterConfigError(
-            f"{source}: topology {kind!r} is not one of flat, tree, torus3d"
-        )
+        raise ClusterConfigError(f"{source}: topology {kind!r} is not one of flat, tree, torus3d")
     return Cluster(name=str(spec.get("name", Path(source).stem)), topology=topo, node=node)
 
 

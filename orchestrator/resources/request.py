@@ -32,7 +32,8 @@ class ShapeMode(StrEnum):
     """PJM's ``-L node=...`` suffixes.
 
     ``torus``: a contiguous box in whole allocation units, may wrap around the machine's torus.
-    ``mesh``: a contiguous box in nodes, no wrap-around. ``noncont``: any nodes, compact if possible.
+    ``mesh``: a contiguous box in nodes, no wrap-around.
+    ``noncont``: any nodes, compact if possible.
     """
 
     TORUS = "torus"

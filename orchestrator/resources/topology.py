@@ -124,7 +124,9 @@ class FlatTopology(BaseTopology):
 
     kind = "flat"
 
-    def __init__(self, nodes: int, names: Sequence[str] | None = None, prefix: str = "node") -> None:
+    def __init__(
+        self, nodes: int, names: Sequence[str] | None = None, prefix: str = "node"
+    ) -> None:
         if not isinstance(nodes, int) or nodes < 1:
             raise ClusterConfigError(f"flat topology needs nodes >= 1, got {nodes!r}")
         if names is not None and len(names) != nodes:
@@ -305,11 +307,12 @@ class Torus3DTopology(BaseTopology):
     def box_nodes(self, origin: Sequence[int], extents: Sequence[int]) -> NodeArray:
         """Indices of the box ``origin + extents``, wrapping around every axis, sorted."""
         axes = [
-            (np.arange(o, o + e) % d)
-            for o, e, d in zip(origin, extents, self.dims, strict=True)
+            (np.arange(o, o + e) % d) for o, e, d in zip(origin, extents, self.dims, strict=True)
         ]
         _, y_dim, z_dim = self.dims
-        idx = (axes[0][:, None, None] * y_dim + axes[1][None, :, None]) * z_dim + axes[2][None, None, :]
+        idx = (axes[0][:, None, None] * y_dim + axes[1][None, :, None]) * z_dim + axes[2][
+            None, None, :
+        ]
         return np.sort(idx.ravel()).astype(np.int64)
 
     @cached_property

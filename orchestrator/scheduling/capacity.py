@@ -1,0 +1,123 @@
+"""Free-resource snapshots the scheduler core reasons with during one pass.
+
+Two models share one small interface, so the backfilling code is written once:
+
+* :class:`CountCapacity` for flat clusters, where nodes are interchangeable: a count. Reservations
+  and future profiles are counts too, which is exact for a flat machine and much faster.
+* :class:`MaskCapacity` for tree and torus clusters: a free mask, and placements are real
+  :class:`Block` s found by the allocator, so a reservation holds *specific* nodes (a switch, a
+  sub-box) that a backfilled job must not take.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Self
+
+import numpy as np
+
+from orchestrator.resources.allocator import BoolArray, find_block
+from orchestrator.resources.request import JobRequest
+from orchestrator.resources.topology import BaseTopology, Block, FlatTopology, NodeArray
+
+__all__ = ["BaseCapacity", "CountCapacity", "MaskCapacity", "Placement", "capacity_for"]
+
+Placement = int | Block
+"""A node count (count model) or a concrete block (mask model)."""
+
+
+class BaseCapacity(ABC):
+    """Free resources at some instant. Methods never touch the caller's arrays."""
+
+    @abstractmethod
+    def place(self, request: JobRequest) -> Placement | None:
+        """Where ``request`` would go in this capacity, or None if it does not fit."""
+
+    @abstractmethod
+    def take(self, placement: Placement) -> None:
+        """Mark ``placement`` used."""
+
+    @abstractmethod
+    def give(self, nodes: NodeArray) -> None:
+        """Return a running job's nodes (for future profiles)."""
+
+    @abstractmethod
+    def intersect(self, other: Self) -> Self:
+        """What is free in both."""
+
+    @abstractmethod
+    def copy(self) -> Self: ...
+
+    @property
+    @abstractmethod
+    def free_count(self) -> int: ...
+
+
+class CountCapacity(BaseCapacity):
+    """Interchangeable nodes: only the number of free nodes matters."""
+
+    __slots__ = ("count",)
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+
+    def place(self, request: JobRequest) -> Placement | None:
+        n = request.node_count
+        return n if n <= self.count else None
+
+    def take(self, placement: Placement) -> None:
+        self.count -= placement if isinstance(placement, int) else placement.size
+
+    def give(self, nodes: NodeArray) -> None:
+        self.count += int(nodes.size)
+
+    def intersect(self, other: CountCapacity) -> CountCapacity:
+        return CountCapacity(min(self.count, other.count))
+
+    def copy(self) -> CountCapacity:
+        return CountCapacity(self.count)
+
+    @property
+    def free_count(self) -> int:
+        return self.count
+
+
+class MaskCapacity(BaseCapacity):
+    """Specific free nodes of a tree or torus; placements come from the allocator."""
+
+    __slots__ = ("_cache", "free", "topology")
+
+    def __init__(self, topology: BaseTopology, free: BoolArray) -> None:
+        self.topology = topology
+        self.free = free
+        # Tables the allocator derives from ``free``; valid until the next take/give.
+        self._cache: dict[str, object] = {}
+
+    def place(self, request: JobRequest) -> Placement | None:
+        return find_block(self.topology, self.free, request, self._cache)
+
+    def take(self, placement: Placement) -> None:
+        assert isinstance(placement, Block)
+        self.free[placement.nodes] = False
+        self._cache.clear()
+
+    def give(self, nodes: NodeArray) -> None:
+        self.free[nodes] = True
+        self._cache.clear()
+
+    def intersect(self, other: MaskCapacity) -> MaskCapacity:
+        return MaskCapacity(self.topology, self.free & other.free)
+
+    def copy(self) -> MaskCapacity:
+        return MaskCapacity(self.topology, self.free.copy())
+
+    @property
+    def free_count(self) -> int:
+        return int(np.count_nonzero(self.free))
+
+
+def capacity_for(topology: BaseTopology, free: BoolArray) -> BaseCapacity:
+    """The capacity model that fits ``topology``, built from a free mask (copied)."""
+    if isinstance(topology, FlatTopology):
+        return CountCapacity(int(np.count_nonzero(free)))
+    return MaskCapacity(topology, free.copy())

@@ -1,0 +1,285 @@
+"""The scheduler core: pure and deterministic.
+
+Given a clock value, the waiting jobs, the running jobs and the free mask,
+:meth:`SchedulerCore.schedule` returns decisions (start job J on block B; reserve block B for
+job K at time T). It does no I/O, reads no clock and mutates none of its inputs. The simulator
+drives it with a virtual clock; the daemon drives the very same code with the wall clock.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from orchestrator.resources.allocator import BoolArray
+from orchestrator.resources.request import JobRequest
+from orchestrator.resources.topology import BaseTopology, Block, NodeArray
+from orchestrator.scheduling.capacity import BaseCapacity, Placement, capacity_for
+from orchestrator.scheduling.policies import Backfill, BaseOrdering, JobLike
+
+__all__ = ["Decisions", "Reservation", "RunningLike", "SchedulerCore", "Start"]
+
+
+class RunningLike(Protocol):
+    """What the scheduler needs to know of a running job."""
+
+    @property
+    def job_id(self) -> int | str: ...
+
+    @property
+    def request(self) -> JobRequest: ...
+
+    @property
+    def block(self) -> Block: ...
+
+    @property
+    def start_time(self) -> float: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Start:
+    """Start ``job_id`` now on ``block``."""
+
+    job_id: int | str
+    block: Block
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """``job_id`` is promised ``placement`` (a block, or a node count on a flat cluster) at
+    ``start_time``; backfilled jobs must not delay it."""
+
+    job_id: int | str
+    start_time: float
+    placement: Placement
+
+
+@dataclass(slots=True)
+class Decisions:
+    """The outcome of one scheduling pass."""
+
+    starts: list[Start] = field(default_factory=list)
+    reservations: list[Reservation] = field(default_factory=list)
+    head: int | str | None = None
+    """The first job in order that could not start now (None when every job started)."""
+
+
+class SchedulerCore:
+    """An ordering plus a backfilling mode over one cluster topology.
+
+    Args:
+        topology: The cluster's topology (flat clusters use a fast node-count model).
+        ordering: Which waiting job goes first.
+        backfill: How later jobs may overtake a blocked head job.
+        commit_head: Once a job has been the blocked head, it stays first until it starts, even
+            if the ordering would now put another job before it (RLScheduler's semantics: the
+            chosen job waits for resources). The driver passes the previous pass's
+            :attr:`Decisions.head` back as ``committed_head``.
+    """
+
+    def __init__(
+        self,
+        topology: BaseTopology,
+        ordering: BaseOrdering,
+        backfill: Backfill,
+        *,
+        commit_head: bool = False,
+    ) -> None:
+        self.topology = topology
+        self.ordering = ordering
+        self.backfill = Backfill(backfill)
+        self.commit_head = commit_head
+
+    def schedule(
+        self,
+        now: float,
+        pending: Sequence[JobLike],
+        running: Sequence[RunningLike],
+        free: BoolArray,
+        *,
+        presorted: bool = False,
+        committed_head: int | str | None = None,
+    ) -> Decisions:
+        """One scheduling pass.
+
+        Args:
+            now: The clock value.
+            pending: Waiting jobs (valid for this cluster).
+            running: Running jobs; their ``block`` nodes are not free.
+            free: Free mask over the topology's nodes. Not modified.
+            presorted: ``pending`` is already in this ordering's order (only honoured for
+                orderings that do not depend on the clock).
+            committed_head: With ``commit_head``, the job to keep first (if still pending).
+
+        Returns:
+            The jobs to start now, with their blocks, and the reservations made.
+        """
+        order: Sequence[JobLike]
+        if presorted and not self.ordering.time_dependent:
+            order = pending
+        else:
+            order = self.ordering.sort(pending, now)
+        if self.commit_head and committed_head is not None:
+            order = _move_to_front(order, committed_head)
+        pass_ = _Pass(self.topology, now, free, running)
+        if self.backfill is Backfill.CONSERVATIVE:
+            pass_.conservative(order)
+            return pass_.decisions
+        head_index = pass_.start_in_order(order)
+        if head_index is None or self.backfill is Backfill.NONE:
+            return pass_.decisions
+        head = order[head_index]
+        shadow, reserved, at_shadow = pass_.shadow(head.request)
+        pass_.decisions.reservations.append(
+            Reservation(head.job_id, shadow, reserved if reserved is not None else 0)
+        )
+        rest = order[head_index + 1 :]
+        if self.backfill is Backfill.STRICT:
+            pass_.backfill_strict(rest, shadow)
+        else:
+            pass_.backfill_easy(rest, shadow, at_shadow)
+        return pass_.decisions
+
+
+class _Pass:
+    """The working state of one scheduling pass (never escapes :meth:`SchedulerCore.schedule`)."""
+
+    def __init__(
+        self, topology: BaseTopology, now: float, free: BoolArray, running: Sequence[RunningLike]
+    ) -> None:
+        self.now = now
+        self.cap: BaseCapacity = capacity_for(topology, free)
+        self.work_free = free.copy()
+        self.decisions = Decisions()
+        # (expected end, nodes) of everything holding nodes, including jobs started this pass.
+        self.holders: list[tuple[float, NodeArray]] = [
+            (max(r.start_time + r.request.estimate, now), r.block.nodes) for r in running
+        ]
+
+    def start(self, job: JobLike, placement: Placement) -> None:
+        if isinstance(placement, Block):
+            block = placement
+        else:
+            block = Block(nodes=np.flatnonzero(self.work_free)[:placement].astype(np.int64))
+        self.work_free[block.nodes] = False
+        self.cap.take(placement if isinstance(placement, Block) else block.size)
+        self.holders.append((self.now + job.request.estimate, block.nodes))
+        self.decisions.starts.append(Start(job.job_id, block))
+
+    def start_in_order(self, order: Sequence[JobLike]) -> int | None:
+        """Start jobs in order until one does not fit; return its index (None if all started)."""
+        for i, job in enumerate(order):
+            placement = self.cap.place(job.request)
+            if placement is None:
+                self.decisions.head = job.job_id
+                return i
+            self.start(job, placement)
+        return None
+
+    def shadow(self, head: JobRequest) -> tuple[float, Placement | None, BaseCapacity]:
+        """Earliest time the head fits as holders end, its placement then, and the capacity
+        left at that time once the head's placement is taken out."""
+        future = self.cap.copy()
+        n = head.node_count
+        for end, nodes in sorted(self.holders, key=lambda h: h[0]):
+            future.give(nodes)
+            if future.free_count < n:
+                continue
+            placement = future.place(head)
+            if placement is not None:
+                future.take(placement)
+                return end, placement, future
+        # Unreachable for a request valid on this cluster; without a reservation nothing waits.
+        return math.inf, None, future
+
+    def backfill_easy(
+        self, rest: Sequence[JobLike], shadow: float, at_shadow: BaseCapacity
+    ) -> None:
+        for job in rest:
+            if self.cap.free_count == 0:
+                return
+            request = job.request
+            if request.node_count > self.cap.free_count:
+                continue
+            if self.now + request.estimate <= shadow:
+                placement = self.cap.place(request)
+            else:
+                # Overruns the shadow time: only nodes the head job will not need then.
+                placement = self.cap.intersect(at_shadow).place(request)
+                if placement is not None:
+                    at_shadow.take(placement)
+            if placement is not None:
+                self.start(job, placement)
+
+    def backfill_strict(self, rest: Sequence[JobLike], shadow: float) -> None:
+        for job in sorted(rest, key=lambda j: j.request.submit_time):
+            if self.cap.free_count == 0:
+                return
+            request = job.request
+            if request.node_count > self.cap.free_count:
+                continue
+            if self.now + request.estimate <= shadow:
+                placement = self.cap.place(request)
+                if placement is not None:
+                    self.start(job, placement)
+
+    def conservative(self, order: Sequence[JobLike]) -> None:
+        """Reserve every job, in order, at the earliest time it fits around earlier ones."""
+        times: list[float] = [self.now]
+        caps: list[BaseCapacity] = [self.cap.copy()]
+        for end, nodes in sorted(self.holders, key=lambda h: h[0]):
+            if not math.isfinite(end):
+                break
+            if end > times[-1]:
+                times.append(end)
+                caps.append(caps[-1].copy())
+            caps[-1].give(nodes)
+        for job in order:
+            request = job.request
+            n = request.node_count
+            found: tuple[int, int, Placement] | None = None
+            for i, t in enumerate(times):
+                if caps[i].free_count < n:
+                    continue
+                end = t + request.estimate
+                window = caps[i].copy()
+                j = i + 1
+                while j < len(times) and times[j] < end and window.free_count >= n:
+                    window = window.intersect(caps[j])
+                    j += 1
+                if window.free_count < n:
+                    continue
+                placement = window.place(request)
+                if placement is not None:
+                    found = (i, j, placement)
+                    break
+            if found is None:
+                if self.decisions.head is None:
+                    self.decisions.head = job.job_id
+                continue
+            i, j, placement = found
+            end = times[i] + request.estimate
+            if math.isfinite(end) and (j == len(times) or times[j] != end):
+                times.insert(j, end)
+                caps.insert(j, caps[j - 1].copy())
+            for k in range(i, j):
+                caps[k].take(placement)
+            if i == 0:
+                self.start(job, placement)
+            else:
+                if self.decisions.head is None:
+                    self.decisions.head = job.job_id
+                self.decisions.reservations.append(Reservation(job.job_id, times[i], placement))
+
+
+def _move_to_front(order: Sequence[JobLike], job_id: int | str) -> Sequence[JobLike]:
+    for i, job in enumerate(order):
+        if job.job_id == job_id:
+            if i == 0:
+                return order
+            return [job, *order[:i], *order[i + 1 :]]
+    return order

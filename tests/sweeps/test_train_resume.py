@@ -1,0 +1,96 @@
+"""Kill-and-resume: a real ``python -m sweeps.train`` process, SIGTERM, then the same command."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+from mlflow import MlflowClient
+
+from sweeps.checkpoint import load_checkpoint, save_checkpoint
+from sweeps.train import EXIT_PREEMPTED
+
+
+def command(tmp: Path, name: str, db: Path) -> list[str]:
+    return [
+        sys.executable, "-m", "sweeps.train",
+        "data=synthetic", "data.num_samples=1200", "model.hidden=[48]",
+        "optimizer=kfac", "optimizer.lr=0.05", "optimizer.kfac.inverse_interval=5",
+        "schedule=step", "batch_size=32", "max_steps=450", "log_every_steps=5",
+        "num_threads=1", "seed=3",
+        f"tracking.uri=sqlite:///{db}", "tracking.experiment=resume",
+        f"checkpoint.path={tmp / name}.pt", f"hydra.run.dir={tmp / name}-hydra",
+    ]  # fmt: skip
+
+
+def run_to_end(args: list[str]) -> dict[str, object]:
+    done = subprocess.run(args, capture_output=True, text=True, timeout=180, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    line = [x for x in done.stdout.splitlines() if x.startswith("result: ")][-1]
+    return dict(json.loads(line.removeprefix("result: ")))
+
+
+def test_sigterm_then_resume_equals_uninterrupted_run(tmp_path: Path) -> None:
+    env = os.environ | {"OMP_NUM_THREADS": "1"}
+    db = tmp_path / "mlflow.db"
+    whole = run_to_end(command(tmp_path, "whole", db))
+
+    args = command(tmp_path, "cut", db)
+    proc = subprocess.Popen(
+        args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if line.startswith("step=") and int(line.split()[0].split("=")[1]) >= 40:
+            proc.send_signal(signal.SIGTERM)
+            break
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == EXIT_PREEMPTED, err[-3000:]
+    stopped = load_checkpoint(tmp_path / "cut.pt")
+    assert 40 <= stopped["step"] < 450
+    assert stopped["kfac"]["layers"]["1"]["a_inv"] is not None  # K-FAC inverses are saved
+    runs = MlflowClient(f"sqlite:///{db}").search_runs(
+        [MlflowClient(f"sqlite:///{db}").get_experiment_by_name("resume").experiment_id]
+    )
+    cut_run = next(r for r in runs if r.info.run_id == stopped["run_id"])
+    assert cut_run.info.status == "KILLED"
+
+    resumed = run_to_end(args)
+    assert not (tmp_path / "cut.pt").exists()  # a finished job leaves no checkpoint to resume
+    assert resumed["run_id"] == stopped["run_id"]
+    assert resumed["steps"] == whole["steps"] == 450
+    for key in ("val_loss", "val_accuracy", "train_loss", "train_accuracy", "best_val_accuracy"):
+        assert resumed[key] == whole[key], key  # bit for bit: same batches, same RNG, same state
+
+    client = MlflowClient(f"sqlite:///{db}")
+    exp = client.get_experiment_by_name("resume")
+    assert exp is not None
+    runs = client.search_runs([exp.experiment_id])
+    assert len(runs) == 2  # "whole" and "cut": resuming made no new run
+    run = client.get_run(stopped["run_id"])
+    assert run.info.status == "FINISHED"
+    history = client.get_metric_history(run.info.run_id, "val_accuracy")
+    steps = [m.step for m in history]
+    assert len(steps) == len(set(steps))  # no epoch logged twice across the cut
+    assert max(steps) == 450 and min(steps) < stopped["step"]
+
+
+def test_checkpoint_write_is_atomic(tmp_path: Path) -> None:
+    path = tmp_path / "c.pt"
+    save_checkpoint(path, {"x": torch.ones(3)})
+
+    class Boom:
+        def __reduce__(self) -> tuple[object, ...]:
+            raise RuntimeError("disk full")
+
+    try:
+        save_checkpoint(path, {"x": torch.zeros(3), "bad": Boom()})
+    except RuntimeError:
+        pass
+    assert torch.equal(load_checkpoint(path)["x"], torch.ones(3))  # the old one survives whole
+    assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]  # no temporary file left behind
