@@ -32,6 +32,7 @@ from torch import nn
 
 from orchestrator.tracking import (
     BatchedLogger,
+    TrackingError,
     check_tracking_uri,
     default_tracking_uri,
     env_tags,
@@ -54,10 +55,12 @@ from sweeps.kfac import KFAC, KFACSettings
 from sweeps.models import build_model, count_parameters
 from sweeps.schedule import learning_rate, scaled_lr
 
-__all__ = ["EXIT_PREEMPTED", "cli", "fingerprint", "main"]
+__all__ = ["EXIT_BAD_CONFIG", "EXIT_PREEMPTED", "cli", "fingerprint", "main"]
 
 #: Exit status of a job that saved a checkpoint on SIGTERM / SIGUSR1 (resubmit it to resume).
 EXIT_PREEMPTED = 3
+#: Exit status of a job refused for a bad config value (the message names the field).
+EXIT_BAD_CONFIG = 2
 
 # Fields that change how a job runs or reports, not what it computes: a checkpoint written under
 # one value resumes under another.
@@ -512,7 +515,12 @@ def cli() -> None:
 
     @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
     def _app(cfg: DictConfig) -> float:
-        result = main(cfg)
+        try:
+            result = main(cfg)
+        except (ConfigError, TrackingError) as e:
+            # A user's mistake: the message names the field and the fix; a traceback adds noise.
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(EXIT_BAD_CONFIG)
         if result["status"] == "preempted":
             sys.exit(EXIT_PREEMPTED)
         return float(result["val_accuracy"])
