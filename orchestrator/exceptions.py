@@ -33,7 +33,9 @@ class InvalidRequestError(OrchestratorError, ValueError):
         self.value = value
         self.reason = reason
         self.example = example
-        super().__init__(f"invalid {field}={value!r}: {reason} (for example: {field}={example})")
+        # An example may name another field ("nodes=4" to replace a shape on a flat cluster).
+        shown = example if "=" in example else f"{field}={example}"
+        super().__init__(f"invalid {field}={value!r}: {reason} (for example: {shown})")
 
 
 class ClusterConfigError(OrchestratorError, ValueError):

@@ -88,6 +88,7 @@ def simulate(
     backfill: Backfill | str = Backfill.EASY,
     kill_at_walltime: bool = True,
     commit_head: bool = False,
+    record_nodes: bool = False,
     skipped: Sequence[SkippedJob] = (),
     progress: ProgressCallback | None = None,
 ) -> SimulationResult:
@@ -100,6 +101,7 @@ def simulate(
         backfill: Backfilling mode.
         kill_at_walltime: End a job at its walltime if it would run longer (state ``killed``).
         commit_head: Keep a blocked head job first until it starts (see ``SchedulerCore``).
+        record_nodes: Add a ``node_ids`` column (the nodes of each job) to the records.
         skipped: Jobs the workload conversion dropped; carried into the result.
         progress: Called as ``progress(done, total)`` every few hundred finished jobs.
 
@@ -219,6 +221,8 @@ def simulate(
     if progress is not None:
         progress(total, total)
     frame = _records(jobs)
+    if record_nodes:
+        frame["node_ids"] = [tuple(j.block.nodes.tolist()) for j in jobs]
     metrics = compute_metrics(
         frame,
         cluster.size,
