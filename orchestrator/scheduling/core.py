@@ -182,38 +182,81 @@ class _Pass:
 
     def shadow(self, head: JobRequest) -> tuple[float, Placement | None, BaseCapacity]:
         """Earliest time the head fits as holders end, its placement then, and the capacity
-        left at that time once the head's placement is taken out."""
-        future = self.cap.copy()
+        left at that time once the head's placement is taken out.
+
+        Whether the head fits only improves as jobs end (free sets only grow), so the earliest
+        end time is found by binary search: O(log R) placement queries, not R.
+        """
+        ordered = sorted(self.holders, key=lambda h: h[0])
         n = head.node_count
-        for end, nodes in sorted(self.holders, key=lambda h: h[0]):
-            future.give(nodes)
-            if future.free_count < n:
-                continue
-            placement = future.place(head)
-            if placement is not None:
-                future.take(placement)
-                return end, placement, future
-        # Unreachable for a request valid on this cluster; without a reservation nothing waits.
-        return math.inf, None, future
+        # Skip the ends before which too few nodes are free, whatever the topology.
+        free_then = self.cap.free_count
+        first = len(ordered)
+        for i, (_, nodes) in enumerate(ordered):
+            free_then += int(nodes.size)
+            if free_then >= n:
+                first = i
+                break
+
+        def future_at(k: int) -> BaseCapacity:
+            future = self.cap.copy()
+            for _, nodes in ordered[: k + 1]:
+                future.give(nodes)
+            return future
+
+        lo, hi = first, len(ordered)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if future_at(mid).place(head) is None:
+                lo = mid + 1
+            else:
+                hi = mid
+        if lo == len(ordered):
+            # Unreachable for a request valid on this cluster; without a reservation nothing
+            # has to wait for the head.
+            return math.inf, None, future_at(lo - 1) if ordered else self.cap.copy()
+        future = future_at(lo)
+        placement = future.place(head)
+        assert placement is not None
+        future.take(placement)
+        return ordered[lo][0], placement, future
 
     def backfill_easy(
         self, rest: Sequence[JobLike], shadow: float, at_shadow: BaseCapacity
     ) -> None:
+        # A request that did not fit stays unfit for the rest of the pass (capacities only
+        # shrink): remember failures per request shape, separately for the two capacities.
+        failed_now: set[object] = set()
+        failed_both: set[object] = set()
+        both: BaseCapacity | None = None
         for job in rest:
             if self.cap.free_count == 0:
                 return
             request = job.request
             if request.node_count > self.cap.free_count:
                 continue
+            key = request.shape if request.shape is not None else request.node_count
             if self.now + request.estimate <= shadow:
+                if key in failed_now:
+                    continue
                 placement = self.cap.place(request)
+                if placement is None:
+                    failed_now.add(key)
+                    continue
             else:
                 # Overruns the shadow time: only nodes the head job will not need then.
-                placement = self.cap.intersect(at_shadow).place(request)
-                if placement is not None:
-                    at_shadow.take(placement)
-            if placement is not None:
-                self.start(job, placement)
+                if key in failed_both or key in failed_now:
+                    continue
+                if both is None:
+                    both = self.cap.intersect(at_shadow)
+                placement = both.place(request)
+                if placement is None:
+                    failed_both.add(key)
+                    continue
+                at_shadow.take(placement)
+            self.start(job, placement)
+            # Both capacities shrank; the intersection is rebuilt on next use.
+            both = None
 
     def backfill_strict(self, rest: Sequence[JobLike], shadow: float) -> None:
         for job in sorted(rest, key=lambda j: j.request.submit_time):
