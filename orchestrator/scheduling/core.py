@@ -18,7 +18,12 @@ import numpy as np
 from orchestrator.resources.allocator import BoolArray
 from orchestrator.resources.request import JobRequest
 from orchestrator.resources.topology import BaseTopology, Block, NodeArray
-from orchestrator.scheduling.capacity import BaseCapacity, Placement, capacity_for
+from orchestrator.scheduling.capacity import (
+    BaseCapacity,
+    CountCapacity,
+    Placement,
+    capacity_for,
+)
 from orchestrator.scheduling.policies import Backfill, BaseOrdering, JobLike
 
 __all__ = ["Decisions", "Reservation", "RunningLike", "SchedulerCore", "Start"]
@@ -93,6 +98,10 @@ class SchedulerCore:
         self.ordering = ordering
         self.backfill = Backfill(backfill)
         self.commit_head = commit_head
+        # The last shadow computation, keyed by everything it depends on. Arrivals between two
+        # completions leave the head's shadow unchanged, and on a torus it costs O(log R)
+        # placement queries: a memo, not state (the result is the same with or without it).
+        self._shadow_memo: tuple[object, tuple[float, Placement | None, BaseCapacity]] | None = None
 
     def schedule(
         self,
@@ -133,7 +142,13 @@ class SchedulerCore:
         if head_index is None or self.backfill is Backfill.NONE:
             return pass_.decisions
         head = order[head_index]
-        shadow, reserved, at_shadow = pass_.shadow(head.request)
+        memo_key = (head.job_id, head.request, pass_.holders_key(), pass_.cap_key())
+        if self._shadow_memo is not None and self._shadow_memo[0] == memo_key:
+            shadow, reserved, at_shadow = self._shadow_memo[1]
+        else:
+            shadow, reserved, at_shadow = pass_.shadow(head.request)
+            self._shadow_memo = (memo_key, (shadow, reserved, at_shadow.copy()))
+        at_shadow = at_shadow.copy()
         pass_.decisions.reservations.append(
             Reservation(head.job_id, shadow, reserved if reserved is not None else 0)
         )
@@ -159,6 +174,15 @@ class _Pass:
         self.holders: list[tuple[float, NodeArray]] = [
             (max(r.start_time + r.request.estimate, now), r.block.nodes) for r in running
         ]
+
+    def holders_key(self) -> tuple[tuple[float, int, int], ...]:
+        # Blocks stay alive while their jobs hold them, so id() names a block for a pass.
+        return tuple((end, id(nodes), int(nodes.size)) for end, nodes in self.holders)
+
+    def cap_key(self) -> object:
+        if isinstance(self.cap, CountCapacity):
+            return self.cap.count
+        return hash(self.work_free.tobytes())
 
     def start(self, job: JobLike, placement: Placement) -> None:
         if isinstance(placement, Block):
