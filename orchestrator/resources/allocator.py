@@ -176,20 +176,29 @@ def _curve_order(topo: Torus3DTopology) -> NodeArray:
 class SummedVolume:
     """A summed-volume table of a 3-D grid of busy cells: any box sum in eight lookups.
 
-    For a periodic grid (``wrap``) the table covers the grid tiled twice along every axis,
-    shifted by one cell, so a box may start one cell before any origin and wrap once. For a
-    bounded grid it covers the grid with a one-cell border of busy cells (edges count as busy).
+    For a periodic grid (``wrap``) the table covers the grid extended periodically by ``reach``
+    cells along every axis and shifted by one cell, so a box of up to ``reach - 1`` cells (plus
+    its shell) may start one cell before any origin and wrap. For a bounded grid it covers the
+    grid with a one-cell border of busy cells (edges count as busy).
     Built once per free mask and reused by every query on it (see ``cache`` in
     :func:`find_block`).
     """
 
-    __slots__ = ("dims", "table", "wrap")
+    __slots__ = ("dims", "reach", "table", "wrap")
 
-    def __init__(self, busy: IntArray, wrap: bool) -> None:
+    def __init__(
+        self, busy: IntArray, wrap: bool, reach: tuple[int, int, int] | None = None
+    ) -> None:
         self.dims: tuple[int, int, int] = (busy.shape[0], busy.shape[1], busy.shape[2])
         self.wrap = wrap
+        self.reach = reach if reach is not None else self.dims
         if wrap:
-            ext = np.tile(np.roll(busy, 1, axis=(0, 1, 2)), (2, 2, 2))
+            # Cell c at index c + 1: start one cell early, run ``reach`` cells past the end.
+            ext = busy
+            for axis in range(3):
+                length = self.dims[axis]
+                idx = np.arange(-1, length + self.reach[axis]) % length
+                ext = np.take(ext, idx, axis=axis)
         else:
             ext = np.pad(busy, 1, constant_values=1)
         table = np.zeros(tuple(s + 1 for s in ext.shape), dtype=np.int32)
@@ -315,10 +324,25 @@ def _unit_free(topo: Torus3DTopology, free: BoolArray) -> BoolArray:
     return out
 
 
+def _reach(cells: int, length: int) -> int:
+    """Periodic extension a box of ``cells`` (plus its shell) needs, in buckets of 4 cells so
+    that queries of similar sizes share one table."""
+    return min(length, -(-(cells + 2) // 4) * 4)
+
+
 def _summed_volume(
-    topo: Torus3DTopology, free: BoolArray, mode: ShapeMode, cache: dict[str, object] | None
+    topo: Torus3DTopology,
+    free: BoolArray,
+    mode: ShapeMode,
+    cache: dict[str, object] | None,
+    largest: int,
 ) -> SummedVolume:
+    reach: tuple[int, int, int] | None = None
     key = f"svt-{mode.value}"
+    if mode is ShapeMode.TORUS:
+        grid = topo.unit_grid
+        reach = (_reach(largest, grid[0]), _reach(largest, grid[1]), _reach(largest, grid[2]))
+        key += f"-{reach}"
     if cache is not None:
         hit = cache.get(key)
         if isinstance(hit, SummedVolume):
@@ -327,7 +351,7 @@ def _summed_volume(
         busy = (~_unit_free(topo, free)).astype(np.int32)
     else:
         busy = (~free.reshape(topo.dims)).astype(np.int32)
-    svt = SummedVolume(busy, wrap=mode is ShapeMode.TORUS)
+    svt = SummedVolume(busy, wrap=mode is ShapeMode.TORUS, reach=reach)
     if cache is not None:
         cache[key] = svt
     return svt
@@ -340,7 +364,6 @@ def _torus_box(
         return None
     use_units = shape.mode is ShapeMode.TORUS
     unit = topo.unit if use_units else (1, 1, 1)
-    svt = _summed_volume(topo, free, shape.mode, cache)
     # Fewest nodes held first (rounding to units may waste some), then fragmentation cost.
     options: list[tuple[int, tuple[int, int, int]]] = []
     for ext in _candidate_extents(shape):
@@ -348,6 +371,8 @@ def _torus_box(
         if cells not in (c for _, c in options):
             options.append((cells[0] * cells[1] * cells[2], cells))
     options.sort(key=lambda item: item[0])
+    largest = max(max(c) for _, c in options)
+    svt = _summed_volume(topo, free, shape.mode, cache, largest)
     best: tuple[int, int, tuple[int, int, int], tuple[int, int, int]] | None = None
     for cell_volume, cells in options:
         if best is not None and cell_volume > best[0]:

@@ -243,3 +243,29 @@ def test_fugaku_placements(shape: str) -> None:
     block = find_block(topo, free, JobRequest(shape=shape))
     assert block is not None
     assert free[block.nodes].all()
+
+
+@st.composite
+def long_torus_case(draw: st.DrawFn) -> tuple[Torus3DTopology, np.ndarray, Shape]:
+    # Rings longer than the summed-volume table's periodic reach (reach < length).
+    dims = (draw(st.integers(9, 14)), draw(st.integers(1, 3)), draw(st.integers(1, 2)))
+    topo = Torus3DTopology(list(dims))
+    density = draw(st.floats(0.0, 0.5))
+    rng = np.random.default_rng(draw(st.integers(0, 2**16)))
+    free = rng.random(topo.size) >= density
+    extents = (draw(st.integers(1, dims[0])), draw(st.integers(1, dims[1])))
+    return topo, free, Shape(extents, ShapeMode.TORUS, draw(st.booleans()))
+
+
+@settings(max_examples=150, deadline=None)
+@given(long_torus_case())
+def test_long_rings_match_the_oracle(case: tuple[Torus3DTopology, np.ndarray, Shape]) -> None:
+    topo, free, shape = case
+    block = find_block(topo, free, JobRequest(shape=shape))
+    oracle = _oracle(topo, free, shape)
+    if block is None:
+        assert not oracle
+        return
+    assert block.origin is not None and block.extents is not None
+    assert free[block.nodes].all()
+    assert oracle[(block.extents, block.origin)] == min(oracle.values())
