@@ -7,9 +7,15 @@ field, the value that came, and an example of a valid value, so a message alone 
 from __future__ import annotations
 
 __all__ = [
+    "BackendError",
     "ClusterConfigError",
+    "DaemonError",
+    "IllegalTransitionError",
     "InvalidRequestError",
+    "JobNotFoundError",
+    "JobStateError",
     "OrchestratorError",
+    "StoreError",
     "TraceFormatError",
 ]
 
@@ -57,3 +63,35 @@ class TraceFormatError(OrchestratorError, ValueError):
         self.line = line
         self.field = field
         super().__init__(f"{path}:{line}: field {field!r}: {message}")
+
+
+class IllegalTransitionError(OrchestratorError):
+    """A job state change that the lifecycle's transition table does not allow (a bug)."""
+
+
+class JobNotFoundError(OrchestratorError, LookupError):
+    """No job has the given id.
+
+    Args:
+        job_id: The id that was asked for.
+    """
+
+    def __init__(self, job_id: object) -> None:
+        self.job_id = job_id
+        super().__init__(f"no job with id {job_id!r} (list jobs with `orch queue --all`)")
+
+
+class JobStateError(OrchestratorError):
+    """An action that the job's current state does not allow (cancel a finished job, ...)."""
+
+
+class StoreError(OrchestratorError):
+    """The job store cannot be opened, migrated or written."""
+
+
+class BackendError(OrchestratorError):
+    """A backend could not start, poll or signal a job."""
+
+
+class DaemonError(OrchestratorError):
+    """The daemon cannot be reached, started or stopped."""

@@ -177,6 +177,11 @@ class JobRequest:
     account: str = ""
     submit_time: float = 0.0
     name: str = field(default="")
+    # Derived once at creation: the scheduler reads both for every job at every pass.
+    node_count: int = field(init=False, repr=False, compare=False)
+    """Nodes asked for (the shape's volume for a shape)."""
+    estimate: float = field(init=False, repr=False, compare=False)
+    """Runtime estimate in seconds (estimate, else walltime, else +inf)."""
 
     def __post_init__(self) -> None:
         if isinstance(self.shape, str):
@@ -202,21 +207,13 @@ class JobRequest:
             raise InvalidRequestError("submit_time", self.submit_time, "must be a number", "0")
         if not isinstance(self.user, str) or not self.user:
             raise InvalidRequestError("user", self.user, "must be a non-empty string", "alice")
-
-    @property
-    def node_count(self) -> int:
-        """Nodes asked for (the shape's volume for a shape)."""
-        if self.nodes is not None:
-            return self.nodes
-        assert self.shape is not None
-        return self.shape.volume
-
-    @property
-    def estimate(self) -> float:
-        """Runtime estimate in seconds (estimate, else walltime, else +inf)."""
+        count = self.nodes if self.nodes is not None else self.shape.volume  # type: ignore[union-attr]
+        object.__setattr__(self, "node_count", count)
         if self.estimate_s is not None:
-            return self.estimate_s
-        return self.walltime_s if self.walltime_s is not None else math.inf
+            estimate = self.estimate_s
+        else:
+            estimate = self.walltime_s if self.walltime_s is not None else math.inf
+        object.__setattr__(self, "estimate", estimate)
 
     def check_fits(self, cluster: Cluster) -> None:
         """Raise :class:`InvalidRequestError` if this request can never run on ``cluster``."""

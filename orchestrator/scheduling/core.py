@@ -8,8 +8,9 @@ drives it with a virtual clock; the daemon drives the very same code with the wa
 
 from __future__ import annotations
 
+import heapq
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -111,6 +112,7 @@ class SchedulerCore:
         free: BoolArray,
         *,
         presorted: bool = False,
+        running_sorted: bool = False,
         committed_head: int | str | None = None,
     ) -> Decisions:
         """One scheduling pass.
@@ -122,6 +124,8 @@ class SchedulerCore:
             free: Free mask over the topology's nodes. Not modified.
             presorted: ``pending`` is already in this ordering's order (only honoured for
                 orderings that do not depend on the clock).
+            running_sorted: ``running`` is sorted by expected end (start + estimate), which
+                lets the shadow time be found without sorting every running job.
             committed_head: With ``commit_head``, the job to keep first (if still pending).
 
         Returns:
@@ -134,7 +138,7 @@ class SchedulerCore:
             order = self.ordering.sort(pending, now)
         if self.commit_head and committed_head is not None:
             order = _move_to_front(order, committed_head)
-        pass_ = _Pass(self.topology, now, free, running)
+        pass_ = _Pass(self.topology, now, free, running, running_sorted)
         if self.backfill is Backfill.CONSERVATIVE:
             pass_.conservative(order)
             return pass_.decisions
@@ -142,13 +146,17 @@ class SchedulerCore:
         if head_index is None or self.backfill is Backfill.NONE:
             return pass_.decisions
         head = order[head_index]
-        memo_key = (head.job_id, head.request, pass_.holders_key(), pass_.cap_key())
-        if self._shadow_memo is not None and self._shadow_memo[0] == memo_key:
-            shadow, reserved, at_shadow = self._shadow_memo[1]
-        else:
+        if isinstance(pass_.cap, CountCapacity):
+            # Counting is cheaper than any memo key.
             shadow, reserved, at_shadow = pass_.shadow(head.request)
-            self._shadow_memo = (memo_key, (shadow, reserved, at_shadow.copy()))
-        at_shadow = at_shadow.copy()
+        else:
+            memo_key = (head.job_id, head.request, pass_.holders_key(), pass_.cap_key())
+            if self._shadow_memo is not None and self._shadow_memo[0] == memo_key:
+                shadow, reserved, at_shadow = self._shadow_memo[1]
+            else:
+                shadow, reserved, at_shadow = pass_.shadow(head.request)
+                self._shadow_memo = (memo_key, (shadow, reserved, at_shadow.copy()))
+            at_shadow = at_shadow.copy()
         pass_.decisions.reservations.append(
             Reservation(head.job_id, shadow, reserved if reserved is not None else 0)
         )
@@ -164,16 +172,38 @@ class _Pass:
     """The working state of one scheduling pass (never escapes :meth:`SchedulerCore.schedule`)."""
 
     def __init__(
-        self, topology: BaseTopology, now: float, free: BoolArray, running: Sequence[RunningLike]
+        self,
+        topology: BaseTopology,
+        now: float,
+        free: BoolArray,
+        running: Sequence[RunningLike],
+        running_sorted: bool = False,
     ) -> None:
         self.now = now
         self.cap: BaseCapacity = capacity_for(topology, free)
         self.work_free = free.copy()
         self.decisions = Decisions()
-        # (expected end, nodes) of everything holding nodes, including jobs started this pass.
-        self.holders: list[tuple[float, NodeArray]] = [
-            (max(r.start_time + r.request.estimate, now), r.block.nodes) for r in running
-        ]
+        self.running = running
+        self.running_sorted = running_sorted
+        self.started: list[tuple[float, NodeArray]] = []
+
+    @property
+    def holders(self) -> list[tuple[float, NodeArray]]:
+        """(expected end, nodes) of everything holding nodes, including jobs started this pass
+        (built on demand: a pass where every job starts never needs it)."""
+        now = self.now
+        held = [(max(r.start_time + r.request.estimate, now), r.block.nodes) for r in self.running]
+        return held + self.started
+
+    def holders_by_end(self) -> Iterator[tuple[float, NodeArray]]:
+        """Holders in order of expected end; lazy when ``running`` comes sorted."""
+        if not self.running_sorted:
+            return iter(sorted(self.holders, key=lambda h: h[0]))
+        now = self.now
+        running = (
+            (max(r.start_time + r.request.estimate, now), r.block.nodes) for r in self.running
+        )
+        return heapq.merge(running, sorted(self.started, key=lambda h: h[0]), key=lambda h: h[0])
 
     def holders_key(self) -> tuple[tuple[float, int, int], ...]:
         # Blocks stay alive while their jobs hold them, so id() names a block for a pass.
@@ -191,7 +221,7 @@ class _Pass:
             block = Block(nodes=np.flatnonzero(self.work_free)[:placement].astype(np.int64))
         self.work_free[block.nodes] = False
         self.cap.take(placement if isinstance(placement, Block) else block.size)
-        self.holders.append((self.now + job.request.estimate, block.nodes))
+        self.started.append((self.now + job.request.estimate, block.nodes))
         self.decisions.starts.append(Start(job.job_id, block))
 
     def start_in_order(self, order: Sequence[JobLike]) -> int | None:
@@ -211,8 +241,15 @@ class _Pass:
         Whether the head fits only improves as jobs end (free sets only grow), so the earliest
         end time is found by binary search: O(log R) placement queries, not R.
         """
-        ordered = sorted(self.holders, key=lambda h: h[0])
         n = head.node_count
+        if isinstance(self.cap, CountCapacity):
+            free_then = self.cap.count
+            for end, nodes in self.holders_by_end():
+                free_then += int(nodes.size)
+                if free_then >= n:
+                    return end, n, CountCapacity(free_then - n)
+            return math.inf, None, CountCapacity(free_then)
+        ordered = list(self.holders_by_end())
         # Skip the ends before which too few nodes are free, whatever the topology.
         free_then = self.cap.free_count
         first = len(ordered)

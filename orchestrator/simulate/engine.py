@@ -46,7 +46,17 @@ class SimulationInvariantError(OrchestratorError):
 class _SimJob:
     """Mutable per-job state of one run."""
 
-    __slots__ = ("block", "end", "job_id", "killed", "request", "reserved_at", "run", "start")
+    __slots__ = (
+        "block",
+        "end",
+        "job_id",
+        "killed",
+        "request",
+        "reserved_at",
+        "run",
+        "run_key",
+        "start",
+    )
 
     def __init__(self, job: WorkloadJob) -> None:
         self.job_id: int | str = job.job_id
@@ -57,6 +67,7 @@ class _SimJob:
         self.block: Block = _NO_BLOCK
         self.killed = False
         self.reserved_at = math.nan
+        self.run_key: tuple[float, int] = (math.nan, 0)
 
     @property
     def start_time(self) -> float:
@@ -123,7 +134,9 @@ def simulate(
     incremental = not ordering.time_dependent
     pending: list[_SimJob] = []
     keys: list[tuple[float, float, int]] = []
-    running: dict[int | str, _SimJob] = {}
+    # Running jobs sorted by expected end (start + estimate), as the core's shadow search wants.
+    running: list[_SimJob] = []
+    running_keys: list[tuple[float, int]] = []
     ends: list[tuple[float, int, _SimJob]] = []
     seq = 0
     arrival = 0
@@ -146,7 +159,8 @@ def simulate(
             _, _, job = heapq.heappop(ends)
             free[job.block.nodes] = True
             free_count += job.block.size
-            del running[job.job_id]
+            i = bisect.bisect_left(running_keys, job.run_key)
+            del running_keys[i], running[i]
             if ledger is not None:
                 ledger.charge(job.request.user, job.block.size * (job.end - job.start), now)
             done += 1
@@ -169,7 +183,13 @@ def simulate(
         if flat and free_count == 0:
             continue
         decisions = core.schedule(
-            now, pending, list(running.values()), free, presorted=True, committed_head=head
+            now,
+            pending,
+            running,
+            free,
+            presorted=True,
+            running_sorted=True,
+            committed_head=head,
         )
         head = decisions.head
         for reservation in decisions.reservations:
@@ -203,7 +223,10 @@ def simulate(
                 if kill_at_walltime and limit is not None and duration > limit:
                     duration, job.killed = limit, True
                 job.end = now + duration
-                running[job.job_id] = job
+                job.run_key = (now + job.request.estimate, seq)
+                i = bisect.bisect(running_keys, job.run_key)
+                running_keys.insert(i, job.run_key)
+                running.insert(i, job)
                 heapq.heappush(ends, (job.end, seq, job))
                 seq += 1
                 started.add(job.job_id)

@@ -1,0 +1,118 @@
+"""The job store's tables (SQLAlchemy Core).
+
+* ``clusters``: the pools a daemon schedules (name, topology kind, size, preset text).
+* ``jobs``: one row per job (an array element is a job). ``state`` is a cache of the last event's
+  ``new_state``, kept in the same transaction; :meth:`Store.replay_states` recomputes it from
+  ``events`` alone.
+* ``allocations``: one row per node per attempt. A partial unique index over the rows not yet
+  released makes the database itself refuse to give a node to two jobs.
+* ``events``: the append-only log of state transitions (time, old state, new state, reason).
+
+The migration ``0001_initial`` creates exactly these tables; a test compares the two.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+__all__ = ["allocations", "clusters", "events", "jobs", "metadata"]
+
+metadata = MetaData()
+
+clusters = Table(
+    "clusters",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(128), nullable=False, unique=True),
+    Column("kind", String(16), nullable=False),
+    Column("size", Integer, nullable=False),
+    Column("spec", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("cluster_id", Integer, ForeignKey("clusters.id"), nullable=False),
+    Column("name", String(256), nullable=False, default=""),
+    Column("user", String(128), nullable=False),
+    Column("account", String(128), nullable=False, default=""),
+    Column("argv", JSON, nullable=True),
+    Column("script", Text, nullable=True),
+    Column("env", JSON, nullable=False),
+    Column("workdir", Text, nullable=True),
+    Column("nodes", Integer, nullable=True),
+    Column("shape", String(64), nullable=True),
+    Column("tasks_per_node", Integer, nullable=False),
+    Column("cpus_per_task", Integer, nullable=False),
+    Column("gpus_per_task", Integer, nullable=False),
+    Column("mem_per_node_mb", Integer, nullable=False),
+    Column("walltime_s", Float, nullable=True),
+    Column("estimate_s", Float, nullable=True),
+    Column("priority", Integer, nullable=False),
+    Column("submit_time", Float, nullable=False),
+    Column("array_id", Integer, nullable=True),
+    Column("array_index", Integer, nullable=True),
+    Column("array_limit", Integer, nullable=True),
+    Column("dependency", Text, nullable=True),
+    Column("max_retries", Integer, nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("not_before", Float, nullable=False, default=0.0),
+    Column("state", String(16), nullable=False),
+    Column("reason", Text, nullable=False, default=""),
+    Column("exit_code", Integer, nullable=True),
+    Column("start_time", Float, nullable=True),
+    Column("end_time", Float, nullable=True),
+    Column("handle", JSON, nullable=True),
+    Column("idempotency_key", String(128), nullable=True, unique=True),
+    Index("ix_jobs_state", "state"),
+    Index("ix_jobs_user", "user"),
+    Index("ix_jobs_array_id", "array_id"),
+)
+
+allocations = Table(
+    "allocations",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("cluster_id", Integer, ForeignKey("clusters.id"), nullable=False),
+    Column("job_id", Integer, ForeignKey("jobs.id"), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("node_index", Integer, nullable=False),
+    Column("node_name", String(128), nullable=False),
+    Column("allocated_at", Float, nullable=False),
+    Column("released_at", Float, nullable=True),
+    Index("ix_allocations_job", "job_id"),
+    # The invariant "no node is ever given to two jobs", enforced by the database.
+    Index(
+        "ux_allocations_held_node",
+        "cluster_id",
+        "node_index",
+        unique=True,
+        sqlite_where=Column("released_at").is_(None),
+        postgresql_where=Column("released_at").is_(None),
+    ),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("job_id", Integer, ForeignKey("jobs.id"), nullable=False),
+    Column("time", Float, nullable=False),
+    Column("old_state", String(16), nullable=True),
+    Column("new_state", String(16), nullable=False),
+    Column("reason", Text, nullable=False, default=""),
+    Index("ix_events_job", "job_id", "id"),
+)
