@@ -125,6 +125,12 @@ def _fmt(value: Any) -> str:
 @click.option("--protocol", type=click.Choice(["rlscheduler"]), help="Run an evaluation protocol.")
 @click.option("--first", type=click.IntRange(min=1), help="Protocol windows from the first N jobs.")
 @click.option(
+    "--backfills",
+    default="none,strict,easy,conservative",
+    show_default=True,
+    help="Protocol only: the backfilling modes to compare, comma-separated.",
+)
+@click.option(
     "--out", type=click.Path(dir_okay=False, path_type=Path), help="Per-job records: .csv/.parquet"
 )
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), help="Write a PNG figure.")
@@ -144,6 +150,7 @@ def simulate(
     load: float,
     protocol: str | None,
     first: int | None,
+    backfills: str,
     out: Path | None,
     plot: Path | None,
     fmt: str,
@@ -163,9 +170,22 @@ def simulate(
         cluster = _cluster_for(parsed, nodes, preset, ppn)
         if protocol == "rlscheduler":
             assert parsed is not None
+            modes = []
+            for name in backfills.split(","):
+                if name.strip() not in {b.value for b in Backfill}:
+                    raise click.BadParameter(
+                        f"{name!r} is not one of none, easy, conservative, strict",
+                        param_hint="--backfills",
+                    )
+                modes.append(Backfill(name.strip()))
             with _progress("windows") as update:
                 rows = rlscheduler_protocol(
-                    parsed, cluster, first=first, procs_per_node=ppn, progress=update
+                    parsed,
+                    cluster,
+                    first=first,
+                    procs_per_node=ppn,
+                    backfills=modes,
+                    progress=update,
                 )
             if plot is not None:
                 plot_protocol(rows, plot)

@@ -37,7 +37,12 @@ PUBLISHED_LUBLIN_256: dict[tuple[str, str], float] = {
 """Their published mean bounded slowdowns on ``lublin_256.swf`` (traces README)."""
 
 PROTOCOL_ORDERS: tuple[str, ...] = ("fcfs", "sjf", "f1", "wfp3", "unicep")
-PROTOCOL_BACKFILLS: tuple[Backfill, ...] = (Backfill.NONE, Backfill.STRICT, Backfill.EASY)
+PROTOCOL_BACKFILLS: tuple[Backfill, ...] = (
+    Backfill.NONE,
+    Backfill.STRICT,
+    Backfill.EASY,
+    Backfill.CONSERVATIVE,
+)
 
 
 @dataclass(frozen=True)

@@ -52,13 +52,13 @@ def test_simulate_table_and_parquet(tmp_path: Path) -> None:
 def test_protocol_json(shared_traces: Path) -> None:
     code, stdout, _ = run(
         "simulate", "--protocol", "rlscheduler", "--trace", str(shared_traces / "lublin_256.swf"),
-        "--format", "json",
+        "--format", "json", "--backfills", "none,strict",
     )  # fmt: skip
     assert code == 0
     rows = json.loads(stdout)
     assert {(r["order"], r["backfill"]) for r in rows} >= {("fcfs", "none"), ("f1", "strict")}
     assert all({"order", "backfill", "mean_bsld", "utilization"} <= set(r) for r in rows)
-    assert len(rows) == 15
+    assert len(rows) == 10
 
 
 def test_synthetic_torus_workload_from_the_cli() -> None:
@@ -81,6 +81,7 @@ def test_synthetic_torus_workload_from_the_cli() -> None:
         (["--order", "random"], "'random' is not one of"),
         (["--out", "x.txt"], ".csv or .parquet"),
         (["--synthetic", "5", "--cluster", "slurm16"], "needs a torus3d"),
+        (["--protocol", "rlscheduler", "--backfills", "none,eager"], "'eager' is not one of"),
     ],
 )
 def test_bad_input_gives_a_clear_error(args: list[str], fragment: str) -> None:
