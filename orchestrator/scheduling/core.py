@@ -239,7 +239,8 @@ class _Pass:
         left at that time once the head's placement is taken out.
 
         Whether the head fits only improves as jobs end (free sets only grow), so the earliest
-        end time is found by binary search: O(log R) placement queries, not R.
+        end time is found by galloping then binary search: O(log k) placement queries when the
+        head fits after the k-th end, not R. On a busy machine k is usually small.
         """
         n = head.node_count
         if isinstance(self.cap, CountCapacity):
@@ -265,22 +266,43 @@ class _Pass:
                 future.give(nodes)
             return future
 
-        lo, hi = first, len(ordered)
+        found: dict[int, tuple[BaseCapacity, Placement]] = {}
+
+        def fits_at(k: int) -> bool:
+            future = future_at(k)
+            placement = future.place(head)
+            if placement is None:
+                return False
+            found[k] = (future, placement)
+            return True
+
+        # Gallop: first, first + 1, first + 3, first + 7, ... until the head fits.
+        lo, step = first, 1
+        hi = len(ordered)
+        probe = first
+        while probe < len(ordered):
+            if fits_at(probe):
+                hi = probe
+                break
+            lo = probe + 1
+            probe = first + 2 * step - 1
+            step *= 2
+        if hi == len(ordered) and ordered and fits_at(len(ordered) - 1):
+            hi = len(ordered) - 1
+        # Binary search in [lo, hi]: the head does not fit before lo and fits at hi.
         while lo < hi:
             mid = (lo + hi) // 2
-            if future_at(mid).place(head) is None:
-                lo = mid + 1
-            else:
+            if fits_at(mid):
                 hi = mid
-        if lo == len(ordered):
+            else:
+                lo = mid + 1
+        if hi >= len(ordered) or hi not in found:
             # Unreachable for a request valid on this cluster; without a reservation nothing
             # has to wait for the head.
-            return math.inf, None, future_at(lo - 1) if ordered else self.cap.copy()
-        future = future_at(lo)
-        placement = future.place(head)
-        assert placement is not None
+            return math.inf, None, future_at(len(ordered) - 1) if ordered else self.cap.copy()
+        future, placement = found[hi]
         future.take(placement)
-        return ordered[lo][0], placement, future
+        return ordered[hi][0], placement, future
 
     def backfill_easy(
         self, rest: Sequence[JobLike], shadow: float, at_shadow: BaseCapacity
