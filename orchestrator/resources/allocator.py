@@ -55,6 +55,8 @@ __all__ = ["BoolArray", "find_block", "torus_placements"]
 
 BoolArray = npt.NDArray[np.bool_]
 IntArray = npt.NDArray[np.signedinteger[Any]]
+SumArray = npt.NDArray[np.int32]
+"""Box sums (int32: every count we make is below 2**31)."""
 
 
 def find_block(
@@ -220,7 +222,7 @@ class SummedVolume:
         extents: tuple[int, int, int],
         offsets: tuple[int, int, int],
         n: tuple[int, int, int],
-    ) -> IntArray:
+    ) -> SumArray:
         """Sum over the box ``[o + offsets, o + offsets + extents)`` for the first ``n`` origins."""
         t = self.table
         # Cell c sits at index c + 1 of the extended grid (the roll or the border), and the table
@@ -229,24 +231,20 @@ class SummedVolume:
         hi = [lo[a] + extents[a] for a in range(3)]
         x0, y0, z0 = (slice(lo[a], lo[a] + n[a]) for a in range(3))
         x1, y1, z1 = (slice(hi[a], hi[a] + n[a]) for a in range(3))
-        result: IntArray = (
-            t[x1, y1, z1]
-            - t[x0, y1, z1]
-            - t[x1, y0, z1]
-            - t[x1, y1, z0]
-            + t[x0, y0, z1]
-            + t[x0, y1, z0]
-            + t[x1, y0, z0]
-            - t[x0, y0, z0]
-        )
+        # Difference one axis at a time: three subtractions on shrinking arrays instead of the
+        # seven of the eight-corner formula.
+        along_x = t[x1] - t[x0]
+        along_y = along_x[:, y1] - along_x[:, y0]
+        result: SumArray = along_y[:, :, z1] - along_y[:, :, z0]
         return result
 
 
-def _cumsum3(grid: IntArray) -> IntArray:
+def _cumsum3(grid: IntArray) -> SumArray:
     """Cumulative sums along all three axes.
 
     numpy accumulates fastest along the leading axis (the inner loop runs over contiguous
-    memory), so each axis is brought to the front, summed, and moved back.
+    memory), so each axis is brought to the front, summed, and moved back. (A product with a
+    triangular matrix of ones was tried: BLAS timings here swung from 2x faster to 15x slower.)
     """
     out = np.cumsum(grid, axis=0, dtype=np.int32)
     for axis in (1, 2):
