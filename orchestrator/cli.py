@@ -315,5 +315,7 @@ def demo(out: Path) -> None:
         raise click.ClickException(str(e)) from e
 
 
+import orchestrator.cli_jobs  # noqa: E402, F401 - registers the daemon and job commands
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -17,8 +17,8 @@ from enum import StrEnum
 from orchestrator.exceptions import IllegalTransitionError
 
 __all__ = [
-    "ALLOWED",
     "ACTIVE_STATES",
+    "ALLOWED",
     "FINISHED_STATES",
     "JobState",
     "check_transition",

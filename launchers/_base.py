@@ -1,0 +1,123 @@
+"""The backend contract: how the daemon starts, polls, signals and re-attaches allocated jobs.
+
+A backend runs a job on the nodes the scheduler allocated. It knows the job model (what to run,
+on which nodes, with how many tasks) but not the scheduler core.
+
+Ownership: the daemon owns the job's state and its allocation; the backend owns the job's
+processes and whatever on-disk or batch-system state it needs to find them again. Everything the
+backend needs to find a running job after a daemon restart is in the :class:`Handle` it returns
+from :meth:`BaseBackend.start`, which the daemon stores with the job. A handle is plain JSON.
+
+Threading: the daemon calls a backend from one thread at a time (its tick loop, under its lock).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, ClassVar
+
+__all__ = ["BaseBackend", "Handle", "LaunchSpec", "Liveness", "PollResult"]
+
+Handle = dict[str, Any]
+"""JSON-serialisable data identifying a started job (pids and start times, a batch id, ...)."""
+
+
+@dataclass(frozen=True)
+class LaunchSpec:
+    """What to run, where.
+
+    Attributes:
+        job_id: The daemon's job id.
+        attempt: 1 for the first start, 2 for the first retry, ...
+        argv: The command, run exactly as given (no shell), or None with ``script``.
+        script: A script text the user submitted explicitly (run by its ``#!`` line, else
+            ``/bin/sh``), or None with ``argv``.
+        nodes: Names of the allocated nodes, in node-rank order.
+        tasks_per_node: Processes per node.
+        cpus_per_task: CPUs per task (exported for the job to size its thread pools).
+        env: Extra environment variables of the job.
+        workdir: The working directory (None: the job's own folder).
+        name: The job's name.
+    """
+
+    job_id: int
+    attempt: int
+    argv: Sequence[str] | None
+    script: str | None
+    nodes: Sequence[str]
+    tasks_per_node: int = 1
+    cpus_per_task: int = 1
+    env: Mapping[str, str] = field(default_factory=dict)
+    workdir: str | None = None
+    name: str = ""
+
+
+class Liveness(StrEnum):
+    """What a poll found."""
+
+    RUNNING = "running"
+    EXITED = "exited"
+    LOST = "lost"
+    """Gone without an exit status (killed with the node, or never fully launched)."""
+
+
+@dataclass(frozen=True)
+class PollResult:
+    """The state of one job's tasks.
+
+    Attributes:
+        liveness: ``RUNNING`` while any task runs and none failed; ``EXITED`` when every task
+            has exited with a recorded status; ``LOST`` when a task vanished without one.
+        exit_codes: Per task rank: the exit status (128 + signal for a signal), or None while
+            running or when lost.
+        alive: How many tasks still run.
+    """
+
+    liveness: Liveness
+    exit_codes: tuple[int | None, ...] = ()
+    alive: int = 0
+
+    @property
+    def any_failed(self) -> bool:
+        """A task exited non-zero."""
+        return any(code not in (None, 0) for code in self.exit_codes)
+
+
+class BaseBackend(ABC):
+    """Starts allocated jobs and keeps track of them.
+
+    Subclasses name themselves in :attr:`name` (the daemon's ``--backend`` option).
+    """
+
+    name: ClassVar[str]
+
+    @abstractmethod
+    def start(self, spec: LaunchSpec) -> Handle:
+        """Launch the job's tasks and return a handle once every task has been started.
+
+        Raises:
+            BackendError: nothing of the job runs (a half-started job is cleaned up first).
+        """
+
+    @abstractmethod
+    def poll(self, handles: Mapping[int, Handle]) -> dict[int, PollResult]:
+        """The state of many jobs in one call (``{job_id: handle}`` -> ``{job_id: result}``)."""
+
+    @abstractmethod
+    def signal(self, handle: Handle, signum: int) -> None:
+        """Send ``signum`` to every live task of the job (ignore tasks already gone)."""
+
+    @abstractmethod
+    def abort_start(self, job_id: int, attempt: int) -> None:
+        """After a daemon crash during :meth:`start`: stop whatever of that attempt runs and make
+        sure nothing of it starts later."""
+
+    def forget(self, handle: Handle) -> None:  # noqa: B027 - optional hook
+        """The daemon has recorded the job's end; release per-job backend resources."""
+
+    def output_paths(self, job_id: int) -> tuple[str, str] | None:
+        """Paths of the job's stdout and stderr when the backend keeps them on this machine."""
+        return None

@@ -1,0 +1,266 @@
+"""The local backend: runs an allocated job on this machine as if each node were a host.
+
+Every task is one process group, led by a small supervisor (``_task.py``) that records its pid,
+start time and exit status in the job's folder, so a restarted daemon re-attaches to a job by
+pid plus start time and learns how it ended even if it ended while the daemon was down.
+
+Each task sees the node list and its rank the way a batch system's task would (``ORCH_*``) and
+the variables ``torch.distributed``'s ``env://`` initialisation reads (``MASTER_ADDR``,
+``MASTER_PORT``, ``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``), so a multi-node program runs unchanged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+from launchers._base import BaseBackend, Handle, LaunchSpec, Liveness, PollResult
+from orchestrator.exceptions import BackendError
+from orchestrator.resources.hostlist import compress_hostlist
+
+__all__ = ["JobPaths", "LocalBackend", "atomic_write", "process_start_ticks"]
+
+TASK_SCRIPT = Path(__file__).resolve().parent / "_task.py"
+
+
+def atomic_write(path: Path, data: str | bytes, mode: int = 0o644) -> None:
+    """Write ``path`` through a temporary file and a rename, so readers never see half of it."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data.encode() if isinstance(data, str) else data)
+    os.replace(tmp, path)
+
+
+def process_start_ticks(pid: int) -> int | None:
+    """The start time of a live process in clock ticks since boot (None if gone or a zombie).
+
+    Pid plus start time names a process uniquely across pid reuse.
+    """
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    fields = text.rsplit(")", 1)[1].split()
+    if fields[0] in ("Z", "X"):
+        return None
+    return int(fields[19])
+
+
+class JobPaths:
+    """The on-disk layout of one job; the only code that knows it.
+
+    ``ROOT/jobs/<id>/`` holds ``stdout``, ``stderr`` (all tasks, all attempts, appended), the
+    ``script`` if one was submitted, and per attempt ``attempt-<n>/`` with ``task-<rank>.pid``
+    (pid and start ticks), ``task-<rank>.rc`` (exit status) and ``abort`` (never start).
+    """
+
+    def __init__(self, root: Path, job_id: int) -> None:
+        self.folder = root / "jobs" / str(job_id)
+
+    @property
+    def stdout(self) -> Path:
+        return self.folder / "stdout"
+
+    @property
+    def stderr(self) -> Path:
+        return self.folder / "stderr"
+
+    @property
+    def script(self) -> Path:
+        return self.folder / "script"
+
+    def attempt(self, attempt: int) -> Path:
+        return self.folder / f"attempt-{attempt}"
+
+    def pid_file(self, attempt: int, rank: int) -> Path:
+        return self.attempt(attempt) / f"task-{rank}.pid"
+
+    def rc_file(self, attempt: int, rank: int) -> Path:
+        return self.attempt(attempt) / f"task-{rank}.rc"
+
+    def abort_file(self, attempt: int) -> Path:
+        return self.attempt(attempt) / "abort"
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free now (for ``MASTER_PORT``)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _read_int(path: Path) -> int | None:
+    try:
+        return int(path.read_text().split()[0])
+    except (FileNotFoundError, IndexError, ValueError):
+        return None
+
+
+class LocalBackend(BaseBackend):
+    """Runs jobs as local process groups.
+
+    Args:
+        root: The folder under which each job's :class:`JobPaths` lives.
+        inherit_env: Start each task from the daemon's environment (as Slurm's default
+            ``--export=ALL``); the job's own ``env`` and the rank variables are laid over it.
+    """
+
+    name = "local"
+
+    def __init__(self, root: Path, *, inherit_env: bool = True) -> None:
+        self.root = Path(root)
+        self.inherit_env = inherit_env
+        # Children started by this daemon process, reaped on poll so none stays a zombie.
+        self._children: dict[int, subprocess.Popen[bytes]] = {}
+
+    def paths(self, job_id: int) -> JobPaths:
+        return JobPaths(self.root, job_id)
+
+    def output_paths(self, job_id: int) -> tuple[str, str]:
+        paths = self.paths(job_id)
+        return str(paths.stdout), str(paths.stderr)
+
+    def _argv(self, spec: LaunchSpec, paths: JobPaths) -> list[str]:
+        if spec.script is not None:
+            # The user submitted a script: it runs by its own #! line, or by /bin/sh.
+            atomic_write(paths.script, spec.script, mode=stat.S_IRWXU)
+            if spec.script.startswith("#!"):
+                return [str(paths.script)]
+            return ["/bin/sh", str(paths.script)]
+        if not spec.argv:
+            raise BackendError(f"job {spec.job_id}: neither a command nor a script to run")
+        return list(spec.argv)
+
+    def start(self, spec: LaunchSpec) -> Handle:
+        paths = self.paths(spec.job_id)
+        attempt_dir = paths.attempt(spec.attempt)
+        try:
+            attempt_dir.mkdir(parents=True, exist_ok=True)
+            argv = self._argv(spec, paths)
+        except OSError as e:
+            raise BackendError(f"job {spec.job_id}: cannot prepare {paths.folder}: {e}") from e
+        base = dict(os.environ) if self.inherit_env else {"PATH": os.defpath}
+        base.update(spec.env)
+        n_nodes = len(spec.nodes)
+        tpn = spec.tasks_per_node
+        base.update(
+            {
+                "ORCH_JOB_ID": str(spec.job_id),
+                "ORCH_JOB_NAME": spec.name,
+                "ORCH_ATTEMPT": str(spec.attempt),
+                "ORCH_NODELIST": compress_hostlist(spec.nodes),
+                "ORCH_NUM_NODES": str(n_nodes),
+                "ORCH_TASKS_PER_NODE": str(tpn),
+                "ORCH_CPUS_PER_TASK": str(spec.cpus_per_task),
+                "MASTER_ADDR": "127.0.0.1",
+                "MASTER_PORT": str(free_port()),
+                "WORLD_SIZE": str(n_nodes * tpn),
+                "LOCAL_WORLD_SIZE": str(tpn),
+                "OMP_NUM_THREADS": str(spec.cpus_per_task),
+            }
+        )
+        cwd = spec.workdir or str(paths.folder)
+        tasks: list[list[int]] = []
+        started: list[subprocess.Popen[bytes]] = []
+        try:
+            with open(paths.stdout, "ab") as out, open(paths.stderr, "ab") as err:
+                for node_rank, node in enumerate(spec.nodes):
+                    for local_rank in range(tpn):
+                        rank = node_rank * tpn + local_rank
+                        env = dict(base)
+                        env.update(
+                            {
+                                "ORCH_NODE_RANK": str(node_rank),
+                                "ORCH_NODENAME": node,
+                                "ORCH_TASK_RANK": str(rank),
+                                "RANK": str(rank),
+                                "LOCAL_RANK": str(local_rank),
+                                "GROUP_RANK": str(node_rank),
+                            }
+                        )
+                        cmd = [sys.executable, "-I", "-S", str(TASK_SCRIPT)]
+                        cmd += [str(attempt_dir), str(rank), "--", *argv]
+                        proc = subprocess.Popen(
+                            cmd,
+                            env=env,
+                            cwd=cwd,
+                            stdin=subprocess.DEVNULL,
+                            stdout=out,
+                            stderr=err,
+                            start_new_session=True,
+                        )
+                        started.append(proc)
+                        self._children[proc.pid] = proc
+                        # Our unreaped child: its /proc entry cannot vanish or be reused yet.
+                        ticks = process_start_ticks(proc.pid) or 0
+                        tasks.append([proc.pid, ticks])
+        except OSError as e:
+            for proc in started:
+                _killpg(proc.pid, signal.SIGKILL)
+            raise BackendError(f"job {spec.job_id}: cannot start its tasks in {cwd}: {e}") from e
+        return {"attempt": spec.attempt, "dir": str(attempt_dir), "tasks": tasks}
+
+    def _reap(self) -> None:
+        for pid, proc in list(self._children.items()):
+            if proc.poll() is not None:
+                del self._children[pid]
+
+    def poll(self, handles: Mapping[int, Handle]) -> dict[int, PollResult]:
+        self._reap()
+        out: dict[int, PollResult] = {}
+        for job_id, handle in handles.items():
+            attempt_dir = Path(handle["dir"])
+            codes: list[int | None] = []
+            alive = lost = 0
+            for rank, (pid, ticks) in enumerate(handle["tasks"]):
+                rc_path = attempt_dir / f"task-{rank}.rc"
+                code = _read_int(rc_path)
+                if code is None:
+                    if process_start_ticks(pid) == ticks:
+                        alive += 1
+                    else:
+                        # It may have written its status just before exiting: look again.
+                        code = _read_int(rc_path)
+                        if code is None:
+                            lost += 1
+                codes.append(code)
+            if alive:
+                liveness = Liveness.RUNNING
+            elif lost:
+                liveness = Liveness.LOST
+            else:
+                liveness = Liveness.EXITED
+            out[job_id] = PollResult(liveness, tuple(codes), alive)
+        return out
+
+    def signal(self, handle: Handle, signum: int) -> None:
+        for pid, ticks in handle["tasks"]:
+            if process_start_ticks(pid) == ticks:
+                _killpg(pid, signum)
+
+    def abort_start(self, job_id: int, attempt: int) -> None:
+        paths = self.paths(job_id)
+        attempt_dir = paths.attempt(attempt)
+        if not attempt_dir.is_dir():
+            return
+        atomic_write(paths.abort_file(attempt), "aborted\n")
+        for pid_file in attempt_dir.glob("task-*.pid"):
+            try:
+                pid_text, ticks_text = pid_file.read_text().split()
+            except (OSError, ValueError):
+                continue
+            if process_start_ticks(int(pid_text)) == int(ticks_text):
+                _killpg(int(pid_text), signal.SIGKILL)
+
+
+def _killpg(pgid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signum)

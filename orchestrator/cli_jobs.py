@@ -1,0 +1,501 @@
+"""``orch daemon start|stop|status`` and the job commands (Slurm's option names where they exist).
+
+Thin: parses options, calls :class:`~orchestrator.daemon.client.DaemonClient`, prints.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from orchestrator.cli import main
+from orchestrator.daemon.client import ApiError, DaemonClient, default_state_dir
+from orchestrator.exceptions import OrchestratorError
+
+__all__ = ["daemon_process"]
+
+FINISHED = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL")
+state_dir_option = click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="ORCH_STATE_DIR",
+    default=None,
+    help="The daemon's state folder (default: $ORCH_STATE_DIR or ~/.orch).",
+)
+
+
+def _client(state_dir: Path | None) -> DaemonClient:
+    try:
+        return DaemonClient.from_state_dir(state_dir or default_state_dir())
+    except OrchestratorError as e:
+        raise click.ClickException(str(e)) from e
+
+
+def _fail(e: Exception) -> click.ClickException:
+    if isinstance(e, ApiError) and e.field:
+        return click.ClickException(f"{e} [field: {e.field}]")
+    return click.ClickException(str(e))
+
+
+# -- daemon -----------------------------------------------------------------------------------
+
+
+@main.group()
+def daemon() -> None:
+    """Start, stop or inspect the scheduler daemon."""
+
+
+@daemon.command("start")
+@state_dir_option
+@click.option("--cluster", default="local", show_default=True, help="Cluster preset or YAML.")
+@click.option("--nodes", type=click.IntRange(min=1), help="A flat local cluster of N nodes.")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=click.IntRange(0, 65535), default=0, help="0: any free port.")
+@click.option("--store", "store_url", help="SQLAlchemy URL (default: SQLite in the folder).")
+@click.option("--order", default="fcfs", show_default=True)
+@click.option("--backfill", default="easy", show_default=True)
+@click.option("--grace", type=float, default=10.0, show_default=True, help="SIGTERM->SIGKILL s.")
+@click.option("--max-jobs-per-user", type=click.IntRange(min=1))
+@click.option("--max-nodes-per-user", type=click.IntRange(min=1))
+@click.option(
+    "--on-stop", type=click.Choice(["keep", "requeue"]), default="keep", show_default=True
+)
+@click.option("--foreground", is_flag=True, help="Run in this process (logs on stderr).")
+def daemon_start(
+    state_dir: Path | None,
+    cluster: str,
+    nodes: int | None,
+    host: str,
+    port: int,
+    store_url: str | None,
+    order: str,
+    backfill: str,
+    grace: float,
+    max_jobs_per_user: int | None,
+    max_nodes_per_user: int | None,
+    on_stop: str,
+    foreground: bool,
+) -> None:
+    """Start the daemon (in the background unless --foreground)."""
+    from orchestrator.daemon.server import read_daemon_info
+
+    root = (state_dir or default_state_dir()).resolve()
+    if foreground:
+        _run_foreground(
+            root,
+            cluster,
+            nodes,
+            host,
+            port,
+            store_url,
+            order,
+            backfill,
+            grace,
+            max_jobs_per_user,
+            max_nodes_per_user,
+            on_stop,
+        )
+        return
+    info = read_daemon_info(root)
+    if info is not None:
+        raise click.ClickException(f"a daemon already runs on {root}: pid {info['pid']}")
+    root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    argv = [
+        sys.executable,
+        "-m",
+        "orchestrator.daemon",
+        "--state-dir",
+        str(root),
+        "--cluster",
+        cluster,
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--order",
+        order,
+        "--backfill",
+        backfill,
+        "--grace",
+        str(grace),
+        "--on-stop",
+        on_stop,
+    ]
+    for flag, value in (
+        ("--nodes", nodes),
+        ("--store", store_url),
+        ("--max-jobs-per-user", max_jobs_per_user),
+        ("--max-nodes-per-user", max_nodes_per_user),
+    ):
+        if value is not None:
+            argv += [flag, str(value)]
+    with open(root / "daemon.log", "ab") as log_file:
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file, start_new_session=True
+        )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        info = read_daemon_info(root)
+        if info is not None and info["pid"] == proc.pid:
+            click.echo(f"daemon {proc.pid} on {info['url']} (state {root})")
+            return
+        if proc.poll() is not None:
+            tail = (root / "daemon.log").read_text()[-2000:]
+            raise click.ClickException(f"the daemon exited with {proc.returncode}:\n{tail}")
+        time.sleep(0.05)
+    raise click.ClickException(f"the daemon did not come up within 60 s; see {root}/daemon.log")
+
+
+def _run_foreground(
+    root: Path,
+    cluster_name: str,
+    nodes: int | None,
+    host: str,
+    port: int,
+    store_url: str | None,
+    order: str,
+    backfill: str,
+    grace: float,
+    max_jobs: int | None,
+    max_nodes: int | None,
+    on_stop: str,
+) -> None:
+    from orchestrator.daemon.server import serve
+    from orchestrator.daemon.service import DaemonConfig
+    from orchestrator.resources.cluster import Cluster, load_cluster
+    from orchestrator.resources.topology import FlatTopology
+    from orchestrator.scheduling.policies import Backfill
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    try:
+        cluster = load_cluster(cluster_name)
+        if nodes is not None:
+            cluster = Cluster(f"{cluster.name}{nodes}", FlatTopology(nodes), cluster.node)
+        config = DaemonConfig(
+            order=order,
+            backfill=Backfill(backfill),
+            grace_s=grace,
+            max_jobs_per_user=max_jobs,
+            max_nodes_per_user=max_nodes,
+            on_stop=on_stop,
+        )
+        serve(root, cluster, store_url=store_url, host=host, port=port, config=config)
+    except (OrchestratorError, ValueError) as e:
+        raise click.ClickException(str(e)) from e
+
+
+@daemon.command("stop")
+@state_dir_option
+@click.option("--timeout", type=float, default=60.0, show_default=True)
+def daemon_stop(state_dir: Path | None, timeout: float) -> None:
+    """Stop the daemon gracefully (SIGTERM); running jobs keep running unless it was started
+    with --on-stop requeue."""
+    from orchestrator.daemon.server import read_daemon_info
+
+    root = state_dir or default_state_dir()
+    info = read_daemon_info(root)
+    if info is None:
+        raise click.ClickException(f"no daemon runs on {root}")
+    pid = int(info["pid"])
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while read_daemon_info(root) is not None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if read_daemon_info(root) is not None:
+        raise click.ClickException(f"daemon {pid} still runs after {timeout} s")
+    click.echo(f"daemon {pid} stopped")
+
+
+@daemon.command("status")
+@state_dir_option
+def daemon_status(state_dir: Path | None) -> None:
+    """Is a daemon running; where; how busy."""
+    client = _client(state_dir)
+    try:
+        health = client.health()
+        nodes = client.nodes()
+    except OrchestratorError as e:
+        raise _fail(e) from e
+    click.echo(
+        f"daemon {health['pid']} on {client.url}: cluster {health['cluster']}, "
+        f"{nodes['allocated']}/{nodes['size']} nodes allocated, store {health['store']}, "
+        f"up {health['uptime_s']:.0f} s"
+    )
+
+
+def daemon_process() -> int:
+    """Entry of ``python -m orchestrator.daemon``: ``orch daemon start --foreground ARGS``."""
+    main(["daemon", "start", "--foreground", *sys.argv[1:]])
+    return 0
+
+
+# -- jobs -------------------------------------------------------------------------------------
+
+
+@main.command(context_settings={"allow_interspersed_args": False})
+@state_dir_option
+@click.option("-N", "--nodes", type=int, help="Number of nodes.")
+@click.option("--shape", help="PJM-style node shape on a torus3d cluster, e.g. 2x2x2:torus.")
+@click.option("--ntasks-per-node", type=int, default=1, show_default=True)
+@click.option("-c", "--cpus-per-task", type=int, default=1, show_default=True)
+@click.option("--gpus-per-task", type=int, default=0, show_default=True)
+@click.option("--mem", type=int, default=0, help="Memory per node in MB.")
+@click.option("-t", "--time", "walltime", help="Walltime limit: seconds or [d-]h:m:s.")
+@click.option("-a", "--array", help="Array indices, e.g. 0-99%8 (at most 8 at once).")
+@click.option("-d", "--dependency", help="afterok|afterany|afternotok:ID[:ID][,...]")
+@click.option("-J", "--job-name", "--name", "name", default="", help="Job name.")
+@click.option("-A", "--account", default="")
+@click.option("--priority", type=int, default=0)
+@click.option("-H", "--hold", is_flag=True, help="Submit held.")
+@click.option("--retries", type=int, default=0, help="Requeue a failed attempt up to N times.")
+@click.option("-D", "--chdir", type=click.Path(file_okay=False), help="Working directory.")
+@click.option("--export", "exports", multiple=True, help="VAR=VALUE for the job (repeatable).")
+@click.option(
+    "--script",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="Run this script (its #! line, else /bin/sh).",
+)
+@click.option("--wrap", help="Run this text with /bin/sh (you ask for a shell).")
+@click.option("--parsable", is_flag=True, help="Print only the job id(s).")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+def submit(
+    state_dir: Path | None,
+    nodes: int | None,
+    shape: str | None,
+    ntasks_per_node: int,
+    cpus_per_task: int,
+    gpus_per_task: int,
+    mem: int,
+    walltime: str | None,
+    array: str | None,
+    dependency: str | None,
+    name: str,
+    account: str,
+    priority: int,
+    hold: bool,
+    retries: int,
+    chdir: str | None,
+    exports: tuple[str, ...],
+    script: Path | None,
+    wrap: str | None,
+    parsable: bool,
+    command: tuple[str, ...],
+) -> None:
+    """Submit COMMAND (run exactly as given, no shell), a --script or a --wrap text."""
+    given = sum(x is not None and x != () for x in (script, wrap, command))
+    if given != 1:
+        raise click.UsageError("give exactly one of COMMAND..., --script FILE or --wrap TEXT")
+    job: dict[str, Any] = {
+        "name": name or (command[0] if command else script.name if script else "wrap"),
+        "tasks_per_node": ntasks_per_node,
+        "cpus_per_task": cpus_per_task,
+        "gpus_per_task": gpus_per_task,
+        "mem_per_node_mb": mem,
+        "priority": priority,
+        "user": getpass.getuser(),
+        "account": account,
+        "hold": hold,
+        "retries": retries,
+        "workdir": str(Path(chdir or os.getcwd()).resolve()),
+    }
+    if nodes is None and shape is None:
+        nodes = 1
+    for key, value in (
+        ("nodes", nodes),
+        ("shape", shape),
+        ("time", walltime),
+        ("array", array),
+        ("dependency", dependency),
+    ):
+        if value is not None:
+            job[key] = value
+    if command:
+        job["argv"] = list(command)
+    elif script is not None:
+        job["script"] = script.read_text()
+    else:
+        job["script"] = f"#!/bin/sh\n{wrap}\n"
+    env = {}
+    for item in exports:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise click.BadParameter(f"{item!r}: expected VAR=VALUE", param_hint="--export")
+        env[key] = value
+    if env:
+        job["env"] = env
+    client = _client(state_dir)
+    try:
+        ids = client.submit(job)
+    except OrchestratorError as e:
+        raise _fail(e) from e
+    if parsable:
+        click.echo(str(ids[0]) if not array else ",".join(map(str, ids)))
+    elif array:
+        click.echo(f"Submitted array job {ids[0]} ({len(ids)} elements: {ids[0]}..{ids[-1]})")
+    else:
+        click.echo(f"Submitted job {ids[0]}")
+
+
+def _elapsed(job: dict[str, Any]) -> str:
+    start = job["start_time"]
+    if start is None:
+        return "0:00"
+    end = job["end_time"] if job["state"] in FINISHED and job["end_time"] else time.time()
+    seconds = int(max(0.0, end - start))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+@main.command()
+@state_dir_option
+@click.option("-u", "--user", help="Only this user's jobs.")
+@click.option("-t", "--states", help="Comma list of states (default: waiting and running).")
+@click.option("-a", "--all", "show_all", is_flag=True, help="Include finished jobs.")
+@click.option("--json", "as_json", is_flag=True)
+def queue(
+    state_dir: Path | None, user: str | None, states: str | None, show_all: bool, as_json: bool
+) -> None:
+    """List jobs (as squeue)."""
+    client = _client(state_dir)
+    if states is None and not show_all:
+        states = "PENDING,HELD,STARTING,RUNNING"
+    try:
+        jobs = client.jobs(state=states, user=user)
+    except OrchestratorError as e:
+        raise _fail(e) from e
+    if as_json:
+        click.echo(json.dumps(jobs))
+        return
+    table = Table(title=f"{len(jobs)} jobs", title_justify="left")
+    for column in ("JOBID", "NAME", "USER", "STATE", "TIME", "NODES", "NODELIST(REASON)"):
+        table.add_column(column, no_wrap=column != "NODELIST(REASON)")
+    for job in jobs:
+        where = job["nodelist"] or f"({job['reason']})"
+        size = str(job["nodes"]) if job["nodes"] is not None else job["shape"]
+        table.add_row(
+            job["display_id"],
+            job["name"][:24],
+            job["user"],
+            job["state"],
+            _elapsed(job),
+            size,
+            where,
+        )
+    Console().print(table)
+
+
+@main.command()
+@state_dir_option
+@click.argument("job_id")
+@click.option("--json", "as_json", is_flag=True)
+def show(state_dir: Path | None, job_id: str, as_json: bool) -> None:
+    """Show one job and its events (as scontrol show job)."""
+    client = _client(state_dir)
+    try:
+        doc = client.job(client.resolve(job_id))
+    except OrchestratorError as e:
+        raise _fail(e) from e
+    if as_json:
+        click.echo(json.dumps(doc))
+        return
+    for key, value in doc.items():
+        if key not in ("events", "allocations"):
+            click.echo(f"{key:>14}: {value}")
+    table = Table(title="events", title_justify="left")
+    for column in ("time", "from", "to", "reason"):
+        table.add_column(column)
+    for ev in doc["events"]:
+        stamp = time.strftime("%H:%M:%S", time.localtime(ev["time"])) + f"{ev['time'] % 1:.3f}"[1:]
+        table.add_row(stamp, ev["old_state"] or "-", ev["new_state"], ev["reason"])
+    Console().print(table)
+
+
+def _act(state_dir: Path | None, job_ids: tuple[str, ...], action: str) -> None:
+    client = _client(state_dir)
+    failed = False
+    for text in job_ids:
+        try:
+            state = client.action(client.resolve(text), action)
+            click.echo(f"{text}: {state}")
+        except OrchestratorError as e:
+            click.echo(f"{text}: {_fail(e).message}", err=True)
+            failed = True
+    if failed:
+        sys.exit(1)
+
+
+@main.command()
+@state_dir_option
+@click.argument("job_ids", nargs=-1, required=True)
+def cancel(state_dir: Path | None, job_ids: tuple[str, ...]) -> None:
+    """Cancel jobs (as scancel)."""
+    _act(state_dir, job_ids, "cancel")
+
+
+@main.command()
+@state_dir_option
+@click.argument("job_ids", nargs=-1, required=True)
+def hold(state_dir: Path | None, job_ids: tuple[str, ...]) -> None:
+    """Hold pending jobs (as scontrol hold)."""
+    _act(state_dir, job_ids, "hold")
+
+
+@main.command()
+@state_dir_option
+@click.argument("job_ids", nargs=-1, required=True)
+def release(state_dir: Path | None, job_ids: tuple[str, ...]) -> None:
+    """Release held jobs (as scontrol release)."""
+    _act(state_dir, job_ids, "release")
+
+
+@main.command()
+@state_dir_option
+@click.argument("job_id")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing until the job ends.")
+@click.option("--stderr", "use_stderr", is_flag=True, help="The job's stderr instead.")
+def logs(state_dir: Path | None, job_id: str, follow: bool, use_stderr: bool) -> None:
+    """Print a job's output."""
+    client = _client(state_dir)
+    stream = "stderr" if use_stderr else "stdout"
+    offset = 0
+    try:
+        job = client.resolve(job_id)
+        while True:
+            chunk = client.output(job, stream, offset)
+            if chunk["data"]:
+                click.echo(chunk["data"], nl=False)
+                offset = chunk["offset"]
+                continue
+            if not follow or chunk["finished"]:
+                return
+            time.sleep(0.2)
+    except OrchestratorError as e:
+        raise _fail(e) from e
+
+
+@main.command()
+@state_dir_option
+@click.option("--json", "as_json", is_flag=True)
+def nodes(state_dir: Path | None, as_json: bool) -> None:
+    """The allocation map: one character per node, per switch or torus slice."""
+    from orchestrator.daemon.views import text_map
+
+    client = _client(state_dir)
+    try:
+        doc = client.nodes()
+    except OrchestratorError as e:
+        raise _fail(e) from e
+    click.echo(json.dumps(doc) if as_json else text_map(doc))

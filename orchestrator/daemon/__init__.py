@@ -1,0 +1,1 @@
+"""The scheduler daemon: tick loop (service), HTTP API, status page, client."""

@@ -1,0 +1,412 @@
+"""The daemon's HTTP JSON API on loopback (standard library server, one thread per connection).
+
+Reads are open (the status page uses them); every change needs ``Authorization: Bearer TOKEN``,
+checked before the body is read, so a request without a valid token changes nothing (401). A
+body over the size limit is refused unread (413). A malformed body, an unknown field or an
+impossible request is refused with 4xx naming the field, and nothing is stored: the daemon
+validates everything before its one write transaction.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import os
+import time
+import traceback
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from orchestrator.daemon.service import Daemon
+from orchestrator.daemon.spec import JobSpec
+from orchestrator.daemon.views import job_document, layout, metrics_text, openapi_document
+from orchestrator.exceptions import (
+    InvalidRequestError,
+    JobNotFoundError,
+    JobStateError,
+    OrchestratorError,
+)
+from orchestrator.scheduling.job import JobState
+
+__all__ = ["MAX_BATCH", "MAX_BODY", "ApiServer"]
+
+MAX_BODY = 8 * 1024 * 1024
+MAX_BATCH = 10_000
+WEB = Path(__file__).resolve().parent / "web"
+_STATIC = {
+    "/": ("index.html", "text/html; charset=utf-8"),
+    "/static/app.js": ("app.js", "text/javascript; charset=utf-8"),
+    "/static/style.css": ("style.css", "text/css; charset=utf-8"),
+}
+log = logging.getLogger("orchestrator.daemon.api")
+
+
+class ApiError(Exception):
+    """An HTTP error with a JSON body (raised inside handlers only)."""
+
+    def __init__(
+        self, status: int, code: str, message: str, field: str | None = None, example: str = ""
+    ) -> None:
+        super().__init__(message)
+        self.status, self.code, self.field, self.example = status, code, field, example
+
+
+class ApiServer(ThreadingHTTPServer):
+    """The HTTP server of one daemon.
+
+    Args:
+        daemon: The daemon whose jobs it serves.
+        token: The bearer token every change must carry.
+        host: Address to bind (loopback by default).
+        port: Port (0: any free one; see :attr:`port`).
+    """
+
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 256
+
+    def __init__(self, daemon: Daemon, token: str, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.daemon = daemon
+        self.token = token.encode()
+        self.started = time.time()
+        self.host = host
+        super().__init__((host, port), _Handler)
+
+    @property
+    def port(self) -> int:
+        return int(self.server_address[1])
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: ApiServer
+    protocol_version = "HTTP/1.1"
+    server_version = "orch"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("%s " + format, self.address_string(), *args)
+
+    # -- plumbing -----------------------------------------------------------------------------
+
+    def _send(self, status: int, body: bytes, content_type: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _json(self, status: int, doc: Any) -> None:
+        self._send(status, json.dumps(doc).encode(), "application/json")
+
+    def _error(self, e: ApiError) -> None:
+        doc: dict[str, Any] = {"code": e.code, "message": str(e)}
+        if e.field is not None:
+            doc["field"] = e.field
+            doc["example"] = e.example
+        if e.status == HTTPStatus.UNAUTHORIZED:
+            self.send_response(e.status)
+            body = json.dumps({"error": doc}).encode()
+            self.send_header("WWW-Authenticate", 'Bearer realm="orch"')
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        else:
+            self._json(e.status, {"error": doc})
+        if e.status in (HTTPStatus.UNAUTHORIZED, HTTPStatus.REQUEST_ENTITY_TOO_LARGE):
+            # The body was not read: the connection cannot carry another request.
+            self.close_connection = True
+
+    def _authorize(self) -> None:
+        header = self.headers.get("Authorization", "")
+        scheme, _, given = header.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            given.strip().encode(), self.server.token
+        ):
+            raise ApiError(
+                HTTPStatus.UNAUTHORIZED,
+                "unauthorized",
+                "a valid 'Authorization: Bearer <token>' header is needed for changes; the token "
+                "is in the daemon's state folder (file 'token')",
+            )
+
+    def _body(self) -> Any:
+        length_text = self.headers.get("Content-Length")
+        if length_text is None:
+            raise ApiError(HTTPStatus.LENGTH_REQUIRED, "length_required", "Content-Length needed")
+        try:
+            length = int(length_text)
+        except ValueError:
+            raise ApiError(HTTPStatus.BAD_REQUEST, "bad_length", "bad Content-Length") from None
+        if length < 0 or length > MAX_BODY:
+            raise ApiError(
+                HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                "too_large",
+                f"body of {length} bytes exceeds the limit of {MAX_BODY} bytes",
+                field="body",
+                example="split the jobs into several batches",
+            )
+        raw = self.rfile.read(length)
+        try:
+            return json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ApiError(
+                HTTPStatus.BAD_REQUEST,
+                "malformed_json",
+                f"the body is not valid JSON: {e}",
+                field="body",
+                example='{"argv": ["true"], "nodes": 1}',
+            ) from None
+
+    def _dispatch(self, method: str) -> None:
+        try:
+            try:
+                self._route(method)
+            except InvalidRequestError as e:
+                raise ApiError(
+                    HTTPStatus.UNPROCESSABLE_ENTITY, "invalid_field", str(e), e.field, e.example
+                ) from e
+            except JobNotFoundError as e:
+                raise ApiError(HTTPStatus.NOT_FOUND, "not_found", str(e)) from e
+            except JobStateError as e:
+                raise ApiError(HTTPStatus.CONFLICT, "wrong_state", str(e)) from e
+            except OrchestratorError as e:
+                raise ApiError(HTTPStatus.BAD_REQUEST, "rejected", str(e)) from e
+        except ApiError as e:
+            self._error(e)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+        except Exception:  # the request fails, the daemon does not
+            log.error("internal error on %s %s\n%s", method, self.path, traceback.format_exc())
+            self._error(ApiError(500, "internal", "internal error (see the daemon log)"))
+
+    def do_GET(self) -> None:
+        self._dispatch("GET")
+
+    def do_HEAD(self) -> None:
+        self._dispatch("GET")
+
+    def do_POST(self) -> None:
+        self._dispatch("POST")
+
+    def do_PUT(self) -> None:
+        self._dispatch("PUT")
+
+    def do_DELETE(self) -> None:
+        self._dispatch("DELETE")
+
+    # -- routes -------------------------------------------------------------------------------
+
+    def _route(self, method: str) -> None:
+        url = urlsplit(self.path)
+        parts = [p for p in url.path.split("/") if p]
+        query = {k: v[-1] for k, v in parse_qs(url.query).items()}
+        daemon = self.server.daemon
+        if method == "POST":
+            self._authorize()
+            if parts == ["api", "v1", "jobs"]:
+                return self._submit(batch=False)
+            if parts == ["api", "v1", "jobs", "batch"]:
+                return self._submit(batch=True)
+            if len(parts) == 5 and parts[:3] == ["api", "v1", "jobs"]:
+                job_id = _job_id(parts[3])
+                action = {"cancel": daemon.cancel, "hold": daemon.hold, "release": daemon.release}
+                if parts[4] in action:
+                    state = action[parts[4]](job_id)
+                    return self._json(HTTPStatus.OK, {"id": job_id, "state": state.value})
+            raise ApiError(HTTPStatus.NOT_FOUND, "no_route", f"no POST route {url.path}")
+        if method != "GET":
+            self._authorize()
+            raise ApiError(HTTPStatus.METHOD_NOT_ALLOWED, "method", f"{method} is not supported")
+        if url.path in _STATIC:
+            name, content_type = _STATIC[url.path]
+            return self._send(HTTPStatus.OK, (WEB / name).read_bytes(), content_type)
+        if parts == ["metrics"]:
+            return self._send(HTTPStatus.OK, self._metrics().encode(), "text/plain; version=0.0.4")
+        if parts[:2] != ["api", "v1"]:
+            raise ApiError(HTTPStatus.NOT_FOUND, "no_route", f"no route {url.path}")
+        rest = parts[2:]
+        if rest == ["health"]:
+            return self._json(HTTPStatus.OK, self._health())
+        if rest == ["openapi.json"]:
+            return self._json(HTTPStatus.OK, openapi_document())
+        if rest == ["jobs"]:
+            return self._json(HTTPStatus.OK, {"jobs": self._list(query)})
+        if rest == ["nodes"]:
+            return self._json(HTTPStatus.OK, layout(daemon.cluster, daemon.node_owners()))
+        if rest == ["status"]:
+            return self._json(HTTPStatus.OK, self._status())
+        if len(rest) == 2 and rest[0] == "jobs":
+            return self._json(HTTPStatus.OK, self._show(_job_id(rest[1])))
+        if len(rest) == 3 and rest[0] == "jobs" and rest[2] == "output":
+            return self._json(HTTPStatus.OK, self._output(_job_id(rest[1]), query))
+        raise ApiError(HTTPStatus.NOT_FOUND, "no_route", f"no route {url.path}")
+
+    def _submit(self, *, batch: bool) -> None:
+        key = self.headers.get("Idempotency-Key")
+        if key is not None and not 0 < len(key) <= 100:
+            raise ApiError(HTTPStatus.BAD_REQUEST, "bad_key", "Idempotency-Key: 1-100 characters")
+        body = self._body()
+        daemon = self.server.daemon
+        now = daemon.clock()
+        if batch:
+            if not isinstance(body, dict) or set(body) != {"jobs"}:
+                raise InvalidRequestError(
+                    "jobs",
+                    body if not isinstance(body, dict) else sorted(body),
+                    "expected an object with exactly one field, jobs",
+                    '{"jobs": [...]}',
+                )
+            items = body["jobs"]
+            if not isinstance(items, list) or not 1 <= len(items) <= MAX_BATCH:
+                raise InvalidRequestError(
+                    "jobs",
+                    type(items).__name__,
+                    f"expected a list of 1 to {MAX_BATCH} jobs",
+                    '{"jobs": [...]}',
+                )
+            specs = [JobSpec.from_mapping(item, f"jobs[{i}].", now) for i, item in enumerate(items)]
+        else:
+            specs = [JobSpec.from_mapping(body, "", now)]
+        ids = daemon.submit(specs, idempotency_key=key)
+        if batch:
+            return self._json(HTTPStatus.CREATED, {"job_ids": ids})
+        return self._json(HTTPStatus.CREATED, {"job_ids": ids[0]})
+
+    def _nodelist(self, job_id: int) -> list[str]:
+        daemon = self.server.daemon
+        job = daemon.active.get(job_id) or daemon.draining.get(job_id)
+        if job is None or job.block is None:
+            return []
+        names = daemon.cluster.topology.node_names
+        return [names[int(n)] for n in job.block.nodes]
+
+    def _list(self, query: dict[str, str]) -> list[dict[str, Any]]:
+        states = None
+        if "state" in query:
+            states = [s.strip().upper() for s in query["state"].split(",") if s.strip()]
+            for s in states:
+                if s not in JobState.__members__:
+                    raise InvalidRequestError("state", s, "unknown state", "PENDING,RUNNING")
+        rows = self.server.daemon.store.list_jobs(
+            states=states,
+            user=query.get("user"),
+            name=query.get("name"),
+            array_id=_int_param(query, "array_id"),
+            limit=_int_param(query, "limit"),
+            offset=_int_param(query, "offset") or 0,
+        )
+        return [job_document(r, self._nodelist(r["id"])) for r in rows]
+
+    def _show(self, job_id: int) -> dict[str, Any]:
+        store = self.server.daemon.store
+        row = store.get_job(job_id)
+        doc = job_document(row, self._nodelist(job_id), store.events_of(job_id))
+        doc["allocations"] = [
+            {
+                "attempt": a["attempt"],
+                "node": a["node_name"],
+                "allocated_at": a["allocated_at"],
+                "released_at": a["released_at"],
+            }
+            for a in store.allocation_history(job_id)
+        ]
+        paths = self.server.daemon.backend.output_paths(job_id)
+        doc["stdout"], doc["stderr"] = paths if paths else (None, None)
+        return doc
+
+    def _output(self, job_id: int, query: dict[str, str]) -> dict[str, Any]:
+        daemon = self.server.daemon
+        row = daemon.store.get_job(job_id)
+        stream = query.get("stream", "stdout")
+        if stream not in ("stdout", "stderr"):
+            raise InvalidRequestError("stream", stream, "stdout or stderr", "stdout")
+        offset = _int_param(query, "offset") or 0
+        limit = min(_int_param(query, "limit") or 65536, 1024 * 1024)
+        paths = daemon.backend.output_paths(job_id)
+        data = b""
+        if paths is not None:
+            path = Path(paths[0] if stream == "stdout" else paths[1])
+            if path.exists():
+                with path.open("rb") as f:
+                    f.seek(offset)
+                    data = f.read(limit)
+        finished = JobState(row["state"]).is_finished
+        return {
+            "data": data.decode(errors="replace"),
+            "offset": offset + len(data),
+            "finished": finished,
+            "state": row["state"],
+        }
+
+    def _health(self) -> dict[str, Any]:
+        daemon = self.server.daemon
+        return {
+            "status": "ok",
+            "pid": os.getpid(),
+            "cluster": daemon.cluster.name,
+            "nodes": daemon.cluster.size,
+            "uptime_s": time.time() - self.server.started,
+            "ticks": daemon.ticks,
+            "store": daemon.store.engine.dialect.name,
+        }
+
+    def _metrics(self) -> str:
+        daemon = self.server.daemon
+        owners = daemon.node_owners()
+        gauges = {
+            "orch_nodes": ("Nodes in the cluster.", float(daemon.cluster.size)),
+            "orch_nodes_allocated": (
+                "Nodes held by jobs.",
+                float(sum(o is not None for o in owners)),
+            ),
+            "orch_queue_waiting": (
+                "Jobs waiting in the daemon's queue.",
+                float(len(daemon.waiting)),
+            ),
+            "orch_jobs_started_total": (
+                "Jobs started since the daemon started.",
+                float(daemon.started_total),
+            ),
+            "orch_scheduler_ticks_total": ("Scheduler ticks since start.", float(daemon.ticks)),
+            "orch_tick_seconds": ("Duration of the last tick.", daemon.last_tick_s),
+        }
+        return metrics_text(daemon.store.count_by_state(), gauges, list(JobState.__members__))
+
+    def _status(self) -> dict[str, Any]:
+        daemon = self.server.daemon
+        store = daemon.store
+        queue = store.list_jobs(states=["PENDING", "HELD"], limit=200)
+        running = store.list_jobs(states=["STARTING", "RUNNING"], limit=500)
+        return {
+            "cluster": daemon.cluster.name,
+            "time": time.time(),
+            "counts": store.count_by_state(),
+            "queue": [job_document(r) for r in queue],
+            "running": [job_document(r, self._nodelist(r["id"])) for r in running],
+            "layout": layout(daemon.cluster, daemon.node_owners()),
+        }
+
+
+def _job_id(text: str) -> int:
+    if not text.isdigit():
+        raise InvalidRequestError("job_id", text, "must be a job number", "12")
+    return int(text)
+
+
+def _int_param(query: dict[str, str], name: str) -> int | None:
+    if name not in query:
+        return None
+    text = query[name]
+    if not text.isdigit():
+        raise InvalidRequestError(name, text, "must be a non-negative integer", "10")
+    return int(text)

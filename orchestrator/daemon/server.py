@@ -1,0 +1,158 @@
+"""Run a daemon process: state folder, token, lock, recovery, the tick loop and the API.
+
+The state folder holds ``orch.db`` (the default SQLite store), ``token`` (0600, made at first
+start), ``daemon.json`` (pid, start time and URL of the running daemon, written atomically once
+the API listens), ``daemon.lock`` (one daemon per folder) and ``jobs/`` (the local backend's
+per-job layout).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import secrets
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from launchers.local import LocalBackend, atomic_write, process_start_ticks
+from orchestrator.daemon.api import ApiServer
+from orchestrator.daemon.service import Daemon, DaemonConfig
+from orchestrator.exceptions import DaemonError
+from orchestrator.resources.cluster import Cluster
+from orchestrator.store import Store, sqlite_url
+
+__all__ = ["DaemonFiles", "ensure_token", "read_daemon_info", "serve"]
+
+log = logging.getLogger("orchestrator.daemon")
+
+
+@dataclass(frozen=True)
+class DaemonFiles:
+    """Where a daemon keeps its files."""
+
+    root: Path
+
+    @property
+    def token(self) -> Path:
+        return self.root / "token"
+
+    @property
+    def info(self) -> Path:
+        return self.root / "daemon.json"
+
+    @property
+    def lock(self) -> Path:
+        return self.root / "daemon.lock"
+
+    @property
+    def log(self) -> Path:
+        return self.root / "daemon.log"
+
+    @property
+    def database(self) -> Path:
+        return self.root / "orch.db"
+
+
+def ensure_token(path: Path) -> str:
+    """The API token in ``path``, created on first use readable by its owner only (0600).
+
+    Raises:
+        DaemonError: the file exists but others may read it.
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        mode = path.stat().st_mode & 0o777
+        if mode & 0o077:
+            raise DaemonError(
+                f"{path} has mode {mode:o}: others may read the token; run chmod 600 {path}"
+            ) from None
+        return path.read_text().strip()
+    token = secrets.token_urlsafe(32)
+    with os.fdopen(fd, "w") as f:
+        f.write(token + "\n")
+    return token
+
+
+def read_daemon_info(root: Path) -> dict[str, Any] | None:
+    """The running daemon's ``daemon.json``, or None when no live daemon owns ``root``."""
+    try:
+        info: dict[str, Any] = json.loads(DaemonFiles(root).info.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    if process_start_ticks(int(info["pid"])) != info.get("start_ticks"):
+        return None  # a stale file from a killed daemon
+    return info
+
+
+def serve(
+    root: Path,
+    cluster: Cluster,
+    *,
+    store_url: str | None = None,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    config: DaemonConfig | None = None,
+    ready: threading.Event | None = None,
+    stop: threading.Event | None = None,
+) -> None:
+    """Run a daemon until SIGTERM or SIGINT (or ``stop`` is set).
+
+    Raises:
+        DaemonError: another daemon holds the state folder.
+    """
+    files = DaemonFiles(root)
+    root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    lock_fd = os.open(files.lock, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise DaemonError(f"another daemon already runs on {root} (see {files.info})") from None
+    token = ensure_token(files.token)
+    store = Store(store_url or sqlite_url(files.database))
+    daemon = Daemon(store, cluster, LocalBackend(root), config)
+    counts = daemon.recover()
+    log.info("recovered: %s", counts)
+    server = ApiServer(daemon, token, host, port)
+    stop = stop or threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: stop.set())
+    pid = os.getpid()
+    info = {
+        "pid": pid,
+        "start_ticks": process_start_ticks(pid),
+        "url": server.url,
+        "store": store.url,
+        "cluster": cluster.name,
+    }
+    atomic_write(files.info, json.dumps(info), mode=0o600)
+    api_thread = threading.Thread(target=server.serve_forever, name="api", daemon=True)
+    api_thread.start()
+    log.info("daemon %d serving %s on %s", pid, cluster.name, server.url)
+    if ready is not None:
+        ready.set()
+    try:
+        while not stop.is_set():
+            daemon.wake.clear()
+            now = time.time()
+            try:
+                daemon.tick(now)
+            except Exception:
+                # A broken tick must not take the API down; the next one retries.
+                log.exception("tick failed")
+            daemon.wake.wait(min(daemon.next_wakeup(time.time()), 1.0))
+    finally:
+        server.shutdown()
+        server.server_close()
+        requeued = daemon.stop()
+        log.info("daemon %d stopped (%d jobs requeued)", pid, requeued)
+        files.info.unlink(missing_ok=True)
+        store.close()
+        os.close(lock_fd)

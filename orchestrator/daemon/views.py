@@ -1,0 +1,267 @@
+"""What the API returns: job documents, the allocation map, Prometheus metrics, OpenAPI.
+
+Pure functions of store rows and the daemon's state; the HTTP layer only serialises them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from orchestrator.daemon.spec import json_schema
+from orchestrator.resources.cluster import Cluster
+from orchestrator.resources.hostlist import compress_hostlist
+from orchestrator.resources.topology import Torus3DTopology, TreeTopology
+
+__all__ = [
+    "display_id",
+    "job_document",
+    "layout",
+    "metrics_text",
+    "openapi_document",
+    "text_map",
+]
+
+API_VERSION = "1.0.0"
+
+
+def display_id(row: Mapping[str, Any]) -> str:
+    """Slurm's notation: ``12`` for a job, ``12_3`` for element 3 of array 12."""
+    if row.get("array_id") is not None and row.get("array_index") is not None:
+        return f"{row['array_id']}_{row['array_index']}"
+    return str(row["id"])
+
+
+def job_document(
+    row: Mapping[str, Any],
+    nodelist: Sequence[str] | None = None,
+    events: Sequence[Mapping[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """The JSON document of one job (with its events when given)."""
+    doc: dict[str, Any] = {
+        "id": row["id"],
+        "display_id": display_id(row),
+        "name": row["name"],
+        "user": row["user"],
+        "account": row["account"],
+        "state": row["state"],
+        "reason": row["reason"],
+        "nodes": row["nodes"],
+        "shape": row["shape"],
+        "tasks_per_node": row["tasks_per_node"],
+        "cpus_per_task": row["cpus_per_task"],
+        "time": row["walltime_s"],
+        "priority": row["priority"],
+        "submit_time": row["submit_time"],
+        "start_time": row["start_time"],
+        "end_time": row["end_time"],
+        "exit_code": row["exit_code"],
+        "attempts": row["attempts"],
+        "max_retries": row["max_retries"],
+        "array_id": row["array_id"],
+        "array_index": row["array_index"],
+        "array_limit": row["array_limit"],
+        "dependency": row["dependency"],
+        "argv": row["argv"],
+        "script": row["script"] is not None,
+        "workdir": row["workdir"],
+        "nodelist": compress_hostlist(nodelist) if nodelist else "",
+    }
+    if events is not None:
+        doc["events"] = [
+            {
+                "time": e["time"],
+                "old_state": e["old_state"],
+                "new_state": e["new_state"],
+                "reason": e["reason"],
+            }
+            for e in events
+        ]
+    return doc
+
+
+def layout(cluster: Cluster, owners: Sequence[int | None]) -> dict[str, Any]:
+    """The allocation picture: who holds each node, grouped as the topology suggests.
+
+    A tree is drawn per leaf switch, a torus as Z slices of X x Y grids, a flat cluster as one
+    row. ``owners[i]`` is the job holding node ``i`` (None: free).
+    """
+    topo = cluster.topology
+    doc: dict[str, Any] = {
+        "cluster": cluster.name,
+        "kind": topo.kind,
+        "size": topo.size,
+        "describe": topo.describe(),
+        "owners": list(owners),
+        "allocated": sum(o is not None for o in owners),
+    }
+    if isinstance(topo, TreeTopology):
+        doc["groups"] = [
+            {"name": leaf.name, "nodes": [int(n) for n in nodes]}
+            for leaf, nodes in zip(topo.leaves, topo.leaf_nodes, strict=True)
+        ]
+    elif isinstance(topo, Torus3DTopology):
+        doc["dims"] = list(topo.dims)
+    else:
+        doc["groups"] = [{"name": cluster.name, "nodes": list(range(topo.size))}]
+    if topo.size <= 4096:
+        doc["names"] = list(topo.node_names)
+    return doc
+
+
+def metrics_text(
+    states: Mapping[str, int], gauges: Mapping[str, tuple[str, float]], all_states: Sequence[str]
+) -> str:
+    """Prometheus text exposition format (version 0.0.4)."""
+    lines = [
+        "# HELP orch_jobs Jobs in the store by state.",
+        "# TYPE orch_jobs gauge",
+    ]
+    lines += [f'orch_jobs{{state="{s}"}} {states.get(s, 0)}' for s in all_states]
+    for name, (help_text, value) in gauges.items():
+        kind = "counter" if name.endswith("_total") else "gauge"
+        lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}", f"{name} {value:g}"]
+    return "\n".join(lines) + "\n"
+
+
+def _op(
+    summary: str,
+    *,
+    body: dict[str, Any] | None = None,
+    auth: bool = False,
+    params: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    op: dict[str, Any] = {"summary": summary, "responses": {"200": {"description": "OK"}}}
+    if body is not None:
+        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
+        op["responses"] = {
+            "201": {"description": "Created"},
+            "413": {"description": "Payload too large"},
+            "422": {
+                "description": "Invalid field",
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+            },
+        }
+    if auth:
+        op["security"] = [{"bearer": []}]
+        op["responses"]["401"] = {"description": "Missing or wrong bearer token"}
+    if params:
+        op["parameters"] = params
+    return op
+
+
+def openapi_document() -> dict[str, Any]:
+    """The OpenAPI 3.1 description of the daemon's HTTP API."""
+    job = {"$ref": "#/components/schemas/JobSubmission"}
+    job_id = [{"name": "job_id", "in": "path", "required": True, "schema": {"type": "integer"}}]
+    key = {
+        "name": "Idempotency-Key",
+        "in": "header",
+        "required": False,
+        "schema": {"type": "string", "maxLength": 100},
+    }
+    query = [
+        {"name": n, "in": "query", "required": False, "schema": {"type": t}}
+        for n, t in (
+            ("state", "string"),
+            ("user", "string"),
+            ("name", "string"),
+            ("array_id", "integer"),
+            ("limit", "integer"),
+            ("offset", "integer"),
+        )
+    ]
+    paths: dict[str, Any] = {
+        "/api/v1/health": {"get": _op("Liveness and basic facts")},
+        "/api/v1/openapi.json": {"get": _op("This document")},
+        "/metrics": {"get": _op("Prometheus metrics (text format)")},
+        "/api/v1/jobs": {
+            "get": _op("List and filter jobs", params=query),
+            "post": _op(
+                "Submit one job or one array (field array)", body=job, auth=True, params=[key]
+            ),
+        },
+        "/api/v1/jobs/batch": {
+            "post": _op(
+                "Submit many jobs atomically (all or none)",
+                body={
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["jobs"],
+                    "properties": {"jobs": {"type": "array", "items": job, "maxItems": 10000}},
+                },
+                auth=True,
+                params=[key],
+            )
+        },
+        "/api/v1/jobs/{job_id}": {"get": _op("A job with its events", params=job_id)},
+        "/api/v1/jobs/{job_id}/output": {
+            "get": _op("A slice of the job's stdout or stderr", params=job_id)
+        },
+        "/api/v1/nodes": {"get": _op("The allocation: which job holds each node")},
+        "/api/v1/status": {"get": _op("Queue, running jobs and allocation (status page)")},
+    }
+    for action in ("cancel", "hold", "release"):
+        paths[f"/api/v1/jobs/{{job_id}}/{action}"] = {
+            "post": _op(f"{action.capitalize()} a job", auth=True, params=job_id)
+        }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "orchestrator daemon", "version": API_VERSION},
+        "paths": paths,
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {
+                "JobSubmission": json_schema(),
+                "Error": {
+                    "type": "object",
+                    "properties": {
+                        "error": {
+                            "type": "object",
+                            "properties": {
+                                "code": {"type": "string"},
+                                "field": {"type": "string"},
+                                "message": {"type": "string"},
+                                "example": {"type": "string"},
+                            },
+                        }
+                    },
+                },
+            },
+        },
+    }
+
+
+_GLYPHS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+
+
+def text_map(doc: Mapping[str, Any]) -> str:
+    """A text picture of a :func:`layout` document: one character per node, ``.`` free.
+
+    A tree prints one row per leaf switch, a torus one X x Y grid per Z slice (x across, y
+    down), a flat cluster one row; a legend maps characters to jobs.
+    """
+    owners: list[int | None] = list(doc["owners"])
+    jobs = sorted({o for o in owners if o is not None})
+    glyph = {job: _GLYPHS[i % len(_GLYPHS)] for i, job in enumerate(jobs)}
+
+    def ch(node: int) -> str:
+        owner = owners[node]
+        return "." if owner is None else glyph[owner]
+
+    lines = [f"{doc['cluster']}: {doc['describe']}, {doc['allocated']} of {doc['size']} allocated"]
+    if doc["kind"] == "torus3d":
+        x_dim, y_dim, z_dim = doc["dims"]
+        for z in range(z_dim):
+            lines.append(f"z={z}")
+            for y in range(y_dim):
+                row = "".join(ch((x * y_dim + y) * z_dim + z) for x in range(x_dim))
+                lines.append(f"  y={y:<3d} {row}")
+    else:
+        width = max(len(g["name"]) for g in doc["groups"])
+        for group in doc["groups"]:
+            cells = "".join(ch(n) for n in group["nodes"])
+            lines.append(f"  {group['name']:<{width}} {cells}")
+    if jobs:
+        lines.append("legend: " + "  ".join(f"{glyph[j]}={j}" for j in jobs))
+    return "\n".join(lines)

@@ -1,0 +1,321 @@
+"""The job store: SQLite (WAL) by default, any SQLAlchemy URL (PostgreSQL) for a shared daemon.
+
+The daemon is the only writer. Writes go through :meth:`Store.write`, one transaction each,
+serialised by a lock (SQLite has one writer anyway; on PostgreSQL it keeps the daemon's own
+threads from racing each other). Readers (the API's list and show) use their own connections.
+
+Every state change goes through :meth:`Store.transition`: it checks the lifecycle table, updates
+the cached ``jobs.state`` only if the job is still in the state the caller saw, and appends the
+event, all in the caller's transaction.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.config import Config
+from alembic.migration import MigrationContext
+from sqlalchemy import Connection, Engine, create_engine, event, func, insert, select, update
+from sqlalchemy.exc import SQLAlchemyError
+
+from orchestrator.exceptions import IllegalTransitionError, JobNotFoundError, StoreError
+from orchestrator.scheduling.job import JobState, check_transition
+from orchestrator.store.schema import allocations, clusters, events, jobs, metadata
+
+__all__ = ["MIGRATIONS", "Store", "sqlite_url"]
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
+Row = dict[str, Any]
+
+
+def sqlite_url(path: str | Path) -> str:
+    """The SQLAlchemy URL of a SQLite file."""
+    return f"sqlite:///{Path(path).resolve()}"
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    # WAL: readers never block the writer. NORMAL: a commit survives a killed process (the
+    # daemon's failure mode); only an OS crash may lose the last transactions.
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()
+
+
+class Store:
+    """Jobs, allocations and the event log in one database.
+
+    Args:
+        url: A SQLAlchemy URL (``sqlite:///abs/path.db`` or ``postgresql+psycopg://...``).
+        migrate: Bring the schema to the newest revision with alembic on open.
+
+    Raises:
+        StoreError: the database cannot be opened or migrated.
+    """
+
+    def __init__(self, url: str, *, migrate: bool = True) -> None:
+        self.url = url
+        try:
+            self.engine: Engine = create_engine(url, pool_pre_ping=not url.startswith("sqlite"))
+            if self.engine.dialect.name == "sqlite":
+                event.listen(self.engine, "connect", _sqlite_pragmas)
+            if migrate:
+                self.migrate()
+        except SQLAlchemyError as e:
+            raise StoreError(f"cannot open the job store at {url}: {e}") from e
+        self._lock = threading.Lock()
+
+    def migrate(self) -> None:
+        """Upgrade the schema to the newest alembic revision (idempotent)."""
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS))
+        with self.engine.begin() as conn:
+            config.attributes["connection"] = conn
+            command.upgrade(config, "head")
+
+    def schema_diff(self) -> list[Any]:
+        """Differences between the migrated database and :mod:`orchestrator.store.schema`."""
+        with self.engine.connect() as conn:
+            return list(compare_metadata(MigrationContext.configure(conn), metadata))
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        """One write transaction (serialised within this process)."""
+        with self._lock, self.engine.begin() as conn:
+            yield conn
+
+    # -- clusters -----------------------------------------------------------------------------
+
+    def ensure_cluster(self, name: str, kind: str, size: int, spec: str) -> int:
+        """The id of cluster ``name``, created on first use (its spec is recorded once)."""
+        with self.write() as conn:
+            found = conn.execute(select(clusters.c.id).where(clusters.c.name == name)).first()
+            if found is not None:
+                return int(found[0])
+            result = conn.execute(
+                insert(clusters).values(
+                    name=name, kind=kind, size=size, spec=spec, created_at=time.time()
+                )
+            )
+            assert result.inserted_primary_key is not None
+            return int(result.inserted_primary_key[0])
+
+    # -- jobs ---------------------------------------------------------------------------------
+
+    def find_idempotent(self, conn: Connection, keys: Sequence[str]) -> list[int] | None:
+        """The ids of an earlier submission with these idempotency keys, or None."""
+        rows = conn.execute(
+            select(jobs.c.id, jobs.c.idempotency_key).where(jobs.c.idempotency_key.in_(keys))
+        ).all()
+        if not rows:
+            return None
+        by_key = {r[1]: int(r[0]) for r in rows}
+        return [by_key[k] for k in keys if k in by_key]
+
+    def insert_jobs(
+        self, conn: Connection, rows: Sequence[Row], now: float, *, array: bool = False
+    ) -> list[int]:
+        """Insert jobs and their first events; an array's elements share the first one's id."""
+        ids: list[int] = []
+        for row in rows:
+            result = conn.execute(insert(jobs).values(**row))
+            assert result.inserted_primary_key is not None
+            ids.append(int(result.inserted_primary_key[0]))
+        if array and ids:
+            conn.execute(update(jobs).where(jobs.c.id.in_(ids)).values(array_id=ids[0]))
+        conn.execute(
+            insert(events),
+            [
+                {
+                    "job_id": job_id,
+                    "time": now,
+                    "old_state": None,
+                    "new_state": row["state"],
+                    "reason": row.get("reason") or "submitted",
+                }
+                for job_id, row in zip(ids, rows, strict=True)
+            ],
+        )
+        return ids
+
+    def transition(
+        self,
+        conn: Connection,
+        job_id: int,
+        old: JobState,
+        new: JobState,
+        reason: str,
+        now: float,
+        **fields: Any,
+    ) -> None:
+        """Move ``job_id`` from ``old`` to ``new`` and append the event (caller's transaction).
+
+        Raises:
+            IllegalTransitionError: the table forbids the move, or the job is no longer in
+                ``old`` (someone else moved it first).
+        """
+        check_transition(old, new)
+        result = conn.execute(
+            update(jobs)
+            .where(jobs.c.id == job_id, jobs.c.state == old.value)
+            .values(state=new.value, reason=reason, **fields)
+        )
+        if result.rowcount != 1:
+            raise IllegalTransitionError(f"job {job_id} is no longer {old} (wanted {old} -> {new})")
+        conn.execute(
+            insert(events).values(
+                job_id=job_id, time=now, old_state=old.value, new_state=new.value, reason=reason
+            )
+        )
+
+    def update_job(self, conn: Connection, job_id: int, **fields: Any) -> None:
+        """Update non-state fields of a job (handle, not_before, ...)."""
+        conn.execute(update(jobs).where(jobs.c.id == job_id).values(**fields))
+
+    def get_job(self, job_id: int) -> Row:
+        """One job as a dict.
+
+        Raises:
+            JobNotFoundError: no such job.
+        """
+        with self.engine.connect() as conn:
+            row = conn.execute(select(jobs).where(jobs.c.id == job_id)).first()
+        if row is None:
+            raise JobNotFoundError(job_id)
+        return dict(row._mapping)
+
+    def list_jobs(
+        self,
+        *,
+        states: Iterable[str] | None = None,
+        user: str | None = None,
+        name: str | None = None,
+        array_id: int | None = None,
+        ids: Iterable[int] | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[Row]:
+        """Jobs matching every given filter, by id."""
+        query = select(jobs).order_by(jobs.c.id)
+        if states is not None:
+            query = query.where(jobs.c.state.in_(list(states)))
+        if user is not None:
+            query = query.where(jobs.c.user == user)
+        if name is not None:
+            query = query.where(jobs.c.name == name)
+        if array_id is not None:
+            query = query.where(jobs.c.array_id == array_id)
+        if ids is not None:
+            query = query.where(jobs.c.id.in_(list(ids)))
+        if limit is not None:
+            query = query.limit(limit)
+        if offset:
+            query = query.offset(offset)
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(query)]
+
+    def count_by_state(self) -> dict[str, int]:
+        """Number of jobs per state."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(jobs.c.state, func.count()).group_by(jobs.c.state)).all()
+        return {str(s): int(n) for s, n in rows}
+
+    def events_of(self, job_id: int) -> list[Row]:
+        """The event log of one job, oldest first."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(events).where(events.c.job_id == job_id).order_by(events.c.id)
+            ).all()
+        return [dict(r._mapping) for r in rows]
+
+    def replay_states(self) -> dict[int, JobState]:
+        """Every job's state derived from the event log alone (the last event wins)."""
+        out: dict[int, JobState] = {}
+        with self.engine.connect() as conn:
+            for job_id, old, new in conn.execute(
+                select(events.c.job_id, events.c.old_state, events.c.new_state).order_by(
+                    events.c.id
+                )
+            ):
+                prior = out.get(int(job_id))
+                if (prior.value if prior else None) != old:
+                    raise StoreError(f"event log of job {job_id} is broken: {prior} then {old}")
+                check_transition(prior, JobState(new))
+                out[int(job_id)] = JobState(new)
+        return out
+
+    # -- allocations --------------------------------------------------------------------------
+
+    def allocate(
+        self,
+        conn: Connection,
+        cluster_id: int,
+        job_id: int,
+        attempt: int,
+        nodes: Sequence[int],
+        names: Sequence[str],
+        now: float,
+    ) -> None:
+        """Hold ``nodes`` for ``job_id`` (the unique index refuses a node already held)."""
+        conn.execute(
+            insert(allocations),
+            [
+                {
+                    "cluster_id": cluster_id,
+                    "job_id": job_id,
+                    "attempt": attempt,
+                    "node_index": int(n),
+                    "node_name": name,
+                    "allocated_at": now,
+                    "released_at": None,
+                }
+                for n, name in zip(nodes, names, strict=True)
+            ],
+        )
+
+    def release(self, conn: Connection, job_id: int, now: float) -> int:
+        """Release every node ``job_id`` holds; returns how many."""
+        result = conn.execute(
+            update(allocations)
+            .where(allocations.c.job_id == job_id, allocations.c.released_at.is_(None))
+            .values(released_at=now)
+        )
+        return int(result.rowcount)
+
+    def held_nodes(self, cluster_id: int) -> dict[int, list[int]]:
+        """``{job_id: [node indices]}`` of every allocation not yet released."""
+        out: dict[int, list[int]] = {}
+        with self.engine.connect() as conn:
+            for job_id, node in conn.execute(
+                select(allocations.c.job_id, allocations.c.node_index)
+                .where(allocations.c.cluster_id == cluster_id, allocations.c.released_at.is_(None))
+                .order_by(allocations.c.node_index)
+            ):
+                out.setdefault(int(job_id), []).append(int(node))
+        return out
+
+    def allocation_history(self, job_id: int) -> list[Row]:
+        """Every allocation row of ``job_id``."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(allocations).where(allocations.c.job_id == job_id).order_by(allocations.c.id)
+            ).all()
+        return [dict(r._mapping) for r in rows]
+
+
+def rows_by_id(rows: Iterable[Mapping[str, Any]]) -> dict[int, Mapping[str, Any]]:
+    """Index job rows by id."""
+    return {int(r["id"]): r for r in rows}
