@@ -44,12 +44,12 @@ def run_demo(out: Path, console: Console) -> None:
     console.print(table)
     protocol_png = plot_protocol(rows, out / "rlscheduler_lublin256.png")
 
-    console.print("[bold]2/2[/bold] 2,000 shaped jobs on the Fugaku torus (FCFS + EASY) ...")
+    console.print("[bold]2/2[/bold] 500 shaped jobs on the Fugaku torus (FCFS + EASY) ...")
     fugaku = load_cluster("fugaku")
-    jobs = synthetic_torus_workload(fugaku, 2000, seed=0, load=0.9)
+    jobs = synthetic_torus_workload(fugaku, 500, seed=0, load=0.9)
     result = simulate(fugaku, jobs, order="fcfs", backfill="easy")
     schedule_png = plot_schedule(
-        result, fugaku.size, out / "fugaku_synthetic.png", title="Fugaku, 2,000 synthetic jobs"
+        result, fugaku.size, out / "fugaku_synthetic.png", title="Fugaku, 500 synthetic jobs"
     )
     summary = result.summary()
     table = Table(title=f"Fugaku ({fugaku.topology.describe()}), FCFS + EASY")
