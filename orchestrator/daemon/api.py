@@ -156,6 +156,7 @@ class _Handler(BaseHTTPRequestHandler):
                 example="split the jobs into several batches",
             )
         raw = self.rfile.read(length)
+        self._body_read = True
         try:
             return json.loads(raw)
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -168,6 +169,15 @@ class _Handler(BaseHTTPRequestHandler):
             ) from None
 
     def _dispatch(self, method: str) -> None:
+        self._body_read = False
+        try:
+            self._dispatch_inner(method)
+        finally:
+            if not self._body_read and int(self.headers.get("Content-Length") or 0) > 0:
+                # An unread body would be parsed as the next request: end the connection.
+                self.close_connection = True
+
+    def _dispatch_inner(self, method: str) -> None:
         try:
             try:
                 self._route(method)
@@ -221,6 +231,8 @@ class _Handler(BaseHTTPRequestHandler):
                 job_id = _job_id(parts[3])
                 action = {"cancel": daemon.cancel, "hold": daemon.hold, "release": daemon.release}
                 if parts[4] in action:
+                    if int(self.headers.get("Content-Length") or 0):
+                        self._body()  # an action takes no fields, but the body must be valid
                     state = action[parts[4]](job_id)
                     return self._json(HTTPStatus.OK, {"id": job_id, "state": state.value})
             raise ApiError(HTTPStatus.NOT_FOUND, "no_route", f"no POST route {url.path}")

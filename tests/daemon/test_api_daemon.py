@@ -1,0 +1,322 @@
+"""The HTTP API of a real daemon process: submit and run, arrays and dependency chains, bad
+input, authentication, shell metacharacters, metrics, OpenAPI, parallel clients, the CLI."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import stat
+import subprocess
+import sys
+import threading
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import DaemonProcess, wait_for
+
+from orchestrator.daemon.client import ApiError, DaemonClient
+
+PY = sys.executable
+
+
+def raw(
+    daemon: DaemonProcess,
+    method: str,
+    path: str,
+    body: bytes | None = None,
+    token: str | None = "valid",
+    headers: dict[str, str] | None = None,
+) -> tuple[int, dict[str, Any]]:
+    host, port = daemon.url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    send = dict(headers or {})
+    if token is not None:
+        send["Authorization"] = f"Bearer {daemon.token if token == 'valid' else token}"
+    if body is not None:
+        send["Content-Length"] = str(len(body))
+    conn.request(method, path, body=body, headers=send)
+    response = conn.getresponse()
+    payload = response.read()
+    conn.close()
+    return response.status, json.loads(payload) if payload.startswith(b"{") else {}
+
+
+def test_submit_run_complete_with_events(client: DaemonClient) -> None:
+    (job,) = client.submit({"argv": [PY, "-c", "print('hello')"], "nodes": 2, "name": "hi"})
+    doc = client.wait(job, timeout_s=30)
+    assert doc["state"] == "COMPLETED" and doc["exit_code"] == 0
+    assert [e["new_state"] for e in doc["events"]] == [
+        "PENDING",
+        "STARTING",
+        "RUNNING",
+        "COMPLETED",
+    ]
+    assert len({a["node"] for a in doc["allocations"]}) == 2
+    assert all(a["released_at"] is not None for a in doc["allocations"])
+    assert client.output(job)["data"] == "hello\nhello\n"
+
+
+def test_array_then_dependency_chain(client: DaemonClient) -> None:
+    ids = client.submit(
+        {"argv": [PY, "-c", "import time; time.sleep(0.2)"], "nodes": 1, "array": "0-3%2"}
+    )
+    assert len(ids) == 4
+    (then,) = client.submit({"argv": ["true"], "nodes": 1, "dependency": f"afterok:{ids[0]}"})
+    (fail,) = client.submit({"argv": ["false"], "nodes": 1, "dependency": f"afterok:{then}"})
+    (rescue,) = client.submit({"argv": ["true"], "nodes": 1, "dependency": f"afternotok:{fail}"})
+    (skipped,) = client.submit({"argv": ["true"], "nodes": 1, "dependency": f"afterok:{fail}"})
+    assert client.wait(rescue, 60)["state"] == "COMPLETED"
+    assert client.wait(skipped, 10)["state"] == "CANCELLED"
+    docs = [client.job(i) for i in ids]
+    assert [d["display_id"] for d in docs] == [f"{ids[0]}_{i}" for i in range(4)]
+    assert client.job(then)["start_time"] >= max(d["end_time"] for d in docs)
+    assert client.job(fail)["state"] == "FAILED"
+    # Never more than 2 elements at once: their run intervals overlap at most pairwise.
+    spans = sorted((d["start_time"], d["end_time"]) for d in docs)
+    for i in range(len(spans) - 2):
+        assert spans[i + 2][0] >= min(spans[i][1], spans[i + 1][1]) - 1e-6
+
+
+BAD_INPUTS = [
+    (b"{not json", 400, "body"),
+    (b"[1, 2]", 422, "job"),
+    (json.dumps({"argv": ["true"], "nodes": 1, "bogus": 1}).encode(), 422, "bogus"),
+    (json.dumps({"argv": ["true"], "nodes": "2"}).encode(), 422, "nodes"),
+    (json.dumps({"argv": ["true"], "nodes": True}).encode(), 422, "nodes"),
+    (json.dumps({"argv": ["true"], "nodes": 5}).encode(), 422, "nodes"),
+    (json.dumps({"argv": ["true"], "nodes": 0}).encode(), 422, "nodes"),
+    (json.dumps({"argv": ["true"], "shape": "2x2:torus"}).encode(), 422, "shape"),
+    (json.dumps({"argv": ["true"], "nodes": 1, "time": "abc"}).encode(), 422, "time"),
+    (json.dumps({"argv": ["true"], "nodes": 1, "array": "5-1"}).encode(), 422, "array"),
+    (json.dumps({"argv": ["true"], "nodes": 1, "array": "0-999999"}).encode(), 422, "array"),
+    (json.dumps({"nodes": 1}).encode(), 422, "argv"),
+    (json.dumps({"argv": [], "nodes": 1}).encode(), 422, "argv"),
+    (json.dumps({"argv": ["a", 3], "nodes": 1}).encode(), 422, "argv"),
+    (
+        json.dumps({"argv": ["true"], "nodes": 1, "dependency": "afterok:99999"}).encode(),
+        422,
+        "dependency",
+    ),
+    (
+        json.dumps({"argv": ["true"], "nodes": 1, "dependency": "before:1"}).encode(),
+        422,
+        "dependency",
+    ),
+    (json.dumps({"argv": ["true"], "nodes": 1, "env": {"A B": "x"}}).encode(), 422, "env"),
+    (
+        json.dumps({"argv": ["true"], "nodes": 1, "cpus_per_task": 64}).encode(),
+        422,
+        "cpus_per_task",
+    ),
+    (json.dumps({"argv": ["true"], "nodes": 1, "workdir": "relative"}).encode(), 422, "workdir"),
+]
+
+
+@pytest.mark.parametrize(("body", "status", "field"), BAD_INPUTS)
+def test_bad_submission_names_the_field_and_stores_nothing(
+    shared_daemon: DaemonProcess, client: DaemonClient, body: bytes, status: int, field: str
+) -> None:
+    before = len(client.jobs())
+    code, doc = raw(shared_daemon, "POST", "/api/v1/jobs", body)
+    assert code == status, doc
+    assert doc["error"]["field"] == field
+    assert field in doc["error"]["message"]
+    assert len(client.jobs()) == before
+
+
+def test_bad_batch_and_oversized_payload_store_nothing(
+    shared_daemon: DaemonProcess, client: DaemonClient
+) -> None:
+    before = len(client.jobs())
+    good = {"argv": ["true"], "nodes": 1, "hold": True}
+    batch = {"jobs": [good, good, {**good, "nodes": 9}]}
+    code, doc = raw(shared_daemon, "POST", "/api/v1/jobs/batch", json.dumps(batch).encode())
+    assert code == 422 and doc["error"]["field"] == "jobs[2].nodes"
+    code, doc = raw(shared_daemon, "POST", "/api/v1/jobs/batch", b'{"jobs": 3}')
+    assert code == 422 and doc["error"]["field"] == "jobs"
+    code, doc = raw(shared_daemon, "POST", "/api/v1/jobs/batch", b'{"jobs": [], "x": 1}')
+    assert code == 422 and doc["error"]["field"] == "jobs"
+    # Refused from its declared length, before a byte of it is read.
+    host, port = shared_daemon.url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    conn.putrequest("POST", "/api/v1/jobs")
+    conn.putheader("Authorization", f"Bearer {shared_daemon.token}")
+    conn.putheader("Content-Length", str(9 * 1024 * 1024))
+    conn.endheaders(b'{"argv": ["true"], "nodes": 1, "name": "xxxx')
+    response = conn.getresponse()
+    doc = json.loads(response.read())
+    conn.close()
+    assert response.status == 413 and doc["error"]["field"] == "body"
+    assert len(client.jobs()) == before
+    assert client.health()["status"] == "ok"  # and the daemon still serves
+
+
+def test_changes_need_the_token_and_leave_nothing_changed(
+    shared_daemon: DaemonProcess, client: DaemonClient
+) -> None:
+    token_file = shared_daemon.root / "token"
+    assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+    (job,) = client.submit({"argv": ["true"], "nodes": 1, "hold": True})
+    before = len(client.jobs())
+    body = json.dumps({"argv": ["true"], "nodes": 1}).encode()
+    for token in (None, "wrong", shared_daemon.token + "x", ""):
+        code, doc = raw(shared_daemon, "POST", "/api/v1/jobs", body, token=token)
+        assert code == 401, doc
+        code, _ = raw(shared_daemon, "POST", f"/api/v1/jobs/{job}/cancel", b"{}", token=token)
+        assert code == 401
+        code, _ = raw(shared_daemon, "POST", "/api/v1/jobs/batch", b"{", token=token)
+        assert code == 401  # refused before the body is even parsed
+    assert len(client.jobs()) == before
+    assert client.job(job)["state"] == "HELD"
+    assert client.action(job, "cancel") == "CANCELLED"
+    with pytest.raises(ApiError) as err:
+        client.action(job, "release")
+    assert err.value.status == 409
+    with pytest.raises(ApiError) as err:
+        client.job(10**9)
+    assert err.value.status == 404
+
+
+def test_shell_metacharacters_run_exactly_as_given(client: DaemonClient, tmp_path: Path) -> None:
+    canary = tmp_path / "pwned"
+    weird = f"a;b|c&d $(touch {canary}) `touch {canary}` 'q' \"dq\" >x <y *"
+    target = tmp_path / weird.replace("/", "_")
+    code = "import sys, pathlib; pathlib.Path(sys.argv[1]).write_text(sys.argv[2])"
+    (job,) = client.submit(
+        {"argv": [PY, "-c", code, str(target), weird], "nodes": 1, "name": weird}
+    )
+    doc = client.wait(job, 30)
+    assert doc["state"] == "COMPLETED" and doc["name"] == weird
+    assert target.read_text() == weird
+    assert not canary.exists()
+    # A script the user submits explicitly is run by the shell it names.
+    (script_job,) = client.submit(
+        {"script": f'#!/bin/sh\necho "$((6*7))" > {tmp_path}/sh', "nodes": 1}
+    )
+    assert client.wait(script_job, 30)["state"] == "COMPLETED"
+    assert (tmp_path / "sh").read_text() == "42\n"
+
+
+def test_metrics_openapi_nodes(shared_daemon: DaemonProcess, client: DaemonClient) -> None:
+    text = client.request("GET", "/metrics")
+    lines = [line for line in text.splitlines() if line and not line.startswith("#")]
+    values = dict(line.rsplit(" ", 1) for line in lines)
+    assert float(values["orch_nodes"]) == 4
+    assert 'orch_jobs{state="COMPLETED"}' in values
+    assert all(float(v) >= 0 for v in values.values())
+    spec = client.request("GET", "/api/v1/openapi.json")
+    assert spec["openapi"].startswith("3.")
+    assert {
+        "/api/v1/jobs",
+        "/api/v1/jobs/batch",
+        "/api/v1/jobs/{job_id}/cancel",
+        "/metrics",
+        "/api/v1/nodes",
+        "/api/v1/health",
+    } <= set(spec["paths"])
+    schema = spec["components"]["schemas"]["JobSubmission"]
+    assert schema["additionalProperties"] is False and "array" in schema["properties"]
+    nodes = client.nodes()
+    assert nodes["size"] == 4 and len(nodes["owners"]) == 4
+
+
+def test_parallel_clients_every_submission_exactly_once(
+    shared_daemon: DaemonProcess, client: DaemonClient
+) -> None:
+    n_threads, per_thread = 8, 40
+    acked: list[list[int]] = [[] for _ in range(n_threads)]
+    errors: list[BaseException] = []
+    tag = uuid.uuid4().hex[:8]
+
+    def work(k: int) -> None:
+        c = shared_daemon.client()
+        try:
+            for i in range(per_thread):
+                acked[k] += c.submit(
+                    {"argv": ["true"], "nodes": 1, "hold": True, "name": f"{tag}-{k}-{i}"}
+                )
+        except BaseException as e:  # reported below
+            errors.append(e)
+        finally:
+            c.close()
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(n_threads)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors
+    ids = [i for ids in acked for i in ids]
+    assert len(ids) == len(set(ids)) == n_threads * per_thread
+    stored = [j for j in client.jobs(state="HELD") if j["name"].startswith(tag)]
+    assert sorted(j["id"] for j in stored) == sorted(ids)
+    assert len({j["name"] for j in stored}) == n_threads * per_thread
+    for job in stored:
+        client.action(job["id"], "cancel")
+
+
+def test_idempotency_key_makes_a_retry_harmless(client: DaemonClient) -> None:
+    key = uuid.uuid4().hex
+    body = {"argv": ["true"], "nodes": 1, "hold": True, "array": "0-2"}
+    first = client.submit(body, key=key)
+    assert client.submit(body, key=key) == first
+    assert len(client.jobs(array_id=first[0])) == 3
+    for job in first:
+        client.action(job, "cancel")
+
+
+def orch(
+    daemon: DaemonProcess, *args: str, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "ORCH_STATE_DIR": str(daemon.root), "COLUMNS": "200"}
+    return subprocess.run(
+        [str(Path(PY).parent / "orch"), *args],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+    )
+
+
+def test_cli_submit_queue_show_logs_nodes_cancel(
+    shared_daemon: DaemonProcess, client: DaemonClient
+) -> None:
+    done = orch(
+        shared_daemon,
+        "submit",
+        "--parsable",
+        "-N",
+        "2",
+        "-J",
+        "cli;job",
+        "-t",
+        "1:00",
+        "--",
+        PY,
+        "-c",
+        "import os; print('rank', os.environ['RANK'])",
+    )
+    assert done.returncode == 0, done.stderr
+    job = int(done.stdout)
+    logs = orch(shared_daemon, "logs", "-f", str(job))
+    assert logs.returncode == 0
+    assert sorted(logs.stdout.splitlines()) == ["rank 0", "rank 1"]
+    shown = orch(shared_daemon, "show", str(job))
+    assert "COMPLETED" in shown.stdout and "cli;job" in shown.stdout
+    long = orch(shared_daemon, "submit", "--parsable", "-N", "3", "--", "sleep", "30")
+    long_id = int(long.stdout)
+    wait_for(lambda: client.job(long_id)["state"] == "RUNNING")
+    queue = orch(shared_daemon, "queue")
+    assert str(long_id) in queue.stdout and "RUNNING" in queue.stdout
+    nodes = orch(shared_daemon, "nodes")
+    assert "3 of 4 allocated" in nodes.stdout and f"A={long_id}" in nodes.stdout
+    assert orch(shared_daemon, "cancel", str(long_id)).returncode == 0
+    assert client.wait(long_id, 10)["state"] == "CANCELLED"
+    bad = orch(shared_daemon, "submit", "-N", "9", "true")
+    assert bad.returncode != 0 and "nodes" in bad.stderr
+    bad = orch(shared_daemon, "submit", "--shape", "2x2x2:torus", "true")
+    assert bad.returncode != 0 and "shape" in bad.stderr
