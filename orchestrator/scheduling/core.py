@@ -99,10 +99,9 @@ class SchedulerCore:
         self.ordering = ordering
         self.backfill = Backfill(backfill)
         self.commit_head = commit_head
-        # The last shadow computation, keyed by everything it depends on. Arrivals between two
-        # completions leave the head's shadow unchanged, and on a torus it costs O(log R)
-        # placement queries: a memo, not state (the result is the same with or without it).
-        self._shadow_memo: tuple[object, tuple[float, Placement | None, BaseCapacity]] | None = None
+        # The last shadow computation (tree/torus only, where it costs several placement
+        # queries). It is a memo, not state: every pass gets the result it would compute.
+        self._shadow_memo: _ShadowMemo | None = None
 
     def schedule(
         self,
@@ -150,12 +149,16 @@ class SchedulerCore:
             # Counting is cheaper than any memo key.
             shadow, reserved, at_shadow = pass_.shadow(head.request)
         else:
-            memo_key = (head.job_id, head.request, pass_.holders_key(), pass_.cap_key())
-            if self._shadow_memo is not None and self._shadow_memo[0] == memo_key:
-                shadow, reserved, at_shadow = self._shadow_memo[1]
-            else:
+            holders = pass_.holders_by_key()
+            memo = self._shadow_memo
+            reused = memo.advance(head, holders) if memo is not None else None
+            if reused is None:
                 shadow, reserved, at_shadow = pass_.shadow(head.request)
-                self._shadow_memo = (memo_key, (shadow, reserved, at_shadow.copy()))
+                self._shadow_memo = _ShadowMemo(
+                    head.job_id, head.request, shadow, reserved, at_shadow.copy(), holders
+                )
+            else:
+                shadow, reserved, at_shadow = reused
             at_shadow = at_shadow.copy()
         pass_.decisions.reservations.append(
             Reservation(head.job_id, shadow, reserved if reserved is not None else 0)
@@ -205,14 +208,14 @@ class _Pass:
         )
         return heapq.merge(running, sorted(self.started, key=lambda h: h[0]), key=lambda h: h[0])
 
-    def holders_key(self) -> tuple[tuple[float, int, int], ...]:
-        # Blocks stay alive while their jobs hold them, so id() names a block for a pass.
-        return tuple((end, id(nodes), int(nodes.size)) for end, nodes in self.holders)
+    def holders_by_key(self) -> dict[tuple[int, int, float], NodeArray]:
+        """Holders keyed by (id of their node array, size, expected end).
 
-    def cap_key(self) -> object:
-        if isinstance(self.cap, CountCapacity):
-            return self.cap.count
-        return hash(self.work_free.tobytes())
+        A running job's block lives as long as the job holds it, so the id names it while it is
+        held; size and end make a reused id after a job ended collide only by coincidence of all
+        three, and then only with a holder that ended (which the memo treats as a change).
+        """
+        return {(id(nodes), int(nodes.size), end): nodes for end, nodes in self.holders}
 
     def start(self, job: JobLike, placement: Placement) -> None:
         if isinstance(placement, Block):
@@ -308,9 +311,9 @@ class _Pass:
         self, rest: Sequence[JobLike], shadow: float, at_shadow: BaseCapacity
     ) -> None:
         # A request that did not fit stays unfit for the rest of the pass (capacities only
-        # shrink): remember failures per request shape, separately for the two capacities.
-        failed_now: set[object] = set()
-        failed_both: set[object] = set()
+        # shrink), and so does any box that contains it: remember failures per capacity.
+        failed_now = _Failures()
+        failed_both = _Failures()
         both: BaseCapacity | None = None
         for job in rest:
             if self.cap.free_count == 0:
@@ -318,23 +321,22 @@ class _Pass:
             request = job.request
             if request.node_count > self.cap.free_count:
                 continue
-            key = request.shape if request.shape is not None else request.node_count
             if self.now + request.estimate <= shadow:
-                if key in failed_now:
+                if failed_now.covers(request):
                     continue
                 placement = self.cap.place(request)
                 if placement is None:
-                    failed_now.add(key)
+                    failed_now.add(request)
                     continue
             else:
                 # Overruns the shadow time: only nodes the head job will not need then.
-                if key in failed_both or key in failed_now:
+                if failed_both.covers(request) or failed_now.covers(request):
                     continue
                 if both is None:
                     both = self.cap.intersect(at_shadow)
                 placement = both.place(request)
                 if placement is None:
-                    failed_both.add(key)
+                    failed_both.add(request)
                     continue
                 at_shadow.take(placement)
             self.start(job, placement)
@@ -409,3 +411,94 @@ def _move_to_front(order: Sequence[JobLike], job_id: int | str) -> Sequence[JobL
                 return order
             return [job, *order[:i], *order[i + 1 :]]
     return order
+
+
+class _ShadowMemo:
+    """The head's shadow time and reservation, carried across passes while they stay valid.
+
+    EASY's promise makes this sound: as long as no job that held nodes has ended (no holder
+    removed) and every job started since either ends by the shadow time or stays off the
+    reserved block, the head still fits at the same time on the same block, and no earlier
+    (nothing was freed). New long jobs only take nodes out of the capacity left at the shadow.
+    Any other change (an end, a new head, a job on the reserved block) forces a recomputation.
+    """
+
+    __slots__ = ("at_shadow", "head_id", "holders", "request", "reserved", "shadow")
+
+    def __init__(
+        self,
+        head_id: int | str,
+        request: JobRequest,
+        shadow: float,
+        reserved: Placement | None,
+        at_shadow: BaseCapacity,
+        holders: dict[tuple[int, int, float], NodeArray],
+    ) -> None:
+        self.head_id = head_id
+        self.request = request
+        self.shadow = shadow
+        self.reserved = reserved
+        self.at_shadow = at_shadow
+        self.holders = holders
+
+    def advance(
+        self, head: JobLike, holders: dict[tuple[int, int, float], NodeArray]
+    ) -> tuple[float, Placement | None, BaseCapacity] | None:
+        """The memo brought up to ``holders``, or None when it must be recomputed."""
+        if head.job_id != self.head_id or head.request != self.request:
+            return None
+        if not isinstance(self.reserved, Block) or not self.holders.keys() <= holders.keys():
+            return None
+        reserved = self.reserved.nodes
+        at_shadow = self.at_shadow.copy()
+        for key, nodes in holders.items():
+            if key in self.holders or key[2] <= self.shadow:
+                continue
+            if np.isin(nodes, reserved, assume_unique=True).any():
+                return None
+            at_shadow.take(Block(nodes=nodes))
+        self.holders = holders
+        self.at_shadow = at_shadow.copy()
+        return self.shadow, self.reserved, at_shadow
+
+
+class _Failures:
+    """Requests known not to fit a capacity that only shrinks.
+
+    A box that failed (in every allowed orientation) rules out every box at least as large along
+    each axis (compared in sorted order when axes may be swapped, in the given order for
+    ``:strict``), in the same mode. Node-count requests fail on a count, which the caller checks.
+    """
+
+    __slots__ = ("_boxes", "_counts")
+
+    def __init__(self) -> None:
+        self._boxes: dict[tuple[object, bool], list[tuple[int, ...]]] = {}
+        self._counts: int | None = None
+
+    @staticmethod
+    def _key(request: JobRequest) -> tuple[tuple[object, bool], tuple[int, ...]] | None:
+        shape = request.shape
+        if shape is None or shape.mode.value == "noncont":
+            return None
+        extents = shape.extents3 if shape.strict else tuple(sorted(shape.extents3))
+        return (shape.mode, shape.strict), extents
+
+    def covers(self, request: JobRequest) -> bool:
+        key = self._key(request)
+        if key is None:
+            return self._counts is not None and request.node_count >= self._counts
+        group, extents = key
+        return any(
+            all(e >= f for e, f in zip(extents, failed, strict=True))
+            for failed in self._boxes.get(group, ())
+        )
+
+    def add(self, request: JobRequest) -> None:
+        key = self._key(request)
+        if key is None:
+            n = request.node_count
+            self._counts = n if self._counts is None else min(self._counts, n)
+            return
+        group, extents = key
+        self._boxes.setdefault(group, []).append(extents)
