@@ -232,6 +232,7 @@ def validate(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
         _float(c, k + "kl_clip", 0.0, 1e3, k + "kl_clip=0.001", optional=True, open_lo=True)
         _choice(c, k + "inverse", ("eigen", "cholesky"), k + "inverse=eigen")
         _choice(c, k + "distribute_inverse", (True, False), k + "distribute_inverse=true")
+        _int(c, k + "factor_samples", 1, k + "factor_samples=512", optional=True)
         if c["optimizer"]["kfac"]["inverse_interval"] % c["optimizer"]["kfac"]["factor_interval"]:
             raise ConfigError(
                 k + "inverse_interval",

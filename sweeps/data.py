@@ -7,6 +7,7 @@ Inputs are standardised with the training split's mean and standard deviation.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -82,6 +83,9 @@ def _raw(cfg: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray, tuple[int, int
     raise ValueError(f"unknown dataset {name!r}")
 
 
+_CACHE: dict[str, Dataset] = {}
+
+
 def load_dataset(cfg: Mapping[str, Any]) -> Dataset:
     """Load (or generate) a dataset and split it.
 
@@ -92,8 +96,17 @@ def load_dataset(cfg: Mapping[str, Any]) -> Dataset:
         cfg: The ``data`` node of a validated config.
 
     Returns:
-        The dataset, standardised, on the CPU.
+        The dataset, standardised, on the CPU. Cached per config within a process, since a
+        sweep calling :func:`sweeps.train.main` repeatedly would otherwise regenerate MNIST-1D
+        for every trial (tensors are never modified in place by the training job).
     """
+    key = json.dumps(dict(cfg), sort_keys=True)
+    if key not in _CACHE:
+        _CACHE[key] = _load(cfg)
+    return _CACHE[key]
+
+
+def _load(cfg: Mapping[str, Any]) -> Dataset:
     x, y, shape, classes = _raw(cfg)
     n = len(x)
     perm = np.random.default_rng(int(cfg["split_seed"])).permutation(n)

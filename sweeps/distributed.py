@@ -126,10 +126,14 @@ def all_reduce_gradients(model: nn.Module, size: int) -> None:
         g.copy_(t.view_as(g))
 
 
-def agree(flag: bool, world: World) -> bool:
-    """True on every rank when it is true on any (e.g. a signal that reached one rank)."""
+def agree(flags: list[bool], world: World) -> list[bool]:
+    """Each flag true on every rank when it is true on any rank (one small all-reduce for all).
+
+    A signal may reach one rank only, and a loss may turn non-finite on one shard only: every
+    rank must still leave the loop at the same step, or the others hang in the next collective.
+    """
     if not world.distributed:
-        return flag
-    t = torch.tensor([1.0 if flag else 0.0], device=world.device)
+        return flags
+    t = torch.tensor([1.0 if f else 0.0 for f in flags], device=world.device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item() > 0)
+    return [bool(v > 0) for v in t.tolist()]

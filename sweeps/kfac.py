@@ -61,6 +61,9 @@ class KFACSettings:
         kl_clip: Scale the update so ``lr^2 * sum(v . g) <= kl_clip``; ``None`` disables it.
         inverse: ``"eigen"`` (eigendecomposition) or ``"cholesky"`` (with jitter retry, then eigen).
         distribute_inverse: Compute each inverse on one rank and broadcast it.
+        factor_samples: Estimate the factors on at most this many samples of each rank's batch
+            (the batch is already shuffled); ``None`` uses all. Martens and Grosse (2015) use a
+            subset too: at large batch the ``A`` of a wide layer costs more than its forward.
         seed: Seed of the sampler of Fisher targets (offset by the rank).
     """
 
@@ -75,6 +78,7 @@ class KFACSettings:
     kl_clip: float | None = 1e-3
     inverse: str = "eigen"
     distribute_inverse: bool = True
+    factor_samples: int | None = None
     seed: int = 0
 
     @classmethod
@@ -270,18 +274,19 @@ class KFAC:
         def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
             if not self._capturing():
                 return
-            lay.inputs = inputs[0].detach()
-            lay.batch = int(output.shape[0])
+            full = int(output.shape[0])
+            lay.batch = min(full, self.s.factor_samples or full)
+            lay.inputs = inputs[0].detach()[: lay.batch]
             if self.s.fisher == "sampled":
                 lay.outputs = output
             elif output.requires_grad:
-                output.register_hook(lambda g: self._store_grad(lay, g))
+                output.register_hook(lambda g: self._store_grad(lay, g, full))
 
         return hook
 
-    def _store_grad(self, lay: _Layer, grad: torch.Tensor) -> None:
+    def _store_grad(self, lay: _Layer, grad: torch.Tensor, full: int) -> None:
         # The loss is a batch mean, so each sample's own gradient is batch times larger.
-        lay.out_grad = grad.detach() * lay.batch
+        lay.out_grad = grad.detach()[: lay.batch] * full
 
     def _on_model_output(
         self, module: nn.Module, inputs: tuple[torch.Tensor, ...], logits: torch.Tensor
@@ -292,14 +297,16 @@ class KFAC:
         outs = [lay.outputs for lay in self.layers]
         if any(o is None or not o.requires_grad for o in outs):
             raise RuntimeError("K-FAC: a preconditioned layer did not run in this forward pass")
+        k = self.layers[0].batch
+        flat = logits.reshape(-1, logits.shape[-1])[:k]
         with torch.no_grad():
-            probs = torch.softmax(logits.detach().reshape(-1, logits.shape[-1]).float(), dim=-1)
+            probs = torch.softmax(flat.detach().float(), dim=-1)
             targets = torch.multinomial(probs, 1, generator=self.generator).squeeze(1)
         # Sum, not mean: the gradients are then per-sample already.
-        sampled = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets, reduction="sum")
+        sampled = F.cross_entropy(flat, targets, reduction="sum")
         grads = torch.autograd.grad(sampled, outs, retain_graph=True)  # type: ignore[arg-type]
         for lay, g in zip(self.layers, grads, strict=True):
-            lay.out_grad = g.detach()
+            lay.out_grad = g.detach()[:k]
             lay.outputs = None
         self.timings["curvature"] += time.perf_counter() - start
 

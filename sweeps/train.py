@@ -171,11 +171,14 @@ def main(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
         cfg: The composed config (``sweeps.config.compose(...)`` or Hydra's).
 
     Returns:
-        ``status`` (``"completed"`` or ``"preempted"``), ``val_accuracy``, ``val_loss``,
+        ``status`` (``"completed"``, ``"preempted"`` or ``"diverged"``: the loss became
+        non-finite, the job stopped early), ``val_accuracy``, ``val_loss``,
         ``best_val_accuracy``, ``train_loss``, ``train_accuracy``, ``steps``, ``epochs``,
         ``reached_target``, ``steps_to_target``, ``epochs_to_target``, ``time_to_target_s``
         (training time, evaluation excluded), ``train_time_s``, ``samples_per_sec``,
-        ``peak_memory_mb`` (this rank), ``run_id``, ``checkpoint``, ``world_size``.
+        ``peak_memory_mb`` (rank 0's peak RSS on CPU, allocated memory on GPU),
+        ``peak_memory_mb_per_rank``, ``log_time_s``, ``log_batch_calls``, ``run_id``,
+        ``checkpoint``, ``world_size``.
 
     Raises:
         ConfigError: A config value (or a distributed environment variable) is invalid.
@@ -233,7 +236,14 @@ def _train(c: dict[str, Any], world: World) -> dict[str, Any]:
     peak_lr = scaled_lr(o["lr"], bs, c["schedule"]["base_batch_size"])
 
     step, run_id = 0, None
-    t: dict[str, Any] = {"train_time": 0.0, "log_time": 0.0, "to_target": None, "best": 0.0}
+    epoch_sums = torch.zeros(3, dtype=torch.float64)  # loss * n, correct, n since epoch start
+    t: dict[str, Any] = {
+        "train_time": 0.0,
+        "log_time": 0.0,
+        "to_target": None,
+        "best": 0.0,
+        "phases": dict.fromkeys(_PHASES, 0.0),
+    }
     if c["checkpoint"]["resume"] and ckpt_path.exists():
         state = load_checkpoint(ckpt_path)
         if state["fingerprint"] != fp or state["world_size"] != world.size:
@@ -252,21 +262,28 @@ def _train(c: dict[str, Any], world: World) -> dict[str, Any]:
             )
         _set_rng_state(state["rng"])
         step, run_id, t = state["step"], state["run_id"], state["timers"]
+        # Rank 0 carries the ranks' summed partial-epoch statistics; the epoch end sums again.
+        epoch_sums = state["epoch_sums"] if world.rank == 0 else torch.zeros_like(epoch_sums)
     logger = _open_tracking(c, fp, world, run_id)
     if logger is not None:
         run_id = logger.run_id
 
     x_all, y_all = data.x_train.to(world.device), data.y_train.to(world.device)
     window = dict.fromkeys(_PHASES, 0.0) | {"steps": 0}
-    epoch_sums = torch.zeros(3, dtype=torch.float64)  # loss * n, correct, n since epoch start
     last_eval: tuple[float, float] | None = None
     train_stats: tuple[float | None, float | None] = (None, None)
-    status, target = "completed", c["target_accuracy"]
+    status, target, finite = "completed", c["target_accuracy"], True
     order_epoch, order = -1, torch.empty(0, dtype=torch.int64)
     model.train()
     with PreemptionFlag() as flag:
         while step < total:
-            if agree(flag.received is not None, world):
+            t_agree = time.perf_counter()
+            stop, diverged = agree([flag.received is not None, not finite], world)
+            t_agree = time.perf_counter() - t_agree  # counted as communication below
+            if diverged:
+                status = "diverged"  # a sweep's too-large learning rate: stop, report, go on
+                break
+            if stop:
                 status = "preempted"
                 break
             epoch, i = divmod(step, spe)
@@ -301,20 +318,24 @@ def _train(c: dict[str, Any], world: World) -> dict[str, Any]:
             _sync(world)
             t5 = time.perf_counter()
             k = kfac.pop_timings() if kfac else dict.fromkeys(_KFAC_PHASES, 0.0)
+            before = {p: window[p] for p in _PHASES}
             window["forward"] += t1 - t0 - in_forward
             window["backward"] += t2 - t1
-            window["communication"] += (t3 - t2) + k["communication"]
+            window["communication"] += (t3 - t2) + k["communication"] + t_agree
             window["curvature"] += k["curvature"]
             window["inverse"] += k["inverse"]
             window["update"] += (t5 - t4) + k["precondition"]
             window["steps"] += 1
-            t["train_time"] += t5 - t0
+            for p in _PHASES:
+                t["phases"][p] += window[p] - before[p]
+            t["train_time"] += t5 - t0 + t_agree
             with torch.no_grad():
                 epoch_sums += torch.tensor(
                     [float(loss) * len(yb), float((out.argmax(1) == yb).sum()), len(yb)],
                     dtype=torch.float64,
                 )
             step += 1
+            finite = bool(torch.isfinite(loss.detach()))
 
             if window["steps"] == c["log_every_steps"]:
                 if logger is not None:
@@ -376,6 +397,7 @@ def _train(c: dict[str, Any], world: World) -> dict[str, Any]:
                     step=step,
                     run_id=run_id,
                     timers=t,
+                    epoch_sums=epoch_sums,
                 )
 
     if status == "preempted":
@@ -390,6 +412,7 @@ def _train(c: dict[str, Any], world: World) -> dict[str, Any]:
             step=step,
             run_id=run_id,
             timers=t,
+            epoch_sums=epoch_sums,
         )
         if logger is not None:
             # KILLED until a resume reopens it (RUNNING) and finishes it.
@@ -399,6 +422,10 @@ def _train(c: dict[str, Any], world: World) -> dict[str, Any]:
     sums = epoch_sums.clone()
     if world.distributed:
         dist.all_reduce(sums)
+    peak: list[Any] = [_peak_memory_mb(world)]
+    if world.distributed:
+        peak = [None] * world.size
+        dist.all_gather_object(peak, _peak_memory_mb(world))
     if sums[2] > 0:  # a partial epoch since the last epoch end: report it rather than the last
         train_stats = (sums[0].item() / sums[2].item(), sums[1].item() / sums[2].item())
     result: dict[str, Any] = {
@@ -417,19 +444,23 @@ def _train(c: dict[str, Any], world: World) -> dict[str, Any]:
         "train_time_s": t["train_time"],
         "log_time_s": t["log_time"],
         "log_batch_calls": logger.calls if logger is not None else 0,
+        # Mean per step over the whole run (this process; ranks differ little).
+        "step_time_ms": {p: 1000 * v / max(step, 1) for p, v in t["phases"].items()},
         "samples_per_sec": step * bs / t["train_time"] if t["train_time"] else None,
-        "peak_memory_mb": _peak_memory_mb(world),
+        "peak_memory_mb": peak[0],
+        "peak_memory_mb_per_rank": peak,
         "parameters": count_parameters(model),
         "run_id": run_id,
         "checkpoint": str(ckpt_path),
         "world_size": world.size,
     }
-    if status == "completed":
+    if status != "preempted":
         if logger is not None:
             logger.log_metrics(
                 {"final_val_accuracy": last_eval[1], "train_time_s": t["train_time"]}, step
             )
-            logger.finish("FINISHED")
+            logger.set_tags({"status": status})
+            logger.finish("FINISHED" if status == "completed" else "FAILED")
             result["log_batch_calls"] = logger.calls
         if world.rank == 0:
             ckpt_path.unlink(missing_ok=True)  # a finished job must not be "resumed" by a rerun
@@ -478,11 +509,14 @@ def _save(
     step: int,
     run_id: str | None,
     timers: dict[str, Any],
+    epoch_sums: torch.Tensor,
 ) -> None:
     generators: list[Any] = [kfac.generator.get_state() if kfac else None]
+    sums = epoch_sums.clone()
     if world.distributed:
         generators = [None] * world.size
         dist.all_gather_object(generators, kfac.generator.get_state() if kfac else None)
+        dist.all_reduce(sums)  # the partial epoch's training statistics, summed over ranks
     if world.rank == 0:
         kstate = kfac.state_dict() if kfac else None
         if kstate is not None:
@@ -501,6 +535,7 @@ def _save(
                 "kfac_generators": generators,
                 "rng": _rng_state(),
                 "timers": timers,
+                "epoch_sums": sums,
             },
         )
     if world.distributed:

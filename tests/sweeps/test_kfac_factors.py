@@ -248,3 +248,21 @@ def test_state_dict_round_trip_continues_identically() -> None:
         runs.append([p.detach().clone() for p in net.parameters()])
     for a, b in zip(*runs, strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_factor_subset_equals_per_sample_computation_on_that_subset() -> None:
+    net = tiny_net()
+    x, y = batch(6)
+    kfac = KFAC(
+        net,
+        KFACSettings(fisher="empirical", factor_decay=0.0, kl_clip=None, factor_samples=4),
+    )
+    one_step(net, kfac, x, y)
+    for (a, g), (a_ref, g_ref) in zip(
+        kfac_factors(kfac), per_sample_factors(net, x[:4], y[:4]), strict=True
+    ):
+        torch.testing.assert_close(a, a_ref, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(g, g_ref, rtol=1e-10, atol=1e-12)
+    sampled = KFAC(tiny_net(), KFACSettings(fisher="sampled", factor_decay=0.0, factor_samples=2))
+    one_step(sampled.model, sampled, x, y)
+    assert all(lay.a is not None and torch.isfinite(lay.a).all() for lay in sampled.layers)

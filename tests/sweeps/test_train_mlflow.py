@@ -60,9 +60,11 @@ def test_training_run_logs_config_metrics_and_tags_to_a_server(
         assert len(client.get_metric_history(run.info.run_id, f"time_{phase}_ms")) == 8
     curvature = client.get_metric_history(run.info.run_id, "time_curvature_ms")
     assert all(m.value > 0 for m in curvature)  # K-FAC's own work is measured, not lumped in
-    # Batched: params in 100s, one call per window and per epoch, one at the end.
+    # Batched: params in 100s, one call per window and per epoch, the status tag, the final
+    # metrics; never one call per metric.
     params = len(flatten_params(dict(run.data.params)))
-    assert result["log_batch_calls"] <= -(-params // 100) + 8 + 3 + 1
+    assert result["log_batch_calls"] == -(-params // 100) + 8 + 3 + 1 + 1
+    assert run.data.tags["status"] == "completed"
 
 
 def test_batched_logger_sends_one_call_per_thousand_metrics(mlflow_server: str) -> None:

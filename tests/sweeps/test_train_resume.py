@@ -79,6 +79,13 @@ def test_sigterm_then_resume_equals_uninterrupted_run(tmp_path: Path) -> None:
     steps = [m.step for m in history]
     assert len(steps) == len(set(steps))  # no epoch logged twice across the cut
     assert max(steps) == 450 and min(steps) < stopped["step"]
+    # Per-epoch metrics, including the epoch cut in two, match the uninterrupted run's.
+    for key in ("train_loss", "train_accuracy", "val_loss"):
+        cut_history = {m.step: m.value for m in client.get_metric_history(run.info.run_id, key)}
+        whole_history = {
+            m.step: m.value for m in client.get_metric_history(str(whole["run_id"]), key)
+        }
+        assert cut_history == whole_history, key
 
 
 def test_checkpoint_write_is_atomic(tmp_path: Path) -> None:
