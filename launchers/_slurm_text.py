@@ -1,0 +1,253 @@
+"""Slurm's text formats: batch scripts we write, and sbatch / sacct / squeue output we read.
+
+Pure functions, no subprocess: the Slurm backend calls them; the tests check them on golden files
+and on captured output of Slurm 22.05. Every value in a generated script is quoted.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from orchestrator.exceptions import InvalidRequestError, OrchestratorError
+from orchestrator.resources.hostlist import compress_hostlist, expand_hostlist
+from orchestrator.scheduling.job import JobState
+
+__all__ = [
+    "SACCT_FIELDS",
+    "SLURM_STATES",
+    "SbatchScript",
+    "SlurmJobRecord",
+    "SlurmParseError",
+    "format_time_limit",
+    "parse_sacct",
+    "parse_sbatch",
+    "parse_squeue",
+    "render_sbatch_script",
+    "slurm_state",
+]
+
+
+class SlurmParseError(OrchestratorError):
+    """Slurm printed something we cannot read."""
+
+
+SLURM_STATES: Mapping[str, JobState] = {
+    "PENDING": JobState.PENDING,
+    "CONFIGURING": JobState.STARTING,
+    "REQUEUED": JobState.PENDING,
+    "REQUEUE_FED": JobState.PENDING,
+    "REQUEUE_HOLD": JobState.HELD,
+    "RESV_DEL_HOLD": JobState.HELD,
+    "SPECIAL_EXIT": JobState.HELD,
+    "RUNNING": JobState.RUNNING,
+    "COMPLETING": JobState.RUNNING,
+    "STAGE_OUT": JobState.RUNNING,
+    "SIGNALING": JobState.RUNNING,
+    "RESIZING": JobState.RUNNING,
+    "SUSPENDED": JobState.PREEMPTED,
+    "STOPPED": JobState.PREEMPTED,
+    "PREEMPTED": JobState.PREEMPTED,
+    "COMPLETED": JobState.COMPLETED,
+    "CANCELLED": JobState.CANCELLED,
+    "DEADLINE": JobState.CANCELLED,
+    "FAILED": JobState.FAILED,
+    "OUT_OF_MEMORY": JobState.FAILED,
+    "BOOT_FAIL": JobState.NODE_FAIL,
+    "NODE_FAIL": JobState.NODE_FAIL,
+    "LAUNCH_FAILED": JobState.FAILED,
+    "TIMEOUT": JobState.TIMEOUT,
+    "REVOKED": JobState.CANCELLED,
+}
+"""Slurm job states (``sacct``/``squeue`` long names) to ours."""
+
+
+def slurm_state(text: str) -> JobState:
+    """Our state for a Slurm state as printed: ``CANCELLED by 1000`` and ``RUNNING+`` work too.
+
+    Raises:
+        SlurmParseError: for a state name Slurm does not have.
+    """
+    name = text.strip().split()[0].rstrip("+") if text.strip() else ""
+    try:
+        return SLURM_STATES[name]
+    except KeyError:
+        raise SlurmParseError(f"unknown Slurm job state {text!r}") from None
+
+
+def format_time_limit(seconds: float) -> str:
+    """Slurm's ``--time`` as ``D-HH:MM:SS`` (rounded up to a whole minute, Slurm's unit).
+
+    >>> format_time_limit(90)
+    '0-00:02:00'
+    """
+    minutes = int(-(-seconds // 60))
+    days, rest = divmod(minutes, 24 * 60)
+    hours, mins = divmod(rest, 60)
+    return f"{days}-{hours:02d}:{mins:02d}:00"
+
+
+@dataclass(frozen=True)
+class SbatchScript:
+    """What a generated ``#SBATCH`` script says.
+
+    Attributes:
+        name: ``--job-name``.
+        argv: The command ``srun`` runs on every task, exactly as given.
+        nodelist: The nodes our allocator chose (``--nodelist``, and ``-N`` their count).
+        tasks_per_node: ``--ntasks-per-node``.
+        cpus_per_task: ``--cpus-per-task``.
+        time_s: ``--time``.
+        stdout, stderr: ``--output`` / ``--error`` paths.
+        env: Exported in the script (quoted).
+        extra: More ``#SBATCH`` options, e.g. ``{"--partition": "debug"}``.
+    """
+
+    name: str
+    argv: Sequence[str]
+    nodelist: Sequence[str]
+    tasks_per_node: int = 1
+    cpus_per_task: int = 1
+    time_s: float | None = None
+    stdout: str | None = None
+    stderr: str | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_OPTION = re.compile(r"^--[a-z][a-z-]*$")
+
+
+def _sbatch_line(option: str, value: str) -> str:
+    if "\n" in value or "\r" in value:
+        raise InvalidRequestError(option.lstrip("-"), value, "must not contain newlines", "debug")
+    # sbatch reads #SBATCH lines with its own shell-like word splitting: quote every value.
+    return f"#SBATCH {option}={shlex.quote(value)}"
+
+
+def render_sbatch_script(spec: SbatchScript) -> str:
+    """The batch script text for ``spec``.
+
+    Raises:
+        InvalidRequestError: for an empty command or node list, a bad variable or option name.
+    """
+    if not spec.argv:
+        raise InvalidRequestError("argv", list(spec.argv), "the command is empty", "['hostname']")
+    if not spec.nodelist:
+        raise InvalidRequestError("nodelist", [], "no nodes", "n[1-2]")
+    lines = ["#!/bin/bash", _sbatch_line("--job-name", spec.name)]
+    lines.append(_sbatch_line("--nodes", str(len(spec.nodelist))))
+    lines.append(_sbatch_line("--nodelist", compress_hostlist(spec.nodelist)))
+    lines.append(_sbatch_line("--ntasks-per-node", str(spec.tasks_per_node)))
+    lines.append(_sbatch_line("--cpus-per-task", str(spec.cpus_per_task)))
+    if spec.time_s is not None:
+        lines.append(_sbatch_line("--time", format_time_limit(spec.time_s)))
+    if spec.stdout:
+        lines.append(_sbatch_line("--output", spec.stdout))
+    if spec.stderr:
+        lines.append(_sbatch_line("--error", spec.stderr))
+    for option, value in sorted(spec.extra.items()):
+        if not _OPTION.match(option):
+            raise InvalidRequestError("extra", option, "not a long sbatch option", "--partition")
+        lines.append(_sbatch_line(option, value))
+    lines.append("set -eu")
+    for key, value in sorted(spec.env.items()):
+        if not _ENV_NAME.match(key):
+            raise InvalidRequestError("env", key, "not a valid variable name", "OMP_NUM_THREADS")
+        lines.append(f"export {key}={shlex.quote(value)}")
+    command = " ".join(shlex.quote(a) for a in spec.argv)
+    lines.append(f"srun --kill-on-bad-exit=1 {command}")
+    return "\n".join(lines) + "\n"
+
+
+_SUBMITTED = re.compile(r"^Submitted batch job (\d+)")
+
+
+def parse_sbatch(text: str) -> str:
+    """The job id from ``sbatch`` (plain or ``--parsable`` output: ``123`` or ``123;cluster``).
+
+    >>> parse_sbatch("Submitted batch job 42")
+    '42'
+    >>> parse_sbatch("42;local")
+    '42'
+    """
+    for raw in text.splitlines():
+        line = raw.strip()
+        match = _SUBMITTED.match(line)
+        if match:
+            return match.group(1)
+        head = line.split(";")[0]
+        if head.isdigit():
+            return head
+    raise SlurmParseError(f"no job id in sbatch output: {text.strip()[:200]!r}")
+
+
+SACCT_FIELDS: tuple[str, ...] = ("JobID", "State", "ExitCode", "NodeList", "Start", "End")
+"""The fields the backend asks of ``sacct -P -n -X -o ...``, in this order."""
+
+
+@dataclass(frozen=True)
+class SlurmJobRecord:
+    """One job as sacct or squeue reports it."""
+
+    job_id: str
+    state: JobState
+    raw_state: str
+    exit_code: int | None = None
+    signal: int | None = None
+    nodes: tuple[str, ...] = ()
+
+
+def _exit_code(text: str) -> tuple[int | None, int | None]:
+    code, _, signal = text.partition(":")
+    if not code.isdigit():
+        return None, None
+    return int(code), int(signal) if signal.isdigit() else None
+
+
+def parse_sacct(text: str, fields: Sequence[str] = SACCT_FIELDS) -> list[SlurmJobRecord]:
+    """Rows of ``sacct -P -n -o <fields>`` (``|``-separated). Job steps (``123.batch``,
+    ``123.0``) are skipped: a job's own row carries its state.
+
+    Raises:
+        SlurmParseError: for a row with the wrong number of fields or an unknown state.
+    """
+    names = list(fields)
+    records = []
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        values = line.split("|")
+        if len(values) != len(names):
+            raise SlurmParseError(
+                f"sacct row has {len(values)} fields, expected {len(names)}: {line!r}"
+            )
+        row = dict(zip(names, values, strict=True))
+        job_id = row["JobID"]
+        if "." in job_id:
+            continue
+        code, signal = _exit_code(row.get("ExitCode", ""))
+        nodelist = row.get("NodeList", "")
+        nodes = tuple(expand_hostlist(nodelist)) if nodelist and nodelist != "None assigned" else ()
+        records.append(
+            SlurmJobRecord(job_id, slurm_state(row["State"]), row["State"], code, signal, nodes)
+        )
+    return records
+
+
+def parse_squeue(text: str) -> list[SlurmJobRecord]:
+    """Rows of ``squeue -h -o '%i|%T|%N'`` (job id, long state, node list)."""
+    records = []
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        parts = line.strip().split("|")
+        if len(parts) != 3:
+            raise SlurmParseError(f"squeue row has {len(parts)} fields, expected 3: {line!r}")
+        job_id, state, nodelist = parts
+        nodes = tuple(expand_hostlist(nodelist)) if nodelist and "(" not in nodelist else ()
+        records.append(SlurmJobRecord(job_id, slurm_state(state), state, nodes=nodes))
+    return records
