@@ -89,7 +89,7 @@ def daemon_start(
     foreground: bool,
 ) -> None:
     """Start the daemon (in the background unless --foreground)."""
-    from orchestrator.daemon.server import read_daemon_info
+    from orchestrator.daemon.files import read_daemon_info
 
     root = (state_dir or default_state_dir()).resolve()
     if foreground:
@@ -202,7 +202,7 @@ def _run_foreground(
 def daemon_stop(state_dir: Path | None, timeout: float) -> None:
     """Stop the daemon gracefully (SIGTERM); running jobs keep running unless it was started
     with --on-stop requeue."""
-    from orchestrator.daemon.server import read_daemon_info
+    from orchestrator.daemon.files import read_daemon_info
 
     root = state_dir or default_state_dir()
     info = read_daemon_info(root)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
-from orchestrator.daemon.server import DaemonFiles, read_daemon_info
+from orchestrator.daemon.files import DaemonFiles, read_daemon_info
 from orchestrator.exceptions import DaemonError, InvalidRequestError, OrchestratorError
 
 __all__ = ["ApiError", "DaemonClient", "default_state_dir"]

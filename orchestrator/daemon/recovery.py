@@ -53,13 +53,16 @@ def recover(daemon: Daemon, now: float) -> dict[str, int]:
     daemon.waiting.clear()
     daemon.active.clear()
     daemon.draining.clear()
+    daemon.dependent.clear()
     daemon.free[:] = True
     held = store.held_nodes(daemon.cluster_id)
     live_states = [s.value for s in (S.PENDING, S.HELD, S.STARTING, S.RUNNING)]
-    for row in store.list_jobs(states=live_states):
+    for row in list(store.iter_live(live_states)):
         job = live_job(row)
         if job.state.is_waiting:
             daemon.waiting[job.job_id] = job
+            if job.dependency:
+                daemon.dependent.add(job.job_id)
             counts["waiting"] += 1
         elif job.state is S.STARTING:
             # Killed between allocating and recording the launch: make sure nothing of that

@@ -138,6 +138,8 @@ class Daemon:
         self.draining: dict[int, LiveJob] = {}
         self.free = np.ones(cluster.size, dtype=bool)
         self._finished: dict[int, JobState] = {}
+        self.dependent: set[int] = set()
+        """Waiting jobs whose dependencies are not settled yet."""
         self._dirty = True
         self._next_pass = 0.0
         self.ticks = 0
@@ -213,6 +215,8 @@ class Daemon:
                         dependency=deps,
                         max_retries=spec.retries,
                     )
+                    if deps:
+                        self.dependent.add(job_id)
             self._dirty = True
         self.wake.set()
         return ids
@@ -477,11 +481,13 @@ class Daemon:
         return state
 
     def _settle_dependencies(self, job: LiveJob, now: float) -> bool:
-        """True when the job may run; cancels it when it never can."""
+        """True when every dependency holds; cancels the job when one never can."""
+        waiting = False
         for kind, dep in job.dependency:
             state = self._dependency_state(dep)
             if not state.is_finished:
-                return False
+                waiting = True
+                continue
             ok = state is S.COMPLETED
             if (kind == "afterok" and not ok) or (kind == "afternotok" and ok):
                 with self.store.write() as conn:
@@ -497,9 +503,13 @@ class Daemon:
                 job.state = S.CANCELLED
                 self._finished[job.job_id] = S.CANCELLED
                 del self.waiting[job.job_id]
+                self.dependent.discard(job.job_id)
                 self._dirty = True
                 return False
+        if waiting:
+            return False
         job.dependency = ()
+        self.dependent.discard(job.job_id)
         return True
 
     def _schedule(self, now: float) -> None:
@@ -514,11 +524,19 @@ class Daemon:
             user_nodes[user] = user_nodes.get(user, 0) + (job.block.size if job.block else 0)
             if job.array_id is not None:
                 array_active[job.array_id] = array_active.get(job.array_id, 0) + 1
+        # Dependencies are settled even while the cluster is full, so a job whose dependency
+        # can never be satisfied is cancelled as soon as that is known.
+        for job_id in list(self.dependent):
+            job_or_none = self.waiting.get(job_id)
+            if job_or_none is None or not job_or_none.dependency:
+                self.dependent.discard(job_id)
+            elif job_or_none.state is S.PENDING:
+                self._settle_dependencies(job_or_none, now)
+        if not self.free.any():
+            return
         eligible: list[LiveJob] = []
-        for job in list(self.waiting.values()):
-            if job.state is not S.PENDING or job.not_before > now:
-                continue
-            if job.dependency and not self._settle_dependencies(job, now):
+        for job in self.waiting.values():
+            if job.state is not S.PENDING or job.not_before > now or job.dependency:
                 continue
             if (
                 job.array_limit is not None
@@ -532,7 +550,7 @@ class Daemon:
             ):
                 continue
             eligible.append(job)
-        if not eligible or not self.free.any():
+        if not eligible:
             return
         decisions = self.core.schedule(
             now, eligible, [_Holder(j) for j in running if j.block is not None], self.free

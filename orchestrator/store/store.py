@@ -129,11 +129,11 @@ class Store:
         self, conn: Connection, rows: Sequence[Row], now: float, *, array: bool = False
     ) -> list[int]:
         """Insert jobs and their first events; an array's elements share the first one's id."""
-        ids: list[int] = []
-        for row in rows:
-            result = conn.execute(insert(jobs).values(**row))
-            assert result.inserted_primary_key is not None
-            ids.append(int(result.inserted_primary_key[0]))
+        # One multi-row INSERT ... RETURNING, ids in the rows' order.
+        result = conn.execute(
+            insert(jobs).returning(jobs.c.id, sort_by_parameter_order=True), list(rows)
+        )
+        ids = [int(r[0]) for r in result]
         if array and ids:
             conn.execute(update(jobs).where(jobs.c.id.in_(ids)).values(array_id=ids[0]))
         conn.execute(
@@ -226,6 +226,17 @@ class Store:
             query = query.offset(offset)
         with self.engine.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(query)]
+
+    def iter_live(self, states: Iterable[str], batch: int = 5000) -> Iterator[Row]:
+        """Jobs in ``states`` without their command, script and environment (recovery needs
+        only what scheduling reads), streamed in batches."""
+        heavy = {"argv", "script", "env", "workdir", "idempotency_key"}
+        columns = [c for c in jobs.c if c.name not in heavy]
+        query = select(*columns).where(jobs.c.state.in_(list(states))).order_by(jobs.c.id)
+        with self.engine.connect() as conn:
+            result = conn.execution_options(yield_per=batch).execute(query)
+            for row in result:
+                yield dict(row._mapping)
 
     def count_by_state(self) -> dict[str, int]:
         """Number of jobs per state."""
