@@ -75,5 +75,3 @@ def read_daemon_info(root: Path) -> dict[str, Any] | None:
     if process_start_ticks(int(info["pid"])) != info.get("start_ticks"):
         return None  # a stale file from a killed daemon
     return info
-
-

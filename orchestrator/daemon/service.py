@@ -25,15 +25,13 @@ from typing import Any
 import numpy as np
 from sqlalchemy import Connection
 
-from launchers._base import BaseBackend, Handle, LaunchSpec, Liveness, PollResult
+from launchers._base import BaseBackend, Handle, Liveness, PollResult
+from orchestrator.daemon.dispatch import schedule
 from orchestrator.daemon.recovery import recover, stop_with_requeue
 from orchestrator.daemon.rows import expand_dependency, job_row, regroup
 from orchestrator.daemon.spec import JobSpec
 from orchestrator.exceptions import (
-    BackendError,
-    IllegalTransitionError,
     InvalidRequestError,
-    JobNotFoundError,
     JobStateError,
 )
 from orchestrator.resources.cluster import Cluster
@@ -137,10 +135,10 @@ class Daemon:
         self.active: dict[int, LiveJob] = {}
         self.draining: dict[int, LiveJob] = {}
         self.free = np.ones(cluster.size, dtype=bool)
-        self._finished: dict[int, JobState] = {}
+        self.finished: dict[int, JobState] = {}
         self.dependent: set[int] = set()
         """Waiting jobs whose dependencies are not settled yet."""
-        self._dirty = True
+        self.dirty = True
         self._next_pass = 0.0
         self.ticks = 0
         self.started_total = 0
@@ -217,7 +215,7 @@ class Daemon:
                     )
                     if deps:
                         self.dependent.add(job_id)
-            self._dirty = True
+            self.dirty = True
         self.wake.set()
         return ids
 
@@ -239,14 +237,14 @@ class Daemon:
                 self.store.transition(
                     conn, job_id, job.state, S.CANCELLED, reason, now, end_time=now
                 )
-            self._finished[job_id] = S.CANCELLED
+            self.finished[job_id] = S.CANCELLED
             if job.state.is_waiting:
                 del self.waiting[job_id]
             else:
                 del self.active[job_id]
                 self._drain(job, now)
             job.state = S.CANCELLED
-            self._dirty = True
+            self.dirty = True
         self.wake.set()
         return S.CANCELLED
 
@@ -280,7 +278,7 @@ class Daemon:
             with self.store.write() as conn:
                 self.store.transition(conn, job_id, old, new, reason, now)
             job.state = new
-            self._dirty = True
+            self.dirty = True
         self.wake.set()
         return new
 
@@ -292,16 +290,16 @@ class Daemon:
 
     def tick(self, now: float) -> None:
         """One round: poll, record endings, enforce walltimes, settle dependencies, schedule."""
-        t0 = time.perf_counter()
         with self.lock:
+            t0 = time.perf_counter()
             self._poll(now)
             self._walltimes(now)
-            if self._dirty or now >= self._next_pass:
-                self._dirty = False
+            if self.dirty or now >= self._next_pass:
+                self.dirty = False
                 self._next_pass = now + self.config.reschedule_s
-                self._schedule(now)
+                schedule(self, now)
             self.ticks += 1
-        self.last_tick_s = time.perf_counter() - t0
+            self.last_tick_s = time.perf_counter() - t0
 
     def next_wakeup(self, now: float) -> float:
         """Seconds until the tick would have something time-driven to do (capped)."""
@@ -365,7 +363,7 @@ class Daemon:
         with self.store.write() as conn:
             self.store.release(conn, job.job_id, now)
             self.end_attempt(conn, job, new, reason, now, exit_code)
-        self._release_nodes(job)
+        self.release_nodes(job)
         if job.handle is not None:
             self.backend.forget(job.handle)
 
@@ -410,8 +408,8 @@ class Daemon:
             )
             self.waiting[job.job_id] = job
         else:
-            self._finished[job.job_id] = new
-        self._dirty = True
+            self.finished[job.job_id] = new
+        self.dirty = True
 
     def _walltimes(self, now: float) -> None:
         for job_id, job in list(self.active.items()):
@@ -429,10 +427,10 @@ class Daemon:
                     end_time=now,
                 )
             job.state = S.TIMEOUT
-            self._finished[job_id] = S.TIMEOUT
+            self.finished[job_id] = S.TIMEOUT
             del self.active[job_id]
             self._drain(job, now)
-            self._dirty = True
+            self.dirty = True
 
     def _drain(self, job: LiveJob, now: float) -> None:
         if job.handle is None:
@@ -456,185 +454,14 @@ class Daemon:
     def _free(self, job: LiveJob, now: float) -> None:
         with self.store.write() as conn:
             self.store.release(conn, job.job_id, now)
-        self._release_nodes(job)
-        self._dirty = True
+        self.release_nodes(job)
+        self.dirty = True
 
-    def _release_nodes(self, job: LiveJob) -> None:
+    def release_nodes(self, job: LiveJob) -> None:
+        """Mark the job's nodes free in memory (the store row is released by the caller)."""
         if job.block is not None:
             self.free[job.block.nodes] = True
             job.block = None
-
-    # -- scheduling ---------------------------------------------------------------------------
-
-    def _dependency_state(self, job_id: int) -> JobState:
-        live = self.waiting.get(job_id) or self.active.get(job_id)
-        if live is not None:
-            return live.state
-        state = self._finished.get(job_id)
-        if state is None:
-            try:
-                state = JobState(self.store.get_job(job_id)["state"])
-            except JobNotFoundError:
-                state = S.CANCELLED
-            if state.is_finished:
-                self._finished[job_id] = state
-        return state
-
-    def _settle_dependencies(self, job: LiveJob, now: float) -> bool:
-        """True when every dependency holds; cancels the job when one never can."""
-        waiting = False
-        for kind, dep in job.dependency:
-            state = self._dependency_state(dep)
-            if not state.is_finished:
-                waiting = True
-                continue
-            ok = state is S.COMPLETED
-            if (kind == "afterok" and not ok) or (kind == "afternotok" and ok):
-                with self.store.write() as conn:
-                    self.store.transition(
-                        conn,
-                        job.job_id,
-                        S.PENDING,
-                        S.CANCELLED,
-                        f"dependency never satisfied: {kind}:{dep} ended {state}",
-                        now,
-                        end_time=now,
-                    )
-                job.state = S.CANCELLED
-                self._finished[job.job_id] = S.CANCELLED
-                del self.waiting[job.job_id]
-                self.dependent.discard(job.job_id)
-                self._dirty = True
-                return False
-        if waiting:
-            return False
-        job.dependency = ()
-        self.dependent.discard(job.job_id)
-        return True
-
-    def _schedule(self, now: float) -> None:
-        cfg = self.config
-        running = list(self.active.values()) + list(self.draining.values())
-        user_jobs: dict[str, int] = {}
-        user_nodes: dict[str, int] = {}
-        array_active: dict[int, int] = {}
-        for job in self.active.values():
-            user = job.request.user
-            user_jobs[user] = user_jobs.get(user, 0) + 1
-            user_nodes[user] = user_nodes.get(user, 0) + (job.block.size if job.block else 0)
-            if job.array_id is not None:
-                array_active[job.array_id] = array_active.get(job.array_id, 0) + 1
-        # Dependencies are settled even while the cluster is full, so a job whose dependency
-        # can never be satisfied is cancelled as soon as that is known.
-        for job_id in list(self.dependent):
-            job_or_none = self.waiting.get(job_id)
-            if job_or_none is None or not job_or_none.dependency:
-                self.dependent.discard(job_id)
-            elif job_or_none.state is S.PENDING:
-                self._settle_dependencies(job_or_none, now)
-        if not self.free.any():
-            return
-        eligible: list[LiveJob] = []
-        for job in self.waiting.values():
-            if job.state is not S.PENDING or job.not_before > now or job.dependency:
-                continue
-            if (
-                job.array_limit is not None
-                and job.array_id is not None
-                and array_active.get(job.array_id, 0) >= job.array_limit
-            ):
-                continue
-            if (
-                cfg.max_jobs_per_user is not None
-                and user_jobs.get(job.request.user, 0) >= cfg.max_jobs_per_user
-            ):
-                continue
-            eligible.append(job)
-        if not eligible:
-            return
-        decisions = self.core.schedule(
-            now, eligible, [_Holder(j) for j in running if j.block is not None], self.free
-        )
-        for start in decisions.starts:
-            job = self.waiting[int(start.job_id)]
-            user = job.request.user
-            if job.array_limit is not None and job.array_id is not None:
-                if array_active.get(job.array_id, 0) >= job.array_limit:
-                    continue
-                array_active[job.array_id] = array_active.get(job.array_id, 0) + 1
-            if (
-                cfg.max_jobs_per_user is not None
-                and user_jobs.get(user, 0) >= cfg.max_jobs_per_user
-            ):
-                continue
-            nodes_after = user_nodes.get(user, 0) + start.block.size
-            if cfg.max_nodes_per_user is not None and nodes_after > cfg.max_nodes_per_user:
-                continue
-            user_jobs[user] = user_jobs.get(user, 0) + 1
-            user_nodes[user] = user_nodes.get(user, 0) + start.block.size
-            self._start(job, start.block, now)
-
-    def _start(self, job: LiveJob, block: Block, now: float) -> None:
-        nodes = [int(n) for n in block.nodes]
-        if not self.free[nodes].all():  # the core never does this; refuse rather than share
-            raise IllegalTransitionError(f"job {job.job_id} was given nodes already held")
-        names = [self.cluster.topology.node_name(n) for n in nodes]
-        attempt = job.attempts + 1
-        with self.store.write() as conn:
-            self.store.transition(
-                conn,
-                job.job_id,
-                S.PENDING,
-                S.STARTING,
-                f"attempt {attempt} on {len(nodes)} nodes",
-                now,
-                attempts=attempt,
-                start_time=now,
-                end_time=None,
-                exit_code=None,
-            )
-            self.store.allocate(conn, self.cluster_id, job.job_id, attempt, nodes, names, now)
-        del self.waiting[job.job_id]
-        job.state, job.attempts, job.start_time, job.block = S.STARTING, attempt, now, block
-        self.free[nodes] = False
-        self.active[job.job_id] = job
-        row = self.store.get_job(job.job_id)
-        env = dict(row["env"])
-        if job.array_id is not None:
-            env["ORCH_ARRAY_JOB_ID"] = str(job.array_id)
-        spec = LaunchSpec(
-            job_id=job.job_id,
-            attempt=attempt,
-            argv=row["argv"],
-            script=row["script"],
-            nodes=names,
-            tasks_per_node=job.request.tasks_per_node,
-            cpus_per_task=job.request.cpus_per_task,
-            env=env,
-            workdir=row["workdir"],
-            name=row["name"],
-        )
-        try:
-            handle = self.backend.start(spec)
-        except BackendError as e:
-            del self.active[job.job_id]
-            with self.store.write() as conn:
-                self.store.release(conn, job.job_id, now)
-                self.end_attempt(conn, job, S.FAILED, str(e), now, None)
-            self._release_nodes(job)
-            return
-        with self.store.write() as conn:
-            self.store.transition(
-                conn,
-                job.job_id,
-                S.STARTING,
-                S.RUNNING,
-                f"running on {','.join(names)}",
-                now,
-                handle=handle,
-            )
-        job.state, job.handle = S.RUNNING, handle
-        self.started_total += 1
 
     # -- recovery and stop --------------------------------------------------------------------
 
@@ -652,7 +479,7 @@ class Daemon:
         now = self.clock() if now is None else now
         with self.lock:
             counts = recover(self, now)
-            self._dirty = True
+            self.dirty = True
         return counts
 
     def stop(self, requeue: bool | None = None, timeout_s: float | None = None) -> int:
@@ -678,19 +505,6 @@ class Daemon:
                     for n in job.block.nodes:
                         owners[int(n)] = job.job_id
         return owners
-
-
-class _Holder:
-    """A running job as the scheduler core sees it (its block is known)."""
-
-    __slots__ = ("block", "job_id", "request", "start_time")
-
-    def __init__(self, job: LiveJob) -> None:
-        assert job.block is not None
-        self.job_id = job.job_id
-        self.request = job.request
-        self.block: Block = job.block
-        self.start_time = job.start_time
 
 
 def _failure_text(result: PollResult) -> str:

@@ -1,0 +1,205 @@
+"""Scheduling passes of the daemon: dependencies, limits, the core's decisions, job starts.
+
+Functions of a :class:`~orchestrator.daemon.service.Daemon`, called by its tick under its lock.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from launchers._base import LaunchSpec
+from orchestrator.exceptions import BackendError, IllegalTransitionError, JobNotFoundError
+from orchestrator.resources.topology import Block
+from orchestrator.scheduling.job import JobState
+
+if TYPE_CHECKING:
+    from orchestrator.daemon.service import Daemon, LiveJob
+
+__all__ = ["Holder", "dependency_state", "schedule", "settle_dependencies", "start_job"]
+
+S = JobState
+
+
+class Holder:
+    """A running job as the scheduler core sees it (its block is known)."""
+
+    __slots__ = ("block", "job_id", "request", "start_time")
+
+    def __init__(self, job: LiveJob) -> None:
+        assert job.block is not None
+        self.job_id = job.job_id
+        self.request = job.request
+        self.block: Block = job.block
+        self.start_time = job.start_time
+
+
+def dependency_state(daemon: Daemon, job_id: int) -> JobState:
+    """The state of a dependency (an unknown job counts as CANCELLED)."""
+    live = daemon.waiting.get(job_id) or daemon.active.get(job_id)
+    if live is not None:
+        return live.state
+    state = daemon.finished.get(job_id)
+    if state is None:
+        try:
+            state = JobState(daemon.store.get_job(job_id)["state"])
+        except JobNotFoundError:
+            state = S.CANCELLED
+        if state.is_finished:
+            daemon.finished[job_id] = state
+    return state
+
+
+def settle_dependencies(daemon: Daemon, job: LiveJob, now: float) -> bool:
+    """True when every dependency holds; cancels the job when one never can."""
+    waiting = False
+    for kind, dep in job.dependency:
+        state = dependency_state(daemon, dep)
+        if not state.is_finished:
+            waiting = True
+            continue
+        ok = state is S.COMPLETED
+        if (kind == "afterok" and not ok) or (kind == "afternotok" and ok):
+            with daemon.store.write() as conn:
+                daemon.store.transition(
+                    conn,
+                    job.job_id,
+                    S.PENDING,
+                    S.CANCELLED,
+                    f"dependency never satisfied: {kind}:{dep} ended {state}",
+                    now,
+                    end_time=now,
+                )
+            job.state = S.CANCELLED
+            daemon.finished[job.job_id] = S.CANCELLED
+            del daemon.waiting[job.job_id]
+            daemon.dependent.discard(job.job_id)
+            daemon.dirty = True
+            return False
+    if waiting:
+        return False
+    job.dependency = ()
+    daemon.dependent.discard(job.job_id)
+    return True
+
+
+def schedule(daemon: Daemon, now: float) -> None:
+    cfg = daemon.config
+    running = list(daemon.active.values()) + list(daemon.draining.values())
+    user_jobs: dict[str, int] = {}
+    user_nodes: dict[str, int] = {}
+    array_active: dict[int, int] = {}
+    for job in daemon.active.values():
+        user = job.request.user
+        user_jobs[user] = user_jobs.get(user, 0) + 1
+        user_nodes[user] = user_nodes.get(user, 0) + (job.block.size if job.block else 0)
+        if job.array_id is not None:
+            array_active[job.array_id] = array_active.get(job.array_id, 0) + 1
+    # Dependencies are settled even while the cluster is full, so a job whose dependency
+    # can never be satisfied is cancelled as soon as that is known.
+    for job_id in list(daemon.dependent):
+        job_or_none = daemon.waiting.get(job_id)
+        if job_or_none is None or not job_or_none.dependency:
+            daemon.dependent.discard(job_id)
+        elif job_or_none.state is S.PENDING:
+            settle_dependencies(daemon, job_or_none, now)
+    if not daemon.free.any():
+        return
+    eligible: list[LiveJob] = []
+    for job in daemon.waiting.values():
+        if job.state is not S.PENDING or job.not_before > now or job.dependency:
+            continue
+        if (
+            job.array_limit is not None
+            and job.array_id is not None
+            and array_active.get(job.array_id, 0) >= job.array_limit
+        ):
+            continue
+        if (
+            cfg.max_jobs_per_user is not None
+            and user_jobs.get(job.request.user, 0) >= cfg.max_jobs_per_user
+        ):
+            continue
+        eligible.append(job)
+    if not eligible:
+        return
+    decisions = daemon.core.schedule(
+        now, eligible, [Holder(j) for j in running if j.block is not None], daemon.free
+    )
+    for start in decisions.starts:
+        job = daemon.waiting[int(start.job_id)]
+        user = job.request.user
+        if job.array_limit is not None and job.array_id is not None:
+            if array_active.get(job.array_id, 0) >= job.array_limit:
+                continue
+            array_active[job.array_id] = array_active.get(job.array_id, 0) + 1
+        if cfg.max_jobs_per_user is not None and user_jobs.get(user, 0) >= cfg.max_jobs_per_user:
+            continue
+        nodes_after = user_nodes.get(user, 0) + start.block.size
+        if cfg.max_nodes_per_user is not None and nodes_after > cfg.max_nodes_per_user:
+            continue
+        user_jobs[user] = user_jobs.get(user, 0) + 1
+        user_nodes[user] = user_nodes.get(user, 0) + start.block.size
+        start_job(daemon, job, start.block, now)
+
+
+def start_job(daemon: Daemon, job: LiveJob, block: Block, now: float) -> None:
+    nodes = [int(n) for n in block.nodes]
+    if not daemon.free[nodes].all():  # the core never does this; refuse rather than share
+        raise IllegalTransitionError(f"job {job.job_id} was given nodes already held")
+    names = [daemon.cluster.topology.node_name(n) for n in nodes]
+    attempt = job.attempts + 1
+    with daemon.store.write() as conn:
+        daemon.store.transition(
+            conn,
+            job.job_id,
+            S.PENDING,
+            S.STARTING,
+            f"attempt {attempt} on {len(nodes)} nodes",
+            now,
+            attempts=attempt,
+            start_time=now,
+            end_time=None,
+            exit_code=None,
+        )
+        daemon.store.allocate(conn, daemon.cluster_id, job.job_id, attempt, nodes, names, now)
+    del daemon.waiting[job.job_id]
+    job.state, job.attempts, job.start_time, job.block = S.STARTING, attempt, now, block
+    daemon.free[nodes] = False
+    daemon.active[job.job_id] = job
+    row = daemon.store.get_job(job.job_id)
+    env = dict(row["env"])
+    if job.array_id is not None:
+        env["ORCH_ARRAY_JOB_ID"] = str(job.array_id)
+    spec = LaunchSpec(
+        job_id=job.job_id,
+        attempt=attempt,
+        argv=row["argv"],
+        script=row["script"],
+        nodes=names,
+        tasks_per_node=job.request.tasks_per_node,
+        cpus_per_task=job.request.cpus_per_task,
+        env=env,
+        workdir=row["workdir"],
+        name=row["name"],
+    )
+    try:
+        handle = daemon.backend.start(spec)
+    except BackendError as e:
+        del daemon.active[job.job_id]
+        with daemon.store.write() as conn:
+            daemon.store.release(conn, job.job_id, now)
+            daemon.end_attempt(conn, job, S.FAILED, str(e), now, None)
+        daemon.release_nodes(job)
+        return
+    with daemon.store.write() as conn:
+        daemon.store.transition(
+            conn,
+            job.job_id,
+            S.STARTING,
+            S.RUNNING,
+            f"running on {','.join(names)}",
+            now,
+            handle=handle,
+        )
+    job.state, job.handle = S.RUNNING, handle
+    daemon.started_total += 1
