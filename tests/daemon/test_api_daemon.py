@@ -320,3 +320,32 @@ def test_cli_submit_queue_show_logs_nodes_cancel(
     assert bad.returncode != 0 and "nodes" in bad.stderr
     bad = orch(shared_daemon, "submit", "--shape", "2x2x2:torus", "true")
     assert bad.returncode != 0 and "shape" in bad.stderr
+
+
+def test_orch_daemon_start_status_stop(tmp_path: Path) -> None:
+    root = tmp_path / "cli-daemon"
+    env = {**os.environ, "ORCH_STATE_DIR": str(root)}
+    orch_bin = str(Path(PY).parent / "orch")
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [orch_bin, *args], capture_output=True, text=True, env=env, timeout=90, check=False
+        )
+
+    started = run("daemon", "start", "--nodes", "2")
+    assert started.returncode == 0, started.stderr
+    assert "daemon" in started.stdout and str(root) in started.stdout
+    again = run("daemon", "start", "--nodes", "2")
+    assert again.returncode != 0 and "already runs" in again.stderr
+    status = run("daemon", "status")
+    assert status.returncode == 0 and "0/2 nodes allocated" in status.stdout
+    missing = run("submit", "--", "/nonexistent/program")
+    job = int(missing.stdout.split()[-1])
+    client = DaemonClient.from_state_dir(root)
+    doc = client.wait(job, 30)
+    assert doc["state"] == "FAILED" and doc["exit_code"] == 127
+    assert "/nonexistent/program" in client.output(job, "stderr")["data"]
+    stopped = run("daemon", "stop")
+    assert stopped.returncode == 0, stopped.stderr
+    assert run("daemon", "status").returncode != 0
+    assert not (root / "daemon.json").exists()

@@ -294,3 +294,17 @@ def test_recover_reattaches_running_and_fails_starting(tmp_path: Path) -> None:
     assert state(fresh, starting) is S.NODE_FAIL
     assert fresh.store.held_nodes(fresh.cluster_id) == {}
     assert fresh.store.replay_states() == {running: S.COMPLETED, starting: S.NODE_FAIL}
+
+
+def test_a_job_the_backend_cannot_start_fails_and_frees_its_nodes(tmp_path: Path) -> None:
+    daemon, clock = make(tmp_path)
+    (job,) = daemon.submit([spec(["true"], nodes=4, workdir=str(tmp_path / "missing"))])[0]
+    daemon.tick(clock())
+    row = daemon.store.get_job(job)
+    assert row["state"] == "FAILED" and "missing" in row["reason"]
+    assert daemon.free.all() and daemon.store.held_nodes(daemon.cluster_id) == {}
+    assert [e["new_state"] for e in daemon.store.events_of(job)] == [
+        "PENDING",
+        "STARTING",
+        "FAILED",
+    ]
