@@ -325,7 +325,13 @@ class _Handler(BaseHTTPRequestHandler):
             limit=_int_param(query, "limit"),
             offset=_int_param(query, "offset") or 0,
         )
-        return [job_document(r, self._nodelist(r["id"])) for r in rows]
+        return [self._document(r) for r in rows]
+
+    def _document(self, row: dict[str, Any]) -> dict[str, Any]:
+        doc = job_document(row, self._nodelist(row["id"]))
+        if row["state"] in ("PENDING", "HELD"):
+            doc["reason"] = self.server.daemon.pending_reason(row["id"]) or doc["reason"]
+        return doc
 
     def _show(self, job_id: int) -> dict[str, Any]:
         store = self.server.daemon.store
@@ -411,7 +417,7 @@ class _Handler(BaseHTTPRequestHandler):
             "cluster": daemon.cluster.name,
             "time": time.time(),
             "counts": store.count_by_state(),
-            "queue": [job_document(r) for r in queue],
+            "queue": [self._document(r) for r in queue],
             "running": [job_document(r, self._nodelist(r["id"])) for r in running],
             "layout": layout(daemon.cluster, daemon.node_owners()),
         }

@@ -103,6 +103,7 @@ def schedule(daemon: Daemon, now: float) -> None:
         elif job_or_none.state is S.PENDING:
             settle_dependencies(daemon, job_or_none, now)
     if not daemon.free.any():
+        daemon.head = None
         return
     eligible: list[LiveJob] = []
     for job in daemon.waiting.values():
@@ -125,6 +126,7 @@ def schedule(daemon: Daemon, now: float) -> None:
     decisions = daemon.core.schedule(
         now, eligible, [Holder(j) for j in running if j.block is not None], daemon.free
     )
+    daemon.head = int(decisions.head) if decisions.head is not None else None
     for start in decisions.starts:
         job = daemon.waiting[int(start.job_id)]
         user = job.request.user

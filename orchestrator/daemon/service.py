@@ -137,6 +137,8 @@ class Daemon:
         self.free = np.ones(cluster.size, dtype=bool)
         self.finished: dict[int, JobState] = {}
         self.dependent: set[int] = set()
+        self.head: int | None = None
+        """The first job in order that could not start at the last pass."""
         """Waiting jobs whose dependencies are not settled yet."""
         self.dirty = True
         self._next_pass = 0.0
@@ -495,6 +497,31 @@ class Daemon:
             return stop_with_requeue(self, self.clock(), grace)
 
     # -- views --------------------------------------------------------------------------------
+
+    def pending_reason(self, job_id: int) -> str | None:
+        """Why a waiting job waits, in Slurm's reason words (None: not waiting here)."""
+        with self.lock:  # the tick thread changes these mappings
+            job = self.waiting.get(job_id)
+            active = list(self.active.values())
+            head = self.head
+        if job is None:
+            return None
+        if job.state is S.HELD:
+            return "JobHeldUser"
+        if job.dependency:
+            return "Dependency"
+        if job.not_before > self.clock():
+            return f"BeginTime (retry {job.attempts} of {job.max_retries}, backoff)"
+        limit = job.array_limit
+        if limit is not None and sum(j.array_id == job.array_id for j in active) >= limit:
+            return "JobArrayTaskLimit"
+        per_user = self.config.max_jobs_per_user
+        user = job.request.user
+        if per_user is not None and sum(j.request.user == user for j in active) >= per_user:
+            return "QOSMaxJobsPerUserLimit"
+        # A full cluster skips the pass (no head is computed): every job waits for nodes.
+        full = head is None and not self.free.any()
+        return "Resources" if job_id == head or full else "Priority"
 
     def node_owners(self) -> list[int | None]:
         """Per node index, the id of the job holding it (None: free)."""

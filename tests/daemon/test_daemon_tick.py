@@ -308,3 +308,23 @@ def test_a_job_the_backend_cannot_start_fails_and_frees_its_nodes(tmp_path: Path
         "STARTING",
         "FAILED",
     ]
+
+
+def test_pending_reasons_in_slurm_words(tmp_path: Path) -> None:
+    daemon, clock = make(tmp_path)
+    sleep = [PY, "-c", "import time; time.sleep(30)"]
+    (big,) = daemon.submit([spec(sleep, nodes=3)])[0]
+    daemon.tick(clock())
+    (head,) = daemon.submit([spec(["true"], nodes=2)])[0]
+    (behind,) = daemon.submit([spec(["true"], nodes=2)])[0]
+    (held,) = daemon.submit([spec(["true"], hold=True)])[0]
+    (dep,) = daemon.submit([spec(["true"], dependency=f"afterok:{big}")])[0]
+    daemon.tick(clock())
+    assert daemon.pending_reason(big) is None
+    assert daemon.pending_reason(head) == "Resources"
+    assert daemon.pending_reason(behind) == "Priority"
+    assert daemon.pending_reason(held) == "JobHeldUser"
+    assert daemon.pending_reason(dep) == "Dependency"
+    for job in (big, head, behind, held, dep):
+        daemon.cancel(job)
+    settle(daemon, clock, [big, head, behind, held, dep])
