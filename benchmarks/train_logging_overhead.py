@@ -1,10 +1,11 @@
 """MLflow logging overhead as a fraction of training time (goal: at most 2 %).
 
-The same job runs three times: tracking off, to a SQLite store, to a real ``mlflow server`` on
-127.0.0.1 (started here, SQLite behind it). The job times its own logging calls (one
-``log_batch`` per window of ``log_every_steps`` steps and one per epoch); the fraction is that
-time over the training time. The difference in training time between the runs is shown too, but
-on 2 shared cores it is mostly noise.
+The same job runs with tracking off, to a SQLite store, and to a real ``mlflow server`` on
+127.0.0.1 (started here, SQLite behind it), ``--repeats`` times interleaved, fastest kept. Two
+figures: ``in_loop_%``, the time the training loop itself spends in logging calls (queueing one
+``log_batch`` per window of ``log_every_steps`` steps and one per epoch; a worker thread sends
+them) over the training time; ``slowdown_%``, the training time against the run with tracking
+off, which also counts the worker thread's competition for the cores (noisy on 2 shared cores).
 
 Usage::
 
@@ -26,6 +27,7 @@ def main() -> None:
     p.add_argument("--log-every", default="20,1")
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--repeats", type=int, default=3)
     args = p.parse_args()
     base = ["data=mnist5k", "model=mlp", f"epochs={args.epochs}", f"batch_size={args.batch_size}"]
     print(f"# logging overhead, MLP on MNIST-5k, batch {args.batch_size}, {args.epochs} epochs")
@@ -35,25 +37,33 @@ def main() -> None:
         stores = {"off": None, "sqlite": f"sqlite:///{tmp}/mlflow.db", "server": server}
         for every in [int(e) for e in args.log_every.split(",")]:
             for opt in ("sgd", "kfac"):
-                for name, uri in stores.items():
-                    track = ["tracking.enabled=false"] if uri is None else [
-                        "tracking.enabled=true", f"tracking.uri={uri}", "tracking.experiment=bench"
-                    ]  # fmt: skip
-                    r = run_job([*base, f"optimizer={opt}", *track, f"log_every_steps={every}"])
+                best: dict[str, dict[str, Any]] = {}
+                # Interleaved repeats, fastest kept: other processes share the two cores.
+                for _ in range(args.repeats):
+                    for name, uri in stores.items():
+                        track = ["tracking.enabled=false"] if uri is None else [
+                            "tracking.enabled=true", f"tracking.uri={uri}",
+                            "tracking.experiment=bench",
+                        ]  # fmt: skip
+                        r = run_job([*base, f"optimizer={opt}", *track, f"log_every_steps={every}"])
+                        if name not in best or r["train_time_s"] < best[name]["train_time_s"]:
+                            best[name] = r
+                off = best["off"]["train_time_s"]
+                for name, r in best.items():
                     rows.append(
                         {
                             "log_every": every, "optimizer": opt, "store": name,
                             "steps": r["steps"], "train_s": r["train_time_s"],
                             "log_s": r["log_time_s"], "log_batch_calls": r["log_batch_calls"],
-                            "fraction_%": 100 * r["log_time_s"] / r["train_time_s"],
+                            "in_loop_%": 100 * r["log_time_s"] / r["train_time_s"],
+                            "slowdown_%": 100 * (r["train_time_s"] - off) / off,
                         }
                     )  # fmt: skip
-                    print(
-                        f"  every {every} {opt} {name}: {rows[-1]['fraction_%']:.2f} %", flush=True
-                    )
+                    print(f"  every {every} {opt} {name}: in loop {rows[-1]['in_loop_%']:.2f} %, "
+                          f"slowdown {rows[-1]['slowdown_%']:.1f} %", flush=True)  # fmt: skip
     print()
     print(table(rows, ["log_every", "optimizer", "store", "steps", "train_s", "log_s",
-                       "log_batch_calls", "fraction_%"]))  # fmt: skip
+                       "log_batch_calls", "in_loop_%", "slowdown_%"]))  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ again resumes it, into the same MLflow run, and ends where an uninterrupted run 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import random
@@ -186,13 +187,21 @@ def main(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
     """
     c = validate(cfg)
     world = init_distributed(c["device"])
+    opened: list[BatchedLogger] = []
     try:
-        return _train(c, world)
+        return _train(c, world, opened)
+    except BaseException:
+        # A crash (not a preemption: that returns) marks the MLflow run FAILED, not RUNNING
+        # forever; the original error is what propagates.
+        for logger in opened:
+            with contextlib.suppress(Exception):
+                logger.finish("FAILED")
+        raise
     finally:
         shutdown()
 
 
-def _train(c: dict[str, Any], world: World) -> dict[str, Any]:
+def _train(c: dict[str, Any], world: World, opened: list[BatchedLogger]) -> dict[str, Any]:
     torch.set_num_threads(c["num_threads"] or default_threads(world.local_size))
     data: Dataset = load_dataset(c["data"])
     bs = c["batch_size"]
@@ -267,6 +276,7 @@ def _train(c: dict[str, Any], world: World) -> dict[str, Any]:
     logger = _open_tracking(c, fp, world, run_id)
     if logger is not None:
         run_id = logger.run_id
+        opened.append(logger)
 
     x_all, y_all = data.x_train.to(world.device), data.y_train.to(world.device)
     window = dict.fromkeys(_PHASES, 0.0) | {"steps": 0}
@@ -417,6 +427,7 @@ def _train(c: dict[str, Any], world: World) -> dict[str, Any]:
         if logger is not None:
             # KILLED until a resume reopens it (RUNNING) and finishes it.
             logger.finish("KILLED")
+            opened.clear()
     if last_eval is None:
         last_eval = _evaluate(model, data.x_val, data.y_val, world.device)
     sums = epoch_sums.clone()
@@ -461,6 +472,7 @@ def _train(c: dict[str, Any], world: World) -> dict[str, Any]:
             )
             logger.set_tags({"status": status})
             logger.finish("FINISHED" if status == "completed" else "FAILED")
+            opened.clear()
             result["log_batch_calls"] = logger.calls
         if world.rank == 0:
             ckpt_path.unlink(missing_ok=True)  # a finished job must not be "resumed" by a rerun

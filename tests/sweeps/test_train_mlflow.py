@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
 
 from orchestrator.tracking import BatchedLogger, env_tags, flatten_params, start_or_resume_run
 from sweeps.config import compose
@@ -124,3 +125,39 @@ def test_torchrun_two_ranks_match_one_rank_and_only_rank0_logs(tmp_path: Path) -
     assert exp is not None
     runs = client.search_runs([exp.experiment_id])
     assert sorted(r.data.tags["world_size"] for r in runs) == ["1", "2"]  # one run per job
+
+
+def test_background_logger_raises_the_workers_error(mlflow_server: str) -> None:
+    client = MlflowClient(mlflow_server)
+    run_id = start_or_resume_run(client, "batched", "errors", {})
+    logger = BatchedLogger(client, run_id)
+    logger.log_metrics({"ok": 1.0}, 0)
+    logger.flush()
+    logger.log_metrics({"x" * 1000: 1.0}, 1)  # MLflow refuses keys over 250 characters
+    logger.flush()
+    with pytest.raises(MlflowException):
+        logger.finish()
+    assert [m.value for m in client.get_metric_history(run_id, "ok")] == [1.0]
+
+
+def test_crashed_job_marks_its_run_failed(
+    mlflow_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    # The periodic checkpoint at step 2 cannot be written (its folder is a file): a crash in
+    # the middle of training, with the run open.
+    (tmp_path / "not-a-folder").write_text("")
+    cfg = compose(
+        [
+            "max_steps=6", "num_threads=1", f"tracking.uri={mlflow_server}",
+            "tracking.experiment=crash", "checkpoint.every_steps=2",
+            f"checkpoint.path={tmp_path / 'not-a-folder' / 'ckpt.pt'}",
+        ]
+    )  # fmt: skip
+    with pytest.raises(OSError):
+        main(cfg)
+    client = MlflowClient(mlflow_server)
+    exp = client.get_experiment_by_name("crash")
+    assert exp is not None
+    (run,) = client.search_runs([exp.experiment_id])
+    assert run.info.status == "FAILED"
