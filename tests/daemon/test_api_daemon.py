@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import DaemonProcess, wait_for
+from daemon_helpers import DaemonProcess, wait_for
 
 from orchestrator.daemon.client import ApiError, DaemonClient
 

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ARTIFACTS, start_daemon, stop_daemon, wait_for
+from daemon_helpers import ARTIFACTS, start_daemon, stop_daemon, wait_for
 
 CHROMIUM_FLAGS = [
     "--headless",

@@ -12,7 +12,7 @@ import threading
 import time
 from pathlib import Path
 
-from conftest import DaemonProcess, start_daemon, stop_daemon, wait_for
+from daemon_helpers import DaemonProcess, start_daemon, stop_daemon, wait_for
 
 from orchestrator.daemon.client import DaemonClient
 from orchestrator.scheduling.job import JobState

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import PostgresServer
+from daemon_helpers import PostgresServer
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 
@@ -79,7 +79,7 @@ def test_postgres_daemon_process(postgres: PostgresServer, tmp_path: Path) -> No
     job is STARTING fails that attempt as NODE_FAIL: the retries cover it)."""
     import signal
 
-    from conftest import start_daemon, stop_daemon
+    from daemon_helpers import start_daemon, stop_daemon
 
     Store(postgres.url).close()
     root = tmp_path / "pg-daemon"
