@@ -1,0 +1,70 @@
+"""Pure views of the API: allocation layouts and their text maps, metrics text, OpenAPI."""
+
+from __future__ import annotations
+
+from orchestrator.daemon.spec import FIELDS
+from orchestrator.daemon.views import (
+    display_id,
+    layout,
+    metrics_text,
+    openapi_document,
+    text_map,
+)
+from orchestrator.resources.cluster import Cluster, load_cluster
+from orchestrator.resources.topology import Torus3DTopology
+
+
+def test_tree_map_is_drawn_per_leaf_switch() -> None:
+    cluster = load_cluster("slurm16")
+    owners: list[int | None] = [None] * 16
+    for n in (0, 1, 2, 8):
+        owners[n] = 7
+    owners[15] = 9
+    doc = layout(cluster, owners)
+    assert [g["name"] for g in doc["groups"]] == ["s1", "s2"]
+    assert doc["allocated"] == 5
+    assert text_map(doc).splitlines() == [
+        "slurm16: tree, 16 nodes under 2 leaf switches, 5 of 16 allocated",
+        "  s1 AAA.....",
+        "  s2 A......B",
+        "legend: A=7  B=9",
+    ]
+
+
+def test_torus_map_is_drawn_per_z_slice() -> None:
+    cluster = Cluster("t", Torus3DTopology([3, 2, 2]))
+    topo = cluster.topology
+    assert isinstance(topo, Torus3DTopology)
+    owners: list[int | None] = [None] * topo.size
+    owners[topo.index(2, 1, 1)] = 4
+    text = text_map(layout(cluster, owners))
+    assert text.splitlines()[1:] == [
+        "z=0",
+        "  y=0   ...",
+        "  y=1   ...",
+        "z=1",
+        "  y=0   ...",
+        "  y=1   ..A",
+        "legend: A=4",
+    ]
+
+
+def test_metrics_are_prometheus_text() -> None:
+    text = metrics_text(
+        {"RUNNING": 2}, {"orch_jobs_started_total": ("Started.", 5.0)}, ["PENDING", "RUNNING"]
+    )
+    assert text.endswith("\n")
+    assert 'orch_jobs{state="PENDING"} 0' in text and 'orch_jobs{state="RUNNING"} 2' in text
+    assert "# TYPE orch_jobs_started_total counter" in text
+    assert "orch_jobs_started_total 5" in text
+
+
+def test_openapi_lists_every_submission_field_and_protects_changes() -> None:
+    doc = openapi_document()
+    assert set(doc["components"]["schemas"]["JobSubmission"]["properties"]) == set(FIELDS)
+    for path, methods in doc["paths"].items():
+        for method, op in methods.items():
+            assert op["responses"], (path, method)
+            assert ("security" in op) == (method == "post"), (path, method)
+    assert display_id({"id": 5, "array_id": 3, "array_index": 2}) == "3_2"
+    assert display_id({"id": 5, "array_id": None, "array_index": None}) == "5"
