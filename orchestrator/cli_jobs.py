@@ -63,6 +63,12 @@ def daemon() -> None:
 @click.option("--nodes", type=click.IntRange(min=1), help="A flat local cluster of N nodes.")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=click.IntRange(0, 65535), default=0, help="0: any free port.")
+@click.option(
+    "--socket",
+    "socket_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Serve on this Unix socket (mode 0600) instead of TCP.",
+)
 @click.option("--store", "store_url", help="SQLAlchemy URL (default: SQLite in the folder).")
 @click.option("--order", default="fcfs", show_default=True)
 @click.option("--backfill", default="easy", show_default=True)
@@ -73,74 +79,24 @@ def daemon() -> None:
     "--on-stop", type=click.Choice(["keep", "requeue"]), default="keep", show_default=True
 )
 @click.option("--foreground", is_flag=True, help="Run in this process (logs on stderr).")
-def daemon_start(
-    state_dir: Path | None,
-    cluster: str,
-    nodes: int | None,
-    host: str,
-    port: int,
-    store_url: str | None,
-    order: str,
-    backfill: str,
-    grace: float,
-    max_jobs_per_user: int | None,
-    max_nodes_per_user: int | None,
-    on_stop: str,
-    foreground: bool,
-) -> None:
+def daemon_start(state_dir: Path | None, foreground: bool, **options: Any) -> None:
     """Start the daemon (in the background unless --foreground)."""
     from orchestrator.daemon.files import read_daemon_info
 
     root = (state_dir or default_state_dir()).resolve()
     if foreground:
-        _run_foreground(
-            root,
-            cluster,
-            nodes,
-            host,
-            port,
-            store_url,
-            order,
-            backfill,
-            grace,
-            max_jobs_per_user,
-            max_nodes_per_user,
-            on_stop,
-        )
+        _run_foreground(root, **options)
         return
     info = read_daemon_info(root)
     if info is not None:
         raise click.ClickException(f"a daemon already runs on {root}: pid {info['pid']}")
     root.mkdir(parents=True, exist_ok=True, mode=0o700)
-    argv = [
-        sys.executable,
-        "-m",
-        "orchestrator.daemon",
-        "--state-dir",
-        str(root),
-        "--cluster",
-        cluster,
-        "--host",
-        host,
-        "--port",
-        str(port),
-        "--order",
-        order,
-        "--backfill",
-        backfill,
-        "--grace",
-        str(grace),
-        "--on-stop",
-        on_stop,
-    ]
-    for flag, value in (
-        ("--nodes", nodes),
-        ("--store", store_url),
-        ("--max-jobs-per-user", max_jobs_per_user),
-        ("--max-nodes-per-user", max_nodes_per_user),
-    ):
+    # The same options, for the same command in the foreground of a detached process.
+    argv = [sys.executable, "-m", "orchestrator.daemon", "--state-dir", str(root)]
+    names = {"store_url": "store", "socket_path": "socket"}
+    for name, value in options.items():
         if value is not None:
-            argv += [flag, str(value)]
+            argv += ["--" + names.get(name, name).replace("_", "-"), str(value)]
     with open(root / "daemon.log", "ab") as log_file:
         proc = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file, start_new_session=True
@@ -160,16 +116,18 @@ def daemon_start(
 
 def _run_foreground(
     root: Path,
-    cluster_name: str,
+    *,
+    cluster: str,
     nodes: int | None,
     host: str,
     port: int,
+    socket_path: Path | None,
     store_url: str | None,
     order: str,
     backfill: str,
     grace: float,
-    max_jobs: int | None,
-    max_nodes: int | None,
+    max_jobs_per_user: int | None,
+    max_nodes_per_user: int | None,
     on_stop: str,
 ) -> None:
     from orchestrator.daemon.server import serve
@@ -180,18 +138,26 @@ def _run_foreground(
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
-        cluster = load_cluster(cluster_name)
+        pool = load_cluster(cluster)
         if nodes is not None:
-            cluster = Cluster(f"{cluster.name}{nodes}", FlatTopology(nodes), cluster.node)
+            pool = Cluster(f"{pool.name}{nodes}", FlatTopology(nodes), pool.node)
         config = DaemonConfig(
             order=order,
             backfill=Backfill(backfill),
             grace_s=grace,
-            max_jobs_per_user=max_jobs,
-            max_nodes_per_user=max_nodes,
+            max_jobs_per_user=max_jobs_per_user,
+            max_nodes_per_user=max_nodes_per_user,
             on_stop=on_stop,
         )
-        serve(root, cluster, store_url=store_url, host=host, port=port, config=config)
+        serve(
+            root,
+            pool,
+            store_url=store_url,
+            host=host,
+            port=port,
+            socket_path=socket_path.resolve() if socket_path is not None else None,
+            config=config,
+        )
     except (OrchestratorError, ValueError) as e:
         raise click.ClickException(str(e)) from e
 

@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import socket
+import socketserver
 import time
 import traceback
 from http import HTTPStatus
@@ -33,7 +34,7 @@ from orchestrator.exceptions import (
 )
 from orchestrator.scheduling.job import JobState
 
-__all__ = ["MAX_BATCH", "MAX_BODY", "ApiServer"]
+__all__ = ["MAX_BATCH", "MAX_BODY", "ApiServer", "UnixApiServer"]
 
 MAX_BODY = 8 * 1024 * 1024
 MAX_BATCH = 10_000
@@ -57,13 +58,13 @@ class ApiError(Exception):
 
 
 class ApiServer(ThreadingHTTPServer):
-    """The HTTP server of one daemon.
+    """The HTTP server of one daemon, on TCP (loopback by default).
 
     Args:
         daemon: The daemon whose jobs it serves.
         token: The bearer token every change must carry.
         host: Address to bind (loopback by default).
-        port: Port (0: any free one; see :attr:`port`).
+        port: Port (0: any free one; see :attr:`url`).
     """
 
     daemon_threads = True
@@ -85,18 +86,52 @@ class ApiServer(ThreadingHTTPServer):
         return conn, addr
 
     @property
-    def port(self) -> int:
-        return int(self.server_address[1])
+    def url(self) -> str:
+        return f"http://{self.host}:{self.server_address[1]}"
+
+
+class UnixApiServer(socketserver.ThreadingUnixStreamServer):
+    """The same API on a Unix socket, readable and writable by its owner only (0600), for
+    machines where other users can reach loopback ports.
+
+    Args:
+        daemon: The daemon whose jobs it serves.
+        token: The bearer token every change must carry.
+        path: The socket file (replaced if it exists).
+    """
+
+    daemon_threads = True
+    request_queue_size = 256
+
+    def __init__(self, daemon: Daemon, token: str, path: Path) -> None:
+        self.daemon = daemon
+        self.token = token.encode()
+        self.started = time.time()
+        self.path = path
+        path.unlink(missing_ok=True)
+        old = os.umask(0o177)  # created 0600: no window with a wider mode
+        try:
+            super().__init__(str(path), _Handler)
+        finally:
+            os.umask(old)
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"unix://{self.path}"
+
+    def server_close(self) -> None:
+        super().server_close()
+        self.path.unlink(missing_ok=True)
 
 
 class _Handler(BaseHTTPRequestHandler):
-    server: ApiServer
+    server: ApiServer | UnixApiServer
     protocol_version = "HTTP/1.1"
     server_version = "orch"
+
+    def address_string(self) -> str:
+        # A Unix socket's peer has no address.
+        return str(self.client_address[0]) if self.client_address else "unix"
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s " + format, self.address_string(), *args)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import socket
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -54,11 +55,8 @@ class DaemonClient:
     def __init__(
         self, url: str, token: str | None = None, timeout_s: float = 30.0, retries: int = 20
     ) -> None:
-        parts = urlsplit(url)
-        if parts.scheme != "http" or parts.hostname is None:
-            raise DaemonError(f"daemon URL {url!r}: expected http://HOST:PORT")
         self.url = url
-        self.host, self.port = parts.hostname, parts.port or 80
+        self.host, self.port, self.socket_path = _parse_url(url)
         self.token = token
         self.timeout_s = timeout_s
         self.retries = retries
@@ -87,14 +85,19 @@ class DaemonClient:
             self._conn.close()
             self._conn = None
 
+    def _connect(self) -> http.client.HTTPConnection:
+        if self.socket_path is not None:
+            return _UnixConnection(self.socket_path, self.timeout_s)
+        return http.client.HTTPConnection(self.host, self.port, self.timeout_s)
+
     def _rediscover(self) -> None:
         # After a daemon restart the port may differ: read daemon.json again.
         if self._root is None:
             return
         info = read_daemon_info(self._root)
         if info is not None:
-            parts = urlsplit(info["url"])
-            self.host, self.port = parts.hostname or self.host, parts.port or self.port
+            self.url = info["url"]
+            self.host, self.port, self.socket_path = _parse_url(self.url)
 
     def request(
         self,
@@ -121,7 +124,7 @@ class DaemonClient:
         for attempt in range(attempts):
             try:
                 if self._conn is None:
-                    self._conn = http.client.HTTPConnection(self.host, self.port, self.timeout_s)
+                    self._conn = self._connect()
                 self._conn.request(method, path, body=data, headers=send)
                 response = self._conn.getresponse()
                 payload = response.read()
@@ -218,3 +221,27 @@ class DaemonClient:
             if time.monotonic() > deadline:
                 raise DaemonError(f"job {job_id} still {doc['state']} after {timeout_s}s")
             time.sleep(poll_s)
+
+
+def _parse_url(url: str) -> tuple[str, int, str | None]:
+    """``(host, port, unix socket path)`` of ``http://HOST:PORT`` or ``unix:///PATH``."""
+    parts = urlsplit(url)
+    if parts.scheme == "unix" and parts.path:
+        return "localhost", 0, parts.path
+    if parts.scheme != "http" or parts.hostname is None:
+        raise DaemonError(f"daemon URL {url!r}: expected http://HOST:PORT or unix:///PATH")
+    return parts.hostname, parts.port or 80, None
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    """HTTP over a Unix socket."""
+
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        sock.connect(self.path)
+        self.sock = sock

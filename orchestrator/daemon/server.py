@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from launchers.local import LocalBackend, atomic_write, process_start_ticks
-from orchestrator.daemon.api import ApiServer
+from orchestrator.daemon.api import ApiServer, UnixApiServer
 from orchestrator.daemon.files import DaemonFiles, ensure_token
 from orchestrator.daemon.service import Daemon, DaemonConfig
 from orchestrator.exceptions import DaemonError
@@ -38,6 +38,7 @@ def serve(
     host: str = "127.0.0.1",
     port: int = 0,
     config: DaemonConfig | None = None,
+    socket_path: Path | None = None,
     ready: threading.Event | None = None,
     stop: threading.Event | None = None,
 ) -> None:
@@ -58,7 +59,11 @@ def serve(
     daemon = Daemon(store, cluster, LocalBackend(root), config)
     counts = daemon.recover()
     log.info("recovered: %s", counts)
-    server = ApiServer(daemon, token, host, port)
+    server: ApiServer | UnixApiServer
+    if socket_path is not None:
+        server = UnixApiServer(daemon, token, socket_path)
+    else:
+        server = ApiServer(daemon, token, host, port)
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGTERM, signal.SIGINT):

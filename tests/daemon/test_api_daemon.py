@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from daemon_helpers import DaemonProcess, wait_for
+from daemon_helpers import DaemonProcess, start_daemon, stop_daemon, wait_for
 
 from orchestrator.daemon.client import ApiError, DaemonClient
 
@@ -349,3 +349,26 @@ def test_orch_daemon_start_status_stop(tmp_path: Path) -> None:
     assert stopped.returncode == 0, stopped.stderr
     assert run("daemon", "status").returncode != 0
     assert not (root / "daemon.json").exists()
+
+
+def test_unix_socket_api_is_owner_only(tmp_path: Path) -> None:
+    root = tmp_path / "d"
+    sock = root / "api.sock"
+    daemon = start_daemon(root, "--nodes", "2", "--socket", str(sock))
+    try:
+        assert daemon.url == f"unix://{sock}"
+        assert stat.S_ISSOCK(sock.stat().st_mode)
+        assert stat.S_IMODE(sock.stat().st_mode) == 0o600
+        client = daemon.client()
+        (job,) = client.submit({"argv": [PY, "-c", "print('via unix')"], "nodes": 2})
+        assert client.wait(job, 30)["state"] == "COMPLETED"
+        assert client.output(job)["data"] == "via unix\nvia unix\n"
+        listed = orch(daemon, "queue", "-a")
+        assert listed.returncode == 0 and str(job) in listed.stdout
+        unauthorized = DaemonClient(daemon.url, token="wrong")
+        with pytest.raises(ApiError) as err:
+            unauthorized.submit({"argv": ["true"], "nodes": 1})
+        assert err.value.status == 401
+    finally:
+        stop_daemon(daemon)
+    assert not sock.exists()
