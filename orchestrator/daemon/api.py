@@ -202,7 +202,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._body_read = True
         try:
             return json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
             raise ApiError(
                 HTTPStatus.BAD_REQUEST,
                 "malformed_json",
@@ -346,6 +346,7 @@ class _Handler(BaseHTTPRequestHandler):
         return [names[int(n)] for n in job.block.nodes]
 
     def _list(self, query: dict[str, str]) -> list[dict[str, Any]]:
+        _known(query, ("state", "user", "name", "array_id", "limit", "offset"))
         states = None
         if "state" in query:
             states = [s.strip().upper() for s in query["state"].split(",") if s.strip()]
@@ -387,10 +388,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _output(self, job_id: int, query: dict[str, str]) -> dict[str, Any]:
         daemon = self.server.daemon
-        row = daemon.store.get_job(job_id)
+        _known(query, ("stream", "offset", "limit"))
         stream = query.get("stream", "stdout")
         if stream not in ("stdout", "stderr"):
             raise InvalidRequestError("stream", stream, "stdout or stderr", "stdout")
+        row = daemon.store.get_job(job_id)
         offset = _int_param(query, "offset") or 0
         limit = min(_int_param(query, "limit") or 65536, 1024 * 1024)
         paths = daemon.backend.output_paths(job_id)
@@ -459,7 +461,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def _job_id(text: str) -> int:
-    if not text.isdigit():
+    if not text.isdigit() or len(text) > 18:
         raise InvalidRequestError("job_id", text, "must be a job number", "12")
     return int(text)
 
@@ -468,6 +470,14 @@ def _int_param(query: dict[str, str], name: str) -> int | None:
     if name not in query:
         return None
     text = query[name]
-    if not text.isdigit():
+    if not text.isdigit() or len(text) > 18:
         raise InvalidRequestError(name, text, "must be a non-negative integer", "10")
     return int(text)
+
+
+def _known(query: dict[str, str], names: tuple[str, ...]) -> None:
+    for key, value in query.items():
+        if key not in names:
+            raise InvalidRequestError(
+                key, value, f"unknown query parameter (known: {', '.join(names)})", names[0]
+            )

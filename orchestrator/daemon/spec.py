@@ -32,6 +32,8 @@ __all__ = [
 ]
 
 MAX_ARRAY_SIZE = 10_000
+MAX_ARRAY_INDEX = 1_000_000
+MAX_ID = 2**62
 MAX_ARGV_BYTES = 128 * 1024
 MAX_SCRIPT_BYTES = 1024 * 1024
 DEPENDENCY_KINDS = ("afterok", "afterany", "afternotok")
@@ -142,6 +144,10 @@ def parse_array(text: str) -> ArraySpec:
         lo = int(m.group(1))
         hi = int(m.group(2)) if m.group(2) is not None else lo
         step = int(m.group(3)) if m.group(3) is not None else 1
+        if hi > MAX_ARRAY_INDEX:
+            raise InvalidRequestError(
+                "array", text, f"indices must be at most {MAX_ARRAY_INDEX}", "0-99%8"
+            )
         if hi < lo or step < 1:
             raise InvalidRequestError("array", text, f"empty range {part!r}", "0-99%8")
         if (hi - lo) // step + 1 + len(indices) > MAX_ARRAY_SIZE:
@@ -168,7 +174,7 @@ def parse_dependency(text: str) -> tuple[tuple[str, int], ...]:
                 f"unknown kind {kind!r} (known: {', '.join(DEPENDENCY_KINDS)})",
                 "afterok:12",
             )
-        if not ids or not all(i.isdigit() for i in ids):
+        if not ids or not all(i.isdigit() and int(i) < MAX_ID for i in ids):
             raise InvalidRequestError(
                 "dependency", text, f"{kind} needs job ids, e.g. {kind}:12:13", "afterok:12"
             )
@@ -269,6 +275,18 @@ class JobSpec:
         for key in ("user", "account"):
             if len(values[key]) > 128:
                 raise InvalidRequestError(key, values[key][:40], "at most 128 characters", "alice")
+        # Integers the database column can hold (a 64-bit column refuses larger ones).
+        for key in (
+            "priority",
+            "tasks_per_node",
+            "cpus_per_task",
+            "gpus_per_task",
+            "mem_per_node_mb",
+            "nodes",
+        ):
+            value = values[key]
+            if value is not None and not -(2**31) <= value < 2**31:
+                raise InvalidRequestError(key, value, "out of range", FIELDS[key].example)
         retries = values["retries"]
         if not 0 <= retries <= 100:
             raise InvalidRequestError("retries", retries, "must be 0 to 100", "2")

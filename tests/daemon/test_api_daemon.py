@@ -112,6 +112,16 @@ BAD_INPUTS = [
         "cpus_per_task",
     ),
     (json.dumps({"argv": ["true"], "nodes": 1, "workdir": "relative"}).encode(), 422, "workdir"),
+    (b"[" * 100_000 + b"]" * 100_000, 400, "body"),
+    (json.dumps({"argv": ["true"], "nodes": 1, "priority": 10**30}).encode(), 422, "priority"),
+    (json.dumps({"argv": ["true"], "nodes": 10**30}).encode(), 422, "nodes"),
+    (json.dumps({"argv": ["true"], "nodes": 1, "array": str(10**20)}).encode(), 422, "array"),
+    (
+        json.dumps({"argv": ["true"], "nodes": 1, "dependency": f"afterok:{10**30}"}).encode(),
+        422,
+        "dependency",
+    ),
+    (json.dumps({"argv": ["true"], "nodes": 1, "time": 1e400}).encode(), 422, "time"),
 ]
 
 
@@ -125,6 +135,24 @@ def test_bad_submission_names_the_field_and_stores_nothing(
     assert doc["error"]["field"] == field
     assert field in doc["error"]["message"]
     assert len(client.jobs()) == before
+
+
+@pytest.mark.parametrize(
+    ("path", "field"),
+    [
+        ("/api/v1/jobs?states=RUNNING", "states"),
+        ("/api/v1/jobs?limit=-1", "limit"),
+        ("/api/v1/jobs?limit=" + "9" * 40, "limit"),
+        ("/api/v1/jobs/" + "9" * 40, "job_id"),
+        ("/api/v1/jobs?state=DONE", "state"),
+        ("/api/v1/jobs/1/output?stream=x", "stream"),
+    ],
+)
+def test_bad_queries_name_the_parameter(
+    shared_daemon: DaemonProcess, path: str, field: str
+) -> None:
+    code, doc = raw(shared_daemon, "GET", path)
+    assert code == 422 and doc["error"]["field"] == field, doc
 
 
 def test_bad_batch_and_oversized_payload_store_nothing(
