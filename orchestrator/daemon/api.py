@@ -34,10 +34,12 @@ from orchestrator.exceptions import (
 )
 from orchestrator.scheduling.job import JobState
 
-__all__ = ["MAX_BATCH", "MAX_BODY", "ApiServer", "UnixApiServer"]
+__all__ = ["MAX_BATCH", "MAX_BODY", "MAX_PAGE", "ApiServer", "UnixApiServer"]
 
 MAX_BODY = 8 * 1024 * 1024
 MAX_BATCH = 10_000
+MAX_PAGE = 10_000
+"""Most jobs in one listing; ``next_offset`` pages through the rest."""
 WEB = Path(__file__).resolve().parent / "web"
 _STATIC = {
     "/": ("index.html", "text/html; charset=utf-8"),
@@ -295,7 +297,11 @@ class _Handler(BaseHTTPRequestHandler):
         if rest == ["openapi.json"]:
             return self._json(HTTPStatus.OK, openapi_document())
         if rest == ["jobs"]:
-            return self._json(HTTPStatus.OK, {"jobs": self._list(query)})
+            limit = min(_int_param(query, "limit") or MAX_PAGE, MAX_PAGE)
+            offset = _int_param(query, "offset") or 0
+            page = self._list(query, limit, offset)
+            more = offset + len(page) if len(page) == limit else None
+            return self._json(HTTPStatus.OK, {"jobs": page, "next_offset": more})
         if rest == ["nodes"]:
             return self._json(HTTPStatus.OK, layout(daemon.cluster, daemon.node_owners()))
         if rest == ["status"]:
@@ -345,7 +351,7 @@ class _Handler(BaseHTTPRequestHandler):
         names = daemon.cluster.topology.node_names
         return [names[int(n)] for n in job.block.nodes]
 
-    def _list(self, query: dict[str, str]) -> list[dict[str, Any]]:
+    def _list(self, query: dict[str, str], limit: int, offset: int) -> list[dict[str, Any]]:
         _known(query, ("state", "user", "name", "array_id", "limit", "offset"))
         states = None
         if "state" in query:
@@ -358,8 +364,8 @@ class _Handler(BaseHTTPRequestHandler):
             user=query.get("user"),
             name=query.get("name"),
             array_id=_int_param(query, "array_id"),
-            limit=_int_param(query, "limit"),
-            offset=_int_param(query, "offset") or 0,
+            limit=limit,
+            offset=offset,
         )
         return [self._document(r) for r in rows]
 

@@ -173,9 +173,20 @@ class DaemonClient:
         ]
 
     def jobs(self, **filters: Any) -> list[dict[str, Any]]:
-        """Jobs matching ``state`` (comma list), ``user``, ``name``, ``array_id``, ``limit``."""
-        query = urlencode({k: v for k, v in filters.items() if v is not None})
-        return list(self.request("GET", "/api/v1/jobs" + (f"?{query}" if query else ""))["jobs"])
+        """Jobs matching ``state`` (comma list), ``user``, ``name``, ``array_id``; every page,
+        or at most ``limit`` jobs."""
+        wanted = filters.pop("limit", None)
+        out: list[dict[str, Any]] = []
+        offset: int | None = 0
+        while offset is not None and (wanted is None or len(out) < wanted):
+            params = {k: v for k, v in filters.items() if v is not None}
+            params["offset"] = offset
+            if wanted is not None:
+                params["limit"] = wanted - len(out)
+            page = self.request("GET", "/api/v1/jobs?" + urlencode(params))
+            out += page["jobs"]
+            offset = page["next_offset"]
+        return out
 
     def job(self, job_id: int) -> dict[str, Any]:
         return dict(self.request("GET", f"/api/v1/jobs/{job_id}"))

@@ -234,7 +234,7 @@ class JobSpec:
                 raise InvalidRequestError(
                     str(key),
                     data[key],
-                    f"unknown field (known: {', '.join(FIELDS)})",
+                    f"unknown field {key!r} (known: {', '.join(FIELDS)})",
                     "nodes=1",
                 )
         values: dict[str, Any] = {}

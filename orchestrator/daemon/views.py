@@ -176,7 +176,7 @@ def openapi_document() -> dict[str, Any]:
         "/api/v1/openapi.json": {"get": _op("This document")},
         "/metrics": {"get": _op("Prometheus metrics (text format)")},
         "/api/v1/jobs": {
-            "get": _op("List and filter jobs", params=query),
+            "get": _op("List and filter jobs (pages of at most 10,000: next_offset)", params=query),
             "post": _op(
                 "Submit one job or one array (field array)", body=job, auth=True, params=[key]
             ),

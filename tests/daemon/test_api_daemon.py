@@ -400,3 +400,22 @@ def test_unix_socket_api_is_owner_only(tmp_path: Path) -> None:
     finally:
         stop_daemon(daemon)
     assert not sock.exists()
+
+
+def test_listing_pages(shared_daemon: DaemonProcess, client: DaemonClient) -> None:
+    tag = uuid.uuid4().hex[:8]
+    ids = [
+        i
+        for ids in client.submit_batch(
+            [{"argv": ["true"], "nodes": 1, "hold": True, "name": tag}] * 25
+        )
+        for i in ids
+    ]
+    code, doc = raw(shared_daemon, "GET", f"/api/v1/jobs?name={tag}&limit=10")
+    assert code == 200 and len(doc["jobs"]) == 10 and doc["next_offset"] == 10
+    code, doc = raw(shared_daemon, "GET", f"/api/v1/jobs?name={tag}&limit=10&offset=20")
+    assert [j["id"] for j in doc["jobs"]] == ids[20:] and doc["next_offset"] is None
+    assert [j["id"] for j in client.jobs(name=tag)] == ids
+    assert [j["id"] for j in client.jobs(name=tag, limit=7)] == ids[:7]
+    for job in ids:
+        client.action(job, "cancel")
