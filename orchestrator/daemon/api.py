@@ -346,10 +346,12 @@ class _Handler(BaseHTTPRequestHandler):
     def _nodelist(self, job_id: int) -> list[str]:
         daemon = self.server.daemon
         job = daemon.active.get(job_id) or daemon.draining.get(job_id)
-        if job is None or job.block is None:
+        # One read of the block: the tick thread may clear it meanwhile.
+        block = job.block if job is not None else None
+        if block is None:
             return []
         names = daemon.cluster.topology.node_names
-        return [names[int(n)] for n in job.block.nodes]
+        return [names[int(n)] for n in block.nodes]
 
     def _list(self, query: dict[str, str], limit: int, offset: int) -> list[dict[str, Any]]:
         _known(query, ("state", "user", "name", "array_id", "limit", "offset"))
