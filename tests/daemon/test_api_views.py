@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import stat
+from pathlib import Path
+
+import pytest
+
+from orchestrator.daemon.files import ensure_token
 from orchestrator.daemon.spec import FIELDS
 from orchestrator.daemon.views import (
     display_id,
@@ -10,6 +16,7 @@ from orchestrator.daemon.views import (
     openapi_document,
     text_map,
 )
+from orchestrator.exceptions import DaemonError
 from orchestrator.resources.cluster import Cluster, load_cluster
 from orchestrator.resources.topology import Torus3DTopology
 
@@ -68,3 +75,13 @@ def test_openapi_lists_every_submission_field_and_protects_changes() -> None:
             assert ("security" in op) == (method == "post"), (path, method)
     assert display_id({"id": 5, "array_id": 3, "array_index": 2}) == "3_2"
     assert display_id({"id": 5, "array_id": None, "array_index": None}) == "5"
+
+
+def test_token_file_is_owner_only_and_refused_otherwise(tmp_path: Path) -> None:
+    path = tmp_path / "token"
+    token = ensure_token(path)
+    assert len(token) >= 40 and stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert ensure_token(path) == token
+    path.chmod(0o644)
+    with pytest.raises(DaemonError, match="chmod 600"):
+        ensure_token(path)

@@ -328,3 +328,27 @@ def test_pending_reasons_in_slurm_words(tmp_path: Path) -> None:
     for job in (big, head, behind, held, dep):
         daemon.cancel(job)
     settle(daemon, clock, [big, head, behind, held, dep])
+
+
+def test_recover_releases_leaked_nodes_and_drains_cancelled_jobs(tmp_path: Path) -> None:
+    daemon, clock = make(tmp_path)
+    (waiting,) = daemon.submit([spec(["true"], hold=True)])[0]
+    stubborn = [
+        PY,
+        "-c",
+        "import signal,time; signal.signal(signal.SIGTERM, signal.SIG_IGN);time.sleep(60)",
+    ]
+    (cancelled,) = daemon.submit([spec(stubborn, nodes=2)])[0]
+    daemon.tick(clock())
+    daemon.cancel(cancelled)  # SIGTERM ignored: drains while holding its 2 nodes
+    with daemon.store.write() as conn:  # a leak: a waiting job holding a node
+        daemon.store.allocate(conn, daemon.cluster_id, waiting, 1, [3], ["node3"], clock())
+    fresh, _ = make(tmp_path)
+    fresh.clock = clock
+    counts = fresh.recover()
+    assert counts["leaked"] == 1 and counts["draining"] == 1 and counts["waiting"] == 1
+    assert fresh.store.held_nodes(fresh.cluster_id) == {cancelled: [0, 1]}
+    assert list(fresh.free) == [False, False, True, True]
+    clock.t += 3  # past the grace period: SIGKILL
+    settle(fresh, clock, [cancelled])
+    assert fresh.free.all() and fresh.store.held_nodes(fresh.cluster_id) == {}
