@@ -41,14 +41,25 @@ def main() -> None:
         ids = []
         t = time.perf_counter()
         for _ in range(args.submissions):
-            ids.append(sh("sbatch", "--parsable", "--hold", "-N", "1", "--wrap", "true"))
+            ids.append(
+                sh(
+                    "sbatch",
+                    "--parsable",
+                    "--hold",
+                    "-N",
+                    "1",
+                    "--output=/dev/null",
+                    "--wrap",
+                    "true",
+                )
+            )
         out["sbatch_per_s"] = args.submissions / (time.perf_counter() - t)
         sh("scancel", *ids)
         time.sleep(2)
         latencies = []
         for _ in range(20):
             t = time.perf_counter()
-            job = sh("sbatch", "--parsable", "-N", "1", "--wrap", "sleep 0.2")
+            job = sh("sbatch", "--parsable", "-N", "1", "--output=/dev/null", "--wrap", "sleep 0.2")
             while sh("squeue", "-h", "-j", job, "-o", "%T") not in ("RUNNING", "COMPLETING", ""):
                 time.sleep(0.005)
             latencies.append(time.perf_counter() - t)

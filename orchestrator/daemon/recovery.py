@@ -61,6 +61,8 @@ def recover(daemon: Daemon, now: float) -> dict[str, int]:
         job = live_job(row)
         if job.state.is_waiting:
             daemon.waiting[job.job_id] = job
+            if job.not_before > now:
+                daemon.next_retry = min(daemon.next_retry, job.not_before)
             if job.dependency:
                 daemon.dependent.add(job.job_id)
             counts["waiting"] += 1

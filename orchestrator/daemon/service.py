@@ -137,6 +137,8 @@ class Daemon:
         self.free = np.ones(cluster.size, dtype=bool)
         self.finished: dict[int, JobState] = {}
         self.dependent: set[int] = set()
+        self.next_retry = math.inf
+        """When the earliest retry backoff ends."""
         self.head: int | None = None
         """The first job in order that could not start at the last pass."""
         """Waiting jobs whose dependencies are not settled yet."""
@@ -296,6 +298,11 @@ class Daemon:
             t0 = time.perf_counter()
             self._poll(now)
             self._walltimes(now)
+            if now >= self.next_retry:
+                # A retry's backoff is over: schedule now, and find the next one.
+                self.dirty = True
+                later = [j.not_before for j in self.waiting.values() if j.not_before > now]
+                self.next_retry = min(later, default=math.inf)
             if self.dirty or now >= self._next_pass:
                 self.dirty = False
                 self._next_pass = now + self.config.reschedule_s
@@ -306,7 +313,7 @@ class Daemon:
     def next_wakeup(self, now: float) -> float:
         """Seconds until the tick would have something time-driven to do (capped)."""
         with self.lock:
-            due = [self._next_pass]
+            due = [self._next_pass, self.next_retry]
             due += [
                 j.kill_at
                 for j in (*self.active.values(), *self.draining.values())
@@ -390,6 +397,7 @@ class Daemon:
                 self.config.max_backoff_s,
             )
             job.not_before = now + delay
+            self.next_retry = min(self.next_retry, job.not_before)
             self.store.transition(
                 conn,
                 job.job_id,
