@@ -7,6 +7,8 @@ rank 0 (evaluation excluded); efficiency is ``throughput(N) / (N * throughput(1)
 is each rank's peak resident set size (it includes about 0.5 GB of interpreter and torch).
 
 On a 2-core machine, 4 ranks oversubscribe the cores: efficiency at 4 cannot exceed 0.5 there.
+Each point is the fastest of ``--repeats`` runs. ``comm_ms_per_step`` includes waiting for the
+slowest rank at the all-reduce.
 
 Usage::
 
@@ -33,6 +35,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=40)
     p.add_argument("--global-batch", type=int, default=1024)
     p.add_argument("--per-rank-batch", type=int, default=256)
+    p.add_argument("--repeats", type=int, default=2)
     args = p.parse_args()
     ranks = [int(r) for r in args.ranks.split(",")]
     base = ["data=mnist5k", "model=mlp", f"max_steps={args.steps}", "schedule=constant"]
@@ -44,14 +47,11 @@ def main() -> None:
             single = None
             for n in ranks:
                 bs = args.global_batch if mode == "strong" else args.per_rank_batch * n
-                r = run_torchrun(
-                    n,
-                    [
-                        *base,
-                        f"optimizer={opt}",
-                        f"batch_size={bs}",
-                        *(KFAC if opt == "kfac" else []),
-                    ],
+                extra = [f"optimizer={opt}", f"batch_size={bs}", *(KFAC if opt == "kfac" else [])]
+                # Fastest of the repeats: other processes share the cores.
+                r = max(
+                    (run_torchrun(n, [*base, *extra]) for _ in range(args.repeats)),
+                    key=lambda r: float(r["samples_per_sec"]),
                 )
                 thr = r["samples_per_sec"]
                 single = single or (thr if n == 1 else None)

@@ -186,6 +186,8 @@ def main(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
         TrackingError: The tracking URI is not local, or a resumed run is not in the store.
     """
     c = validate(cfg)
+    if c["tracking"]["enabled"] and c["tracking"]["uri"]:
+        check_tracking_uri(c["tracking"]["uri"])  # every rank, before any rank starts work
     world = init_distributed(c["device"])
     opened: list[BatchedLogger] = []
     try:
@@ -273,7 +275,16 @@ def _train(c: dict[str, Any], world: World, opened: list[BatchedLogger]) -> dict
         step, run_id, t = state["step"], state["run_id"], state["timers"]
         # Rank 0 carries the ranks' summed partial-epoch statistics; the epoch end sums again.
         epoch_sums = state["epoch_sums"] if world.rank == 0 else torch.zeros_like(epoch_sums)
-    logger = _open_tracking(c, fp, world, run_id)
+    failure: Exception | None = None
+    logger = None
+    try:
+        logger = _open_tracking(c, fp, world, run_id)
+    except Exception as e:  # re-raised below, once every rank knows (else they would hang)
+        failure = e
+    if agree([failure is not None], world)[0]:
+        if failure is not None:
+            raise failure
+        raise RuntimeError("rank 0 could not open the MLflow run; its error says why")
     if logger is not None:
         run_id = logger.run_id
         opened.append(logger)

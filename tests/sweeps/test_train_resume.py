@@ -13,7 +13,7 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-from sweeps.checkpoint import load_checkpoint, save_checkpoint
+from sweeps.checkpoint import PreemptionFlag, load_checkpoint, save_checkpoint
 from sweeps.train import EXIT_PREEMPTED
 
 
@@ -100,3 +100,13 @@ def test_checkpoint_write_is_atomic(tmp_path: Path) -> None:
         save_checkpoint(path, {"x": torch.zeros(3), "bad": Boom()})
     assert torch.equal(load_checkpoint(path)["x"], torch.ones(3))  # the old one survives whole
     assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]  # no temporary file left behind
+
+
+def test_sigusr1_and_sigterm_are_caught_then_handlers_restored() -> None:
+    before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGUSR1)}
+    for sig in (signal.SIGUSR1, signal.SIGTERM):
+        with PreemptionFlag() as flag:
+            assert flag.received is None
+            os.kill(os.getpid(), sig)
+            assert flag.received == sig
+    assert {s: signal.getsignal(s) for s in before} == before
