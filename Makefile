@@ -23,6 +23,7 @@ demo: $(STAMP)
 	$(VENV)/bin/orch demo
 
 test: $(STAMP)
+	bash scripts/install-system-deps.sh
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 	$(VENV)/bin/pytest -q

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
@@ -19,7 +19,9 @@ from orchestrator.exceptions import OrchestratorError
 from orchestrator.resources.cluster import Cluster, list_presets, load_cluster
 from orchestrator.resources.topology import FlatTopology
 from orchestrator.scheduling.policies import ORDERINGS, Backfill
-from orchestrator.simulate.swf import SwfTrace, read_swf
+
+if TYPE_CHECKING:
+    from orchestrator.simulate.swf import SwfTrace
 
 SHIPPED_TRACE = Path(__file__).resolve().parent / "data" / "lublin_256.swf.gz"
 
@@ -159,6 +161,7 @@ def simulate(
     from orchestrator.simulate.engine import simulate as run_simulation
     from orchestrator.simulate.plots import plot_protocol, plot_schedule
     from orchestrator.simulate.protocol import rlscheduler_protocol
+    from orchestrator.simulate.swf import read_swf
     from orchestrator.simulate.workload import synthetic_torus_workload, workload_from_swf
 
     if out is not None and out.suffix not in {".csv", ".parquet"}:

@@ -13,10 +13,15 @@ done
 if [ "${#missing[@]}" -eq 0 ]; then
     exit 0
 fi
+sudo=()
 if [ "$(id -u)" -ne 0 ]; then
-    echo "install-system-deps: need root to install: ${missing[*]}" >&2
-    exit 1
+    if ! command -v sudo >/dev/null; then
+        echo "install-system-deps: need root (or sudo) to install: ${missing[*]}" >&2
+        exit 1
+    fi
+    sudo=(sudo)
 fi
+echo "install-system-deps: installing ${missing[*]} (Debian packages, for the tests)" >&2
 export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-apt-get install -y -qq --no-install-recommends "${missing[@]}"
+"${sudo[@]}" apt-get update -qq
+"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"

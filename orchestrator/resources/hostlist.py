@@ -80,7 +80,9 @@ def compress_hostlist(hosts: Iterable[str]) -> str:
         if match is None:
             plain.append(host)
             continue
-        key = (match.group(1), len(match.group(2)) if match.group(2).startswith("0") else 0)
+        digits = match.group(2)
+        # Zero-padded numbers ("c0009") keep their width; a lone "0" is not padding.
+        key = (match.group(1), len(digits) if len(digits) > 1 and digits[0] == "0" else 0)
         if key not in groups:
             groups[key] = []
             order.append(key)

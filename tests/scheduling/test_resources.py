@@ -35,6 +35,8 @@ def test_expand_hostlist_rejects(bad: str) -> None:
 
 def test_compress_hostlist() -> None:
     assert compress_hostlist(["n1", "n2", "n3", "n7"]) == "n[1-3,7]"
+    assert compress_hostlist(["node0", "node1", "node2", "node3"]) == "node[0-3]"
+    assert compress_hostlist(["c0009", "c0010", "x"]) == "c[0009-0010],x"
 
 
 @pytest.mark.parametrize(
