@@ -117,7 +117,7 @@ def damped_inverse(m: torch.Tensor, damping: float, method: str) -> torch.Tensor
             jitter = scale * _JITTER if jitter == 0.0 else jitter * 10.0
     try:
         evals, evecs = torch.linalg.eigh(m)
-    except torch.linalg.LinAlgError:
+    except RuntimeError:  # torch.linalg.LinAlgError derives from it
         evals64, evecs64 = torch.linalg.eigh(m.double())
         evals, evecs = evals64.to(m.dtype), evecs64.to(m.dtype)
     inv_vals = 1.0 / (evals.clamp_min(0.0) + damping)

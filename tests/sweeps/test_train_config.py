@@ -126,3 +126,27 @@ def test_schedules() -> None:
     )
     assert scaled_lr(0.1, 4096, 128) == pytest.approx(3.2)
     assert scaled_lr(0.1, 4096, None) == 0.1
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        ["model=mlp"],
+        ["model=cnn", "model.channels=[4]", "model.hidden=8"],
+        ["model=resnet", "model.width=4", "model.blocks=[1,1]"],
+        ["model=param", "model.width=8", "model.depth=2", "model.kernel_sizes=[3,5]"],
+        ["model=param", "model.kind=mlp", "model.width=8", "model.skip=false"],
+    ],
+)
+def test_every_model_trains_with_kfac(
+    model: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    overrides = [
+        *model, "optimizer=kfac", "data=synthetic", "data.num_samples=200", "batch_size=32",
+        "max_steps=4", "optimizer.kfac.inverse_interval=2", "tracking.enabled=false",
+        "num_threads=1",
+    ]  # fmt: skip
+    result = main(compose(overrides))
+    assert result["status"] == "completed" and result["steps"] == 4
+    assert result["step_time_ms"]["curvature"] > 0 and result["step_time_ms"]["inverse"] > 0
