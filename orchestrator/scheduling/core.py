@@ -165,9 +165,9 @@ class SchedulerCore:
         )
         rest = order[head_index + 1 :]
         if self.backfill is Backfill.STRICT:
-            pass_.backfill_strict(rest, shadow)
+            pass_.backfill(sorted(rest, key=lambda j: j.request.submit_time), shadow, None)
         else:
-            pass_.backfill_easy(rest, shadow, at_shadow)
+            pass_.backfill(rest, shadow, at_shadow)
         return pass_.decisions
 
 
@@ -307,9 +307,12 @@ class _Pass:
         future.take(placement)
         return ordered[hi][0], placement, future
 
-    def backfill_easy(
-        self, rest: Sequence[JobLike], shadow: float, at_shadow: BaseCapacity
+    def backfill(
+        self, rest: Sequence[JobLike], shadow: float, at_shadow: BaseCapacity | None
     ) -> None:
+        """Start later jobs that end by the shadow time, and (EASY, when ``at_shadow`` is given)
+        jobs that only use nodes the head will not need then. Without ``at_shadow`` this is
+        RLScheduler's strict variant: no extra-nodes rule."""
         # A request that did not fit stays unfit for the rest of the pass (capacities only
         # shrink), and so does any box that contains it: remember failures per capacity.
         failed_now = _Failures()
@@ -330,6 +333,8 @@ class _Pass:
                     continue
             else:
                 # Overruns the shadow time: only nodes the head job will not need then.
+                if at_shadow is None:
+                    continue
                 if failed_both.covers(request) or failed_now.covers(request):
                     continue
                 if both is None:
@@ -342,18 +347,6 @@ class _Pass:
             self.start(job, placement)
             # Both capacities shrank; the intersection is rebuilt on next use.
             both = None
-
-    def backfill_strict(self, rest: Sequence[JobLike], shadow: float) -> None:
-        for job in sorted(rest, key=lambda j: j.request.submit_time):
-            if self.cap.free_count == 0:
-                return
-            request = job.request
-            if request.node_count > self.cap.free_count:
-                continue
-            if self.now + request.estimate <= shadow:
-                placement = self.cap.place(request)
-                if placement is not None:
-                    self.start(job, placement)
 
     def conservative(self, order: Sequence[JobLike]) -> None:
         """Reserve every job, in order, at the earliest time it fits around earlier ones."""
