@@ -85,13 +85,14 @@ class CountCapacity(BaseCapacity):
 class MaskCapacity(BaseCapacity):
     """Specific free nodes of a tree or torus; placements come from the allocator."""
 
-    __slots__ = ("_cache", "free", "topology")
+    __slots__ = ("_cache", "_count", "free", "topology")
 
     def __init__(self, topology: BaseTopology, free: BoolArray) -> None:
         self.topology = topology
         self.free = free
-        # Tables the allocator derives from ``free``; valid until the next take/give.
+        # Derived from ``free`` (allocator tables, the free count); valid until the next change.
         self._cache: dict[str, object] = {}
+        self._count: int | None = None
 
     def place(self, request: JobRequest) -> Placement | None:
         return find_block(self.topology, self.free, request, self._cache)
@@ -100,10 +101,12 @@ class MaskCapacity(BaseCapacity):
         assert isinstance(placement, Block)
         self.free[placement.nodes] = False
         self._cache.clear()
+        self._count = None
 
     def give(self, nodes: NodeArray) -> None:
         self.free[nodes] = True
         self._cache.clear()
+        self._count = None
 
     def intersect(self, other: MaskCapacity) -> MaskCapacity:
         return MaskCapacity(self.topology, self.free & other.free)
@@ -113,7 +116,9 @@ class MaskCapacity(BaseCapacity):
 
     @property
     def free_count(self) -> int:
-        return int(np.count_nonzero(self.free))
+        if self._count is None:
+            self._count = int(np.count_nonzero(self.free))
+        return self._count
 
 
 def capacity_for(topology: BaseTopology, free: BoolArray) -> BaseCapacity:

@@ -494,4 +494,11 @@ class _Failures:
             self._counts = n if self._counts is None else min(self._counts, n)
             return
         group, extents = key
-        self._boxes.setdefault(group, []).append(extents)
+        # Keep only the minimal failures: a larger one adds nothing once a smaller one is known.
+        boxes = self._boxes.setdefault(group, [])
+        if any(all(e >= f for e, f in zip(extents, old, strict=True)) for old in boxes):
+            return
+        boxes[:] = [
+            old for old in boxes if not all(o >= e for o, e in zip(old, extents, strict=True))
+        ]
+        boxes.append(extents)
