@@ -35,6 +35,7 @@ from orchestrator.tracking import (
     BatchedLogger,
     TrackingError,
     check_tracking_uri,
+    connect,
     default_tracking_uri,
     env_tags,
     flatten_params,
@@ -141,10 +142,7 @@ def _open_tracking(
 ) -> BatchedLogger | None:
     if world.rank != 0 or not cfg["tracking"]["enabled"]:
         return None
-    from mlflow import MlflowClient
-
-    uri = check_tracking_uri(cfg["tracking"]["uri"] or default_tracking_uri())
-    client = MlflowClient(tracking_uri=uri)
+    client = connect(cfg["tracking"]["uri"] or default_tracking_uri())
     name = cfg["run_name"] or (
         f"{cfg['model']['name']}-{cfg['data']['name']}-{cfg['optimizer']['name']}"
         f"-bs{cfg['batch_size']}-s{cfg['seed']}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import ipaddress
 import os
 import queue
@@ -23,6 +24,7 @@ __all__ = [
     "BatchedLogger",
     "TrackingError",
     "check_tracking_uri",
+    "connect",
     "default_tracking_uri",
     "env_tags",
     "flatten_params",
@@ -120,6 +122,38 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def connect(uri: str) -> MlflowClient:
+    """A client on a checked tracking URI, its store created and ready.
+
+    MLflow creates and migrates a SQLite store's tables on first use, and two jobs doing so at
+    once (a sweep starting trials on a fresh ``mlflow.db``) race and fail; the first use is
+    therefore serialised by an exclusive lock on ``<db>.lock`` beside the database.
+
+    Args:
+        uri: A tracking URI (see :func:`check_tracking_uri`).
+
+    Returns:
+        The client.
+
+    Raises:
+        TrackingError: When the URI is not local.
+    """
+    check_tracking_uri(uri)
+    if not uri.startswith("sqlite:///"):
+        return MlflowClient(tracking_uri=uri)
+    db = Path(uri.removeprefix("sqlite:///"))
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{db}.lock", "a") as lock:
+        # The client may build its store (and migrate the tables) as soon as it is made.
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            client = MlflowClient(tracking_uri=uri)
+            client.search_experiments(max_results=1)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    return client
 
 
 def flatten_params(config: Mapping[str, object], prefix: str = "") -> dict[str, str]:

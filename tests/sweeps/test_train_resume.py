@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -22,7 +23,7 @@ def command(tmp: Path, name: str, db: Path) -> list[str]:
         sys.executable, "-m", "sweeps.train",
         "data=synthetic", "data.num_samples=1200", "model.hidden=[48]",
         "optimizer=kfac", "optimizer.lr=0.05", "optimizer.kfac.inverse_interval=5",
-        "schedule=step", "batch_size=32", "max_steps=450", "log_every_steps=5",
+        "schedule=step", "batch_size=32", "max_steps=300", "log_every_steps=5",
         "num_threads=1", "seed=3",
         f"tracking.uri=sqlite:///{db}", "tracking.experiment=resume",
         f"checkpoint.path={tmp / name}.pt", f"hydra.run.dir={tmp / name}-hydra",
@@ -53,7 +54,7 @@ def test_sigterm_then_resume_equals_uninterrupted_run(tmp_path: Path) -> None:
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == EXIT_PREEMPTED, err[-3000:]
     stopped = load_checkpoint(tmp_path / "cut.pt")
-    assert 40 <= stopped["step"] < 450
+    assert 40 <= stopped["step"] < 300
     assert stopped["kfac"]["layers"]["1"]["a_inv"] is not None  # K-FAC inverses are saved
     runs = MlflowClient(f"sqlite:///{db}").search_runs(
         [MlflowClient(f"sqlite:///{db}").get_experiment_by_name("resume").experiment_id]
@@ -64,7 +65,7 @@ def test_sigterm_then_resume_equals_uninterrupted_run(tmp_path: Path) -> None:
     resumed = run_to_end(args)
     assert not (tmp_path / "cut.pt").exists()  # a finished job leaves no checkpoint to resume
     assert resumed["run_id"] == stopped["run_id"]
-    assert resumed["steps"] == whole["steps"] == 450
+    assert resumed["steps"] == whole["steps"] == 300
     for key in ("val_loss", "val_accuracy", "train_loss", "train_accuracy", "best_val_accuracy"):
         assert resumed[key] == whole[key], key  # bit for bit: same batches, same RNG, same state
 
@@ -78,7 +79,7 @@ def test_sigterm_then_resume_equals_uninterrupted_run(tmp_path: Path) -> None:
     history = client.get_metric_history(run.info.run_id, "val_accuracy")
     steps = [m.step for m in history]
     assert len(steps) == len(set(steps))  # no epoch logged twice across the cut
-    assert max(steps) == 450 and min(steps) < stopped["step"]
+    assert max(steps) == 300 and min(steps) < stopped["step"]
     # Per-epoch metrics, including the epoch cut in two, match the uninterrupted run's.
     for key in ("train_loss", "train_accuracy", "val_loss"):
         cut_history = {m.step: m.value for m in client.get_metric_history(run.info.run_id, key)}
@@ -110,3 +111,61 @@ def test_sigusr1_and_sigterm_are_caught_then_handlers_restored() -> None:
             os.kill(os.getpid(), sig)
             assert flag.received == sig
     assert {s: signal.getsignal(s) for s in before} == before
+
+
+def launch_two_ranks(args: list[str], port: int) -> list[subprocess.Popen[str]]:
+    procs = []
+    for rank in range(2):
+        env = os.environ | {
+            "RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_RANK": str(rank),
+            "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1",
+        }  # fmt: skip
+        procs.append(
+            subprocess.Popen(
+                args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+            )
+        )
+    return procs
+
+
+def result_of(proc: subprocess.Popen[str]) -> dict[str, object]:
+    out, err = proc.communicate(timeout=180)
+    assert proc.returncode == 0, err[-3000:]
+    line = [x for x in out.splitlines() if x.startswith("result: ")][-1]
+    return dict(json.loads(line.removeprefix("result: ")))
+
+
+def test_signal_to_one_rank_stops_both_and_two_rank_resume_equals_uninterrupted(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "mlflow.db"
+    extra = ["data.num_samples=800", "batch_size=40", "max_steps=120"]
+    # The uninterrupted pair runs alongside the one that gets cut (independent jobs).
+    whole_procs = launch_two_ranks([*command(tmp_path, "whole2", db), *extra], free_port())
+    args = [*command(tmp_path, "cut2", db), *extra]
+    procs = launch_two_ranks(args, free_port())
+    assert procs[0].stdout is not None
+    for line in procs[0].stdout:
+        if line.startswith("step=") and int(line.split()[0].split("=")[1]) >= 30:
+            procs[1].send_signal(signal.SIGTERM)  # rank 1 only: rank 0 must stop at the same step
+            break
+    for p in procs:
+        p.communicate(timeout=120)
+        assert p.returncode == EXIT_PREEMPTED
+    stopped = load_checkpoint(tmp_path / "cut2.pt")
+    assert 30 <= stopped["step"] < 120 and len(stopped["kfac_generators"]) == 2
+    whole = result_of(whole_procs[0])
+    assert whole_procs[1].wait(timeout=60) == 0 and whole["world_size"] == 2
+
+    procs = launch_two_ranks(args, free_port())
+    resumed = result_of(procs[0])
+    assert procs[1].wait(timeout=60) == 0
+    assert resumed["run_id"] == stopped["run_id"] and resumed["steps"] == 120
+    for key in ("val_loss", "val_accuracy", "train_loss", "train_accuracy"):
+        assert resumed[key] == pytest.approx(whole[key], rel=1e-9, abs=1e-12), key
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
