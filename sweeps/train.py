@@ -293,6 +293,23 @@ def _train(c: dict[str, Any], world: World, opened: list[BatchedLogger]) -> dict
     train_stats: tuple[float | None, float | None] = (None, None)
     status, target, finite = "completed", c["target_accuracy"], True
     order_epoch, order = -1, torch.empty(0, dtype=torch.int64)
+
+    def save_checkpoint() -> None:
+        # Reads the loop's current step, run id, timers and sums at the time of the call.
+        _save(
+            ckpt_path,
+            c=c,
+            fp=fp,
+            world=world,
+            model=model,
+            opt=opt,
+            kfac=kfac,
+            step=step,
+            run_id=run_id,
+            timers=t,
+            epoch_sums=epoch_sums,
+        )
+
     model.train()
     with PreemptionFlag() as flag:
         while step < total:
@@ -405,34 +422,10 @@ def _train(c: dict[str, Any], world: World, opened: list[BatchedLogger]) -> dict
                 if t["to_target"] is not None:
                     break
             if c["checkpoint"]["every_steps"] and step % c["checkpoint"]["every_steps"] == 0:
-                _save(
-                    ckpt_path,
-                    c=c,
-                    fp=fp,
-                    world=world,
-                    model=model,
-                    opt=opt,
-                    kfac=kfac,
-                    step=step,
-                    run_id=run_id,
-                    timers=t,
-                    epoch_sums=epoch_sums,
-                )
+                save_checkpoint()
 
     if status == "preempted":
-        _save(
-            ckpt_path,
-            c=c,
-            fp=fp,
-            world=world,
-            model=model,
-            opt=opt,
-            kfac=kfac,
-            step=step,
-            run_id=run_id,
-            timers=t,
-            epoch_sums=epoch_sums,
-        )
+        save_checkpoint()
         if logger is not None:
             # KILLED until a resume reopens it (RUNNING) and finishes it.
             logger.finish("KILLED")
