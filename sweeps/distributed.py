@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -99,8 +100,21 @@ def init_distributed(device: str) -> World:
 
 
 def shutdown() -> None:
-    """Leave the process group, if one was joined."""
+    """Leave the process group, if one was joined.
+
+    The ranks first meet at a barrier (bounded by a timeout, so a rank that crashed does not hang
+    the others), so that rank 0, which hosts the rendezvous store, does not exit while another
+    rank is still tearing its group down: in a CI run a rank was seen aborting (SIGABRT) at exit
+    without it.
+    """
     if dist.is_available() and dist.is_initialized():
+        try:
+            if dist.get_backend() == "gloo":
+                dist.monitored_barrier(timeout=timedelta(seconds=60))
+            else:
+                dist.barrier()
+        except RuntimeError:
+            pass  # a peer is gone: nothing to wait for
         dist.destroy_process_group()
 
 
