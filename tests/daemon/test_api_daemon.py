@@ -326,7 +326,8 @@ def test_cli_submit_queue_show_logs_nodes_cancel(
         "--",
         PY,
         "-c",
-        "import os; print('rank', os.environ['RANK'])",
+        # One write per line: both tasks append to one file (print may split its writes).
+        "import os; os.write(1, ('rank ' + os.environ['RANK'] + '\\n').encode())",
     )
     assert done.returncode == 0, done.stderr
     job = int(done.stdout)
@@ -388,7 +389,8 @@ def test_unix_socket_api_is_owner_only(tmp_path: Path) -> None:
         assert stat.S_ISSOCK(sock.stat().st_mode)
         assert stat.S_IMODE(sock.stat().st_mode) == 0o600
         client = daemon.client()
-        (job,) = client.submit({"argv": [PY, "-c", "print('via unix')"], "nodes": 2})
+        code = "import os; os.write(1, b'via unix\\n')"  # one write: two tasks, one file
+        (job,) = client.submit({"argv": [PY, "-c", code], "nodes": 2})
         assert client.wait(job, 30)["state"] == "COMPLETED"
         assert client.output(job)["data"] == "via unix\nvia unix\n"
         listed = orch(daemon, "queue", "-a")

@@ -27,8 +27,11 @@ dist.init_process_group("gloo")  # env:// from MASTER_ADDR, MASTER_PORT, RANK, W
 rank = dist.get_rank()
 t = torch.arange(4, dtype=torch.float32) * (rank + 1)
 dist.all_reduce(t)
-print(f"rank={rank} world={dist.get_world_size()} node={os.environ['ORCH_NODE_RANK']}"
-      f" sum={t.tolist()}", flush=True)
+line = (f"rank={rank} world={dist.get_world_size()} node={os.environ['ORCH_NODE_RANK']}"
+        f" sum={t.tolist()}\\n")
+# One write per line: both ranks append to the same file, and print() may write the text and
+# the newline separately (unbuffered), which lets the other rank's line land in between.
+os.write(1, line.encode())
 dist.destroy_process_group()
 """
 
@@ -40,12 +43,13 @@ def test_two_node_job_runs_a_real_torch_allreduce(client: DaemonClient, tmp_path
     doc = client.wait(job, timeout_s=120)
     err = client.output(job, "stderr")["data"]
     assert doc["state"] == "COMPLETED", err
-    lines = sorted(client.output(job)["data"].splitlines())
+    data = client.output(job)["data"]
+    lines = sorted(data.splitlines())
     # Ranks 1 and 2 times [0, 1, 2, 3], summed over both ranks.
     assert lines == [
         "rank=0 world=2 node=0 sum=[0.0, 3.0, 6.0, 9.0]",
         "rank=1 world=2 node=1 sum=[0.0, 3.0, 6.0, 9.0]",
-    ]
+    ], (repr(data), doc, err)
 
 
 def test_rank_and_nodelist_environment(client: DaemonClient) -> None:
@@ -62,7 +66,12 @@ def test_rank_and_nodelist_environment(client: DaemonClient) -> None:
         "LOCAL_RANK",
         "WORLD_SIZE",
     ]
-    code = f"import os, json; print(json.dumps({{k: os.environ[k] for k in {keys!r}}}))"
+    # One write per line (os.write): four tasks append to one file, and print() may write the
+    # text and its newline separately.
+    code = (
+        "import os, json; "
+        f"os.write(1, (json.dumps({{k: os.environ[k] for k in {keys!r}}}) + '\\n').encode())"
+    )
     (job,) = client.submit({"argv": [PY, "-c", code], "nodes": 2, "tasks_per_node": 2})
     assert client.wait(job, 60)["state"] == "COMPLETED"
     envs = [json.loads(line) for line in client.output(job)["data"].splitlines()]
