@@ -45,7 +45,8 @@ def raw(
 
 
 def test_submit_run_complete_with_events(client: DaemonClient) -> None:
-    (job,) = client.submit({"argv": [PY, "-c", "print('hello')"], "nodes": 2, "name": "hi"})
+    code = "import os; os.write(1, b'hello\\n')"  # one write: two tasks append to one file
+    (job,) = client.submit({"argv": [PY, "-c", code], "nodes": 2, "name": "hi"})
     doc = client.wait(job, timeout_s=30)
     assert doc["state"] == "COMPLETED" and doc["exit_code"] == 0
     assert [e["new_state"] for e in doc["events"]] == [
