@@ -17,7 +17,11 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, ClassVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from orchestrator.resources.cluster import Cluster
 
 __all__ = ["BaseBackend", "Handle", "LaunchSpec", "Liveness", "PollResult"]
 
@@ -62,6 +66,11 @@ class Liveness(StrEnum):
     EXITED = "exited"
     LOST = "lost"
     """Gone without an exit status (killed with the node, or never fully launched)."""
+    REQUEUE = "requeue"
+    """The engine ended this attempt through no fault of the job (preempted, its allocation
+    ended, a node failed under it) and the job should run again: the daemon records it
+    PREEMPTED and queues it at once, without spending a retry. A job that checkpointed on
+    the signal resumes from its checkpoint."""
 
 
 @dataclass(frozen=True)
@@ -114,6 +123,25 @@ class BaseBackend(ABC):
     def abort_start(self, job_id: int, attempt: int) -> None:
         """After a daemon crash during :meth:`start`: stop whatever of that attempt runs and make
         sure nothing of it starts later."""
+
+    @classmethod
+    def create(cls, root: Path, cluster: Cluster, options: Mapping[str, str]) -> BaseBackend:
+        """Build the backend for a daemon whose state folder is ``root``.
+
+        ``options`` are the daemon's ``--backend-opt KEY=VALUE`` pairs; a backend refuses the
+        keys it does not know (:class:`~orchestrator.exceptions.InvalidRequestError` naming the
+        key and the valid ones).
+        """
+        raise NotImplementedError(f"backend {cls.name!r} does not implement create()")
+
+    def unavailable_nodes(self) -> frozenset[str]:
+        """Nodes of the pool that are not ours to give right now (down, drained, busy with
+        other users' jobs). Called once per scheduling pass: one batched query at most."""
+        return frozenset()
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """The daemon is stopping: release what the backend holds for itself (a pilot
+        allocation with no job of ours left, a connection). Running jobs are not touched."""
 
     def forget(self, handle: Handle) -> None:  # noqa: B027 - optional hook
         """The daemon has recorded the job's end; release per-job backend resources."""

@@ -20,10 +20,14 @@ import subprocess
 import sys
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from launchers._base import BaseBackend, Handle, LaunchSpec, Liveness, PollResult
-from orchestrator.exceptions import BackendError
+from orchestrator.exceptions import BackendError, InvalidRequestError
 from orchestrator.resources.hostlist import compress_hostlist
+
+if TYPE_CHECKING:
+    from orchestrator.resources.cluster import Cluster
 
 __all__ = ["JobPaths", "LocalBackend", "atomic_write", "process_start_ticks"]
 
@@ -120,6 +124,20 @@ class LocalBackend(BaseBackend):
         self.inherit_env = inherit_env
         # Children started by this daemon process, reaped on poll so none stays a zombie.
         self._children: dict[int, subprocess.Popen[bytes]] = {}
+
+    @classmethod
+    def create(cls, root: Path, cluster: Cluster, options: Mapping[str, str]) -> LocalBackend:
+        """``--backend local``; option ``inherit_env=0`` starts tasks from a clean environment."""
+        unknown = set(options) - {"inherit_env"}
+        if unknown:
+            raise InvalidRequestError(
+                "backend-opt",
+                sorted(unknown)[0],
+                "the local backend knows only inherit_env",
+                "inherit_env=0",
+            )
+        inherit = options.get("inherit_env", "1").lower() not in ("0", "false", "no")
+        return cls(root, inherit_env=inherit)
 
     def paths(self, job_id: int) -> JobPaths:
         return JobPaths(self.root, job_id)

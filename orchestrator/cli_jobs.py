@@ -78,6 +78,19 @@ def daemon() -> None:
 @click.option(
     "--on-stop", type=click.Choice(["keep", "requeue"]), default="keep", show_default=True
 )
+@click.option(
+    "--backend",
+    default="local",
+    show_default=True,
+    help="What runs the jobs: local, slurm, pjm or ray.",
+)
+@click.option(
+    "--backend-opt",
+    "backend_opt",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A backend option (repeatable), e.g. mode=pilot; see docs/backends.md.",
+)
 @click.option("--foreground", is_flag=True, help="Run in this process (logs on stderr).")
 def daemon_start(state_dir: Path | None, foreground: bool, **options: Any) -> None:
     """Start the daemon (in the background unless --foreground)."""
@@ -95,7 +108,10 @@ def daemon_start(state_dir: Path | None, foreground: bool, **options: Any) -> No
     argv = [sys.executable, "-m", "orchestrator.daemon", "--state-dir", str(root)]
     names = {"store_url": "store", "socket_path": "socket"}
     for name, value in options.items():
-        if value is not None:
+        if isinstance(value, tuple):  # a repeatable option
+            for item in value:
+                argv += ["--" + name.replace("_", "-"), str(item)]
+        elif value is not None:
             argv += ["--" + names.get(name, name).replace("_", "-"), str(value)]
     with open(root / "daemon.log", "ab") as log_file:
         proc = subprocess.Popen(
@@ -129,7 +145,10 @@ def _run_foreground(
     max_jobs_per_user: int | None,
     max_nodes_per_user: int | None,
     on_stop: str,
+    backend: str,
+    backend_opt: tuple[str, ...],
 ) -> None:
+    from launchers import parse_backend_options
     from orchestrator.daemon.server import serve
     from orchestrator.daemon.service import DaemonConfig
     from orchestrator.resources.cluster import Cluster, load_cluster
@@ -157,6 +176,8 @@ def _run_foreground(
             port=port,
             socket_path=socket_path.resolve() if socket_path is not None else None,
             config=config,
+            backend=backend,
+            backend_options=parse_backend_options(backend_opt),
         )
     except (OrchestratorError, ValueError) as e:
         raise click.ClickException(str(e)) from e

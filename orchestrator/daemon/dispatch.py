@@ -102,7 +102,8 @@ def schedule(daemon: Daemon, now: float) -> None:
             daemon.dependent.discard(job_id)
         elif job_or_none.state is S.PENDING:
             settle_dependencies(daemon, job_or_none, now)
-    if not daemon.free.any():
+    free = daemon.schedulable()
+    if not free.any():
         daemon.head = None
         return
     eligible: list[LiveJob] = []
@@ -124,7 +125,7 @@ def schedule(daemon: Daemon, now: float) -> None:
     if not eligible:
         return
     decisions = daemon.core.schedule(
-        now, eligible, [Holder(j) for j in running if j.block is not None], daemon.free
+        now, eligible, [Holder(j) for j in running if j.block is not None], free
     )
     daemon.head = int(decisions.head) if decisions.head is not None else None
     for start in decisions.starts:

@@ -15,9 +15,11 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
-from launchers.local import LocalBackend, atomic_write, process_start_ticks
+from launchers import make_backend
+from launchers.local import atomic_write, process_start_ticks
 from orchestrator.daemon.api import ApiServer, UnixApiServer
 from orchestrator.daemon.files import DaemonFiles, ensure_token
 from orchestrator.daemon.service import Daemon, DaemonConfig
@@ -41,11 +43,18 @@ def serve(
     socket_path: Path | None = None,
     ready: threading.Event | None = None,
     stop: threading.Event | None = None,
+    backend: str = "local",
+    backend_options: Mapping[str, str] | None = None,
 ) -> None:
     """Run a daemon until SIGTERM or SIGINT (or ``stop`` is set).
 
+    Args:
+        backend: The backend's name (:data:`launchers.BACKENDS`).
+        backend_options: Its ``--backend-opt`` pairs.
+
     Raises:
         DaemonError: another daemon holds the state folder.
+        InvalidRequestError: an unknown backend or backend option.
     """
     files = DaemonFiles(root)
     root.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -56,7 +65,13 @@ def serve(
         raise DaemonError(f"another daemon already runs on {root} (see {files.info})") from None
     token = ensure_token(files.token)
     store = Store(store_url or sqlite_url(files.database))
-    daemon = Daemon(store, cluster, LocalBackend(root), config)
+    try:
+        runner = make_backend(backend, root, cluster, backend_options)
+    except Exception:
+        store.close()
+        os.close(lock_fd)
+        raise
+    daemon = Daemon(store, cluster, runner, config)
     counts = daemon.recover()
     log.info("recovered: %s", counts)
     server: ApiServer | UnixApiServer
@@ -75,6 +90,7 @@ def serve(
         "url": server.url,
         "store": store.url,
         "cluster": cluster.name,
+        "backend": backend,
     }
     atomic_write(files.info, json.dumps(info), mode=0o600)
     api_thread = threading.Thread(target=server.serve_forever, name="api", daemon=True)

@@ -14,6 +14,7 @@ its processes are gone: a cancelled or timed-out job *drains* with its nodes hel
 
 from __future__ import annotations
 
+import contextlib
 import math
 import signal
 import threading
@@ -23,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 from sqlalchemy import Connection
 
 from launchers._base import BaseBackend, Handle, Liveness, PollResult
@@ -361,6 +363,9 @@ class Daemon:
                 self._escalate(job, now)
 
     def _finish(self, job: LiveJob, result: PollResult, now: float) -> None:
+        if result.liveness is Liveness.REQUEUE:
+            self._requeue(job, now)
+            return
         codes = [c for c in result.exit_codes if c is not None]
         if result.liveness is Liveness.EXITED and not result.any_failed:
             new, reason, exit_code = S.COMPLETED, "every task exited 0", 0
@@ -375,6 +380,34 @@ class Daemon:
         self.release_nodes(job)
         if job.handle is not None:
             self.backend.forget(job.handle)
+
+    def _requeue(self, job: LiveJob, now: float) -> None:
+        """The engine ended the attempt through no fault of the job: queue it again at once
+        (a retry is not spent; a checkpointing job resumes)."""
+        with self.store.write() as conn:
+            self.store.release(conn, job.job_id, now)
+            self.store.transition(
+                conn, job.job_id, job.state, S.PREEMPTED, "ended by the engine (requeue)", now
+            )
+            self.store.transition(
+                conn, job.job_id, S.PREEMPTED, S.PENDING, "requeued", now, handle=None
+            )
+        self.release_nodes(job)
+        if job.handle is not None:
+            self.backend.forget(job.handle)
+        job.state, job.handle, job.failing, job.kill_at, job.killed = (
+            S.PENDING,
+            None,
+            None,
+            None,
+            False,
+        )
+        # Attempts count every start (handles and output folders are per attempt); the retry
+        # budget grows by one so this requeue does not spend it. Kept in memory only: after a
+        # daemon restart the stored budget applies.
+        job.max_retries += 1
+        self.waiting[job.job_id] = job
+        self.dirty = True
 
     def end_attempt(
         self,
@@ -467,6 +500,19 @@ class Daemon:
         self.release_nodes(job)
         self.dirty = True
 
+    def schedulable(self) -> npt.NDArray[np.bool_]:
+        """Free nodes the backend can give now (not down, drained or busy with other users'
+        jobs): the mask offered to the scheduler core."""
+        free = self.free
+        unavailable = self.backend.unavailable_nodes()
+        if unavailable:
+            free = free.copy()
+            index_of = self.cluster.topology.index_of
+            for name in unavailable:
+                with contextlib.suppress(KeyError):  # a node outside our pool
+                    free[index_of(name)] = False
+        return free
+
     def release_nodes(self, job: LiveJob) -> None:
         """Mark the job's nodes free in memory (the store row is released by the caller)."""
         if job.block is not None:
@@ -498,11 +544,14 @@ class Daemon:
         restarted daemon re-attaches them. Returns how many jobs were requeued."""
         if requeue is None:
             requeue = self.config.on_stop == "requeue"
-        if not requeue:
-            return 0
-        with self.lock:
-            grace = self.config.grace_s if timeout_s is None else timeout_s
-            return stop_with_requeue(self, self.clock(), grace)
+        try:
+            if not requeue:
+                return 0
+            with self.lock:
+                grace = self.config.grace_s if timeout_s is None else timeout_s
+                return stop_with_requeue(self, self.clock(), grace)
+        finally:
+            self.backend.close()
 
     # -- views --------------------------------------------------------------------------------
 
