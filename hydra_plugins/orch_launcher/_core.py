@@ -1,0 +1,357 @@
+"""The launcher's work: jobs in, :class:`JobReturn` records out.
+
+Per sweep (one :class:`OrchSweep` per launcher object): a scheduler session (in-process or a
+daemon), a folder ``<sweep dir>/.orch_launcher/`` with what the job processes need (Hydra's
+context, the task function and singletons pickled once, each job's composed config), a manifest
+``<state dir>/sweeps/<sweep id>.json`` that ``orch sweep status / wait`` read, and the sweep's
+MLflow parent run when the app tracks to MLflow.
+
+Each job runs ``python -m hydra_plugins.orch_launcher._worker FOLDER`` on its allocated nodes;
+rank 0 writes the job's :class:`JobReturn` (pickled) into FOLDER. A job that ends without one
+(killed, timed out, crashed interpreter) becomes a FAILED record that says how it ended and
+quotes the end of its stderr: a failure is a record, never a crash of the sweep.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import os
+import pickle
+import sys
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cloudpickle  # type: ignore[import-untyped]
+from hydra.core.singleton import Singleton
+from hydra.core.utils import JobReturn, JobStatus, filter_overrides
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, OmegaConf
+
+from hydra_plugins.orch_launcher._scheduler import (
+    EmbeddedScheduler,
+    Ended,
+    RemoteScheduler,
+    make_scheduler,
+)
+from hydra_plugins.orch_launcher._tracking import ParentRun
+from orchestrator.exceptions import InvalidRequestError, OrchestratorError
+
+__all__ = ["Detached", "JobFailedError", "OrchSweep", "PendingJob", "read_manifest"]
+
+log = logging.getLogger("hydra_plugins.orch_launcher")
+
+# The folder above ``hydra_plugins``: put on the job's PYTHONPATH so ``-m`` finds the worker.
+_PLUGIN_ROOT = Path(__file__).resolve().parents[2]
+RESULT = "result.pkl"
+CONFIG = "config.pkl"
+SHARED = "shared.pkl"
+SYS_PATH = "sys_path.json"
+
+
+class JobFailedError(OrchestratorError):
+    """A job ended without returning: how it ended, and the end of its stderr."""
+
+
+@dataclass(frozen=True)
+class Detached:
+    """The return value of a job of a detached sweep: where to follow it."""
+
+    sweep_id: str
+    job_id: int
+
+    def __str__(self) -> str:
+        return f"job {self.job_id} submitted (follow: orch sweep wait {self.sweep_id})"
+
+
+@dataclass
+class PendingJob:
+    """A submitted job the sweep waits for."""
+
+    job_id: int
+    idx: int
+    overrides: list[str]
+    folder: Path
+    submitted: float
+    env: dict[str, str] = field(default_factory=dict)
+
+
+class OrchSweep:
+    """One multirun's scheduler session (see the module docstring)."""
+
+    def __init__(
+        self,
+        params: Mapping[str, Any],
+        config: DictConfig,
+        hydra_context: HydraContext,
+        task_function: TaskFunction,
+    ) -> None:
+        self.params = dict(params)
+        self.config = config
+        self.hydra_context = hydra_context
+        self.task_function = task_function
+        self.sweep_id = uuid.uuid4().hex[:8]
+        self.sweep_dir = Path(str(config.hydra.sweep.dir)).absolute()
+        self.folder = self.sweep_dir / ".orch_launcher"
+        self.cwd = str(OmegaConf.select(config, "hydra.runtime.cwd") or os.getcwd())
+        self.scheduler: EmbeddedScheduler | RemoteScheduler | None = None
+        self.parent: ParentRun | None = None
+        self.study = ""
+        self.jobs: list[dict[str, Any]] = []
+        self.counts = {"n_trials": 0, "n_complete": 0, "n_failed": 0}
+        self._shared_written = False
+
+    # -- setup ----------------------------------------------------------------------------------
+
+    def _session(self) -> EmbeddedScheduler | RemoteScheduler:
+        if self.scheduler is None:
+            self.scheduler = make_scheduler(
+                self.params.get("scheduler") or {}, self.params.get("cluster"), self.folder / "orch"
+            )
+            atexit.register(self.close)
+            log.info(
+                "orch sweep %s: scheduler %s, sweep dir %s",
+                self.sweep_id,
+                self.scheduler.url,
+                self.sweep_dir,
+            )
+        return self.scheduler
+
+    def open_parent_run(self, study: str = "") -> ParentRun | None:
+        """The sweep's MLflow parent run (made once; None when the app does not track)."""
+        if self.parent is None:
+            self.study = study
+            self.parent = ParentRun.open(self.config, self.sweep_id, study, self.cwd)
+        return self.parent
+
+    def _write_shared(self) -> None:
+        if self._shared_written:
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        # The job unpickles the task function by reference when its module is importable:
+        # give it the same import path as this process.
+        (self.folder / SYS_PATH).write_text(json.dumps([p for p in sys.path if p]))
+        shared = {
+            "hydra_context": self.hydra_context,
+            "task_function": self.task_function,
+            "singletons": Singleton.get_state(),
+        }
+        _atomic_pickle(self.folder / SHARED, shared)
+        self._shared_written = True
+
+    # -- submission -----------------------------------------------------------------------------
+
+    def _job_request(
+        self, sweep_config: DictConfig, folder: Path, env: Mapping[str, str]
+    ) -> dict[str, Any]:
+        lc = sweep_config.hydra.launcher
+        request: dict[str, Any] = {
+            "argv": [sys.executable, "-m", "hydra_plugins.orch_launcher._worker", str(folder)],
+            "name": str(lc.name)[:256],
+            "tasks_per_node": int(lc.tasks_per_node),
+            "cpus_per_task": int(lc.cpus_per_task),
+            "gpus_per_task": int(lc.gpus_per_task),
+            "priority": int(lc.priority),
+            "retries": int(lc.retries),
+            "workdir": self.cwd,
+            "env": dict(env),
+        }
+        if lc.shape is not None:
+            request["shape"] = str(lc.shape)
+        else:
+            request["nodes"] = int(lc.nodes) if lc.nodes is not None else 1
+        if lc.time is not None:
+            request["time"] = lc.time
+        return request
+
+    def submit(self, items: Sequence[tuple[list[str], int, dict[str, str]]]) -> list[PendingJob]:
+        """Submit jobs ``(overrides, job index, extra environment)`` in one batch.
+
+        Raises:
+            InvalidRequestError: a resource field the scheduler refuses, named as
+                ``hydra.launcher.<field>``.
+        """
+        scheduler = self._session()
+        self._write_shared()
+        parent = self.open_parent_run(self.study)
+        loader = self.hydra_context.config_loader
+        requests, pending = [], []
+        for overrides, idx, extra in items:
+            sweep_config = loader.load_sweep_config(self.config, list(overrides))
+            folder = self.folder / f"job-{idx}"
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / RESULT).unlink(missing_ok=True)  # a rerun must not read an old result
+            _atomic_pickle(folder / CONFIG, {"config": sweep_config, "idx": idx})
+            env = {str(k): str(v) for k, v in (self.params.get("env") or {}).items()}
+            pythonpath = os.environ.get("PYTHONPATH", "")
+            env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_PLUGIN_ROOT), pythonpath) if p)
+            env.update({"ORCH_SWEEP_ID": self.sweep_id, "ORCH_TRIAL": str(idx)})
+            if parent is not None:
+                env["ORCH_PARENT_RUN_ID"] = parent.run_id
+            env.update(extra)
+            requests.append(self._job_request(sweep_config, folder, env))
+            pending.append(PendingJob(-1, idx, list(overrides), folder, time.time(), env))
+            log.info("\t#%d : %s", idx, " ".join(filter_overrides(overrides)))
+        try:
+            ids = scheduler.submit(requests)
+        except InvalidRequestError as e:
+            name = e.field.rsplit(".", 1)[-1]
+            raise InvalidRequestError(
+                f"hydra.launcher.{name}", e.value, e.reason, f"hydra.launcher.{name}={e.example}"
+            ) from e
+        for job, job_id in zip(pending, ids, strict=True):
+            job.job_id = job_id
+            self.jobs.append(
+                {
+                    "job_id": job_id,
+                    "idx": job.idx,
+                    "overrides": job.overrides,
+                    "folder": str(job.folder),
+                }
+            )
+        self.counts["n_trials"] += len(pending)
+        self._write_manifest()
+        return pending
+
+    def _write_manifest(self) -> None:
+        scheduler = self._session()
+        manifest = {
+            "sweep_id": self.sweep_id,
+            "mode": scheduler.mode,
+            "url": scheduler.url,
+            "state_dir": str(scheduler.root),
+            "sweep_dir": str(self.sweep_dir),
+            "created": time.time(),
+            "parent_run_id": self.parent.run_id if self.parent else None,
+            "tracking_uri": self.parent.uri if self.parent else None,
+            "study": self.study,
+            "jobs": self.jobs,
+        }
+        folder = scheduler.root / "sweeps"
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".{self.sweep_id}.json.tmp"
+        tmp.write_text(json.dumps(manifest, indent=1))
+        tmp.replace(folder / f"{self.sweep_id}.json")
+
+    # -- waiting --------------------------------------------------------------------------------
+
+    def wait_any(
+        self, pending: Sequence[PendingJob], timeout_s: float | None = None
+    ) -> list[tuple[PendingJob, JobReturn]]:
+        """Block until one of ``pending`` ends (or ``timeout_s``); the ended ones' records."""
+        scheduler = self._session()
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        poll_s = float(self.params.get("poll_s", 0.05))
+        by_id = {p.job_id: p for p in pending}
+        while by_id:
+            ended = scheduler.ended(list(by_id))
+            if ended:
+                out = [(by_id[i], self._collect(by_id[i], e)) for i, e in ended.items()]
+                for _, ret in out:
+                    key = "n_complete" if ret.status is JobStatus.COMPLETED else "n_failed"
+                    self.counts[key] += 1
+                return out
+            if deadline is not None and time.monotonic() >= deadline:
+                return []
+            time.sleep(scheduler.pause_s(poll_s))
+        return []
+
+    def _collect(self, job: PendingJob, ended: Ended) -> JobReturn:
+        path = job.folder / RESULT
+        if path.exists():
+            with open(path, "rb") as f:
+                ret: JobReturn = pickle.load(f)
+            return ret
+        tail = _tail(self._session().stderr_path(job.job_id))
+        error = JobFailedError(
+            f"job {job.job_id} ({' '.join(job.overrides)}) ended {ended.state} without a "
+            f"result: {ended.reason}" + (f"\n--- end of its stderr ---\n{tail}" if tail else "")
+        )
+        ret = JobReturn(overrides=job.overrides, status=JobStatus.FAILED)
+        ret.return_value = error
+        return ret
+
+    def launch(
+        self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
+    ) -> list[JobReturn]:
+        """Hydra's synchronous launch: submit all, wait for all (unless detached)."""
+        pending = self.submit(
+            [(list(o), initial_job_idx + i, {}) for i, o in enumerate(job_overrides)]
+        )
+        if self.params.get("detach"):
+            if self._session().mode != "daemon":
+                log.warning("detach needs a daemon (scheduler.mode=daemon): waiting instead")
+            else:
+                log.info("detached: follow with `orch sweep wait %s`", self.sweep_id)
+                out = []
+                for p in pending:
+                    ret = JobReturn(overrides=p.overrides, status=JobStatus.COMPLETED)
+                    ret.return_value = Detached(self.sweep_id, p.job_id)
+                    out.append(ret)
+                return out
+        results: dict[int, JobReturn] = {}
+        waiting = list(pending)
+        while waiting:
+            for p, ret in self.wait_any(waiting):
+                results[p.job_id] = ret
+            waiting = [p for p in waiting if p.job_id not in results]
+        self.summarise()
+        return [results[p.job_id] for p in pending]
+
+    def summarise(self, extra: Mapping[str, float] | None = None) -> None:
+        """Write the sweep's counts (and ``extra``) on the parent run."""
+        if self.parent is not None:
+            self.parent.summarise(
+                {**{k: float(v) for k, v in self.counts.items()}, **(extra or {})}
+            )
+
+    def cancel(self, jobs: Sequence[PendingJob]) -> None:
+        scheduler = self._session()
+        for job in jobs:
+            scheduler.cancel(job.job_id)
+
+    def close(self) -> None:
+        if self.scheduler is not None:
+            scheduler, self.scheduler = self.scheduler, None
+            scheduler.close()
+
+
+def _atomic_pickle(path: Path, obj: Any) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        cloudpickle.dump(obj, f)
+    tmp.replace(path)
+
+
+def _tail(path: Path, size: int = 2000) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - size))
+            return f.read().decode(errors="replace").strip()
+    except OSError:
+        return ""
+
+
+def read_manifest(sweep_id: str, state_dir: Path) -> dict[str, Any]:
+    """The manifest of sweep ``sweep_id`` kept under ``state_dir/sweeps``.
+
+    Raises:
+        InvalidRequestError: no such sweep there (names ``sweep_id``).
+    """
+    path = state_dir / "sweeps" / f"{sweep_id}.json"
+    if not path.exists():
+        known = sorted(p.stem for p in (state_dir / "sweeps").glob("*.json"))
+        raise InvalidRequestError(
+            "sweep_id",
+            sweep_id,
+            f"no sweep of that id under {state_dir} (known: {known[-5:]})",
+            "3f2a9c1d",
+        )
+    data: dict[str, Any] = json.loads(path.read_text())
+    return data

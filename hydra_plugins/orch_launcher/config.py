@@ -1,0 +1,74 @@
+"""Config of ``hydra/launcher=orch``, registered in Hydra's ConfigStore.
+
+Hydra imports every module under ``hydra_plugins`` when any Hydra app starts, so this module
+imports nothing heavier than Hydra's ConfigStore.
+"""
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+
+
+@dataclass
+class SchedulerConf:
+    """Where the scheduler runs.
+
+    Attributes:
+        mode: ``embedded`` (an in-process daemon with the local backend; needs no daemon) or
+            ``daemon`` (a running ``orch daemon``, reached at ``url`` or through ``state_dir``).
+        url: The daemon's URL (``http://127.0.0.1:PORT``); None: read ``state_dir``/daemon.json.
+        token: The daemon's token; None: read ``state_dir``/token.
+        state_dir: The daemon's state folder (None: ``$ORCH_STATE_DIR`` or ``~/.orch``); in
+            embedded mode, where the in-process daemon keeps its store and job folders (None: a
+            folder ``.orch`` inside the sweep directory).
+    """
+
+    mode: str = "embedded"
+    url: str | None = None
+    token: str | None = None
+    state_dir: str | None = None
+
+
+@dataclass
+class OrchLauncherConf:
+    """Resources of each job and how the sweep waits for them.
+
+    Attributes:
+        cluster: Cluster preset (``conf/cluster/``) of the embedded scheduler; with a daemon,
+            the daemon's own cluster is used and this must match it or be None.
+        nodes: Nodes per job (or give ``shape``).
+        shape: PJM-style shape on a torus cluster (``2x2x2:torus``).
+        tasks_per_node: Processes per node (data-parallel ranks).
+        cpus_per_task: CPUs per task.
+        gpus_per_task: GPUs per task.
+        time: Walltime limit, seconds or ``[d-]h:m:s``; None: no limit.
+        priority: Priority under multifactor ordering.
+        retries: Requeues of a failed attempt.
+        name: Job name in the scheduler.
+        detach: With a daemon: return right after submission (follow with ``orch sweep``).
+        poll_s: How often the sweep asks whether jobs ended.
+        env: Extra environment variables of every job.
+        scheduler: Where the scheduler runs.
+    """
+
+    _target_: str = "hydra_plugins.orch_launcher.orch_launcher.OrchLauncher"
+    cluster: str | None = "local"
+    nodes: int | None = 1
+    shape: str | None = None
+    tasks_per_node: int = 1
+    cpus_per_task: int = 1
+    gpus_per_task: int = 0
+    time: Any = None
+    priority: int = 0
+    retries: int = 0
+    name: str = "${hydra.job.name}"
+    detach: bool = False
+    poll_s: float = 0.05
+    env: dict[str, str] = field(default_factory=dict)
+    scheduler: SchedulerConf = field(default_factory=SchedulerConf)
+
+
+ConfigStore.instance().store(
+    group="hydra/launcher", name="orch", node=OrchLauncherConf, provider="orch_launcher"
+)
