@@ -45,6 +45,9 @@ class LaunchSpec:
         env: Extra environment variables of the job.
         workdir: The working directory (None: the job's own folder).
         name: The job's name.
+        walltime_s: The job's time limit (None: none); batch backends size the engine's own
+            limit from it (the daemon still enforces it).
+        shape: The request's PJM-style shape as text (``2x3x2:torus``), None for a node count.
     """
 
     job_id: int
@@ -57,6 +60,8 @@ class LaunchSpec:
     env: Mapping[str, str] = field(default_factory=dict)
     workdir: str | None = None
     name: str = ""
+    walltime_s: float | None = None
+    shape: str | None = None
 
 
 class Liveness(StrEnum):

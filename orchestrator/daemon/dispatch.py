@@ -184,6 +184,8 @@ def start_job(daemon: Daemon, job: LiveJob, block: Block, now: float) -> None:
         env=env,
         workdir=row["workdir"],
         name=row["name"],
+        walltime_s=job.request.walltime_s,
+        shape=str(job.request.shape) if job.request.shape is not None else None,
     )
     try:
         handle = daemon.backend.start(spec)
