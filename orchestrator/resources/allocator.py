@@ -51,7 +51,7 @@ from orchestrator.resources.topology import (
     TreeTopology,
 )
 
-__all__ = ["BoolArray", "find_block", "torus_placements"]
+__all__ = ["BoolArray", "best_placement", "find_block"]
 
 BoolArray = npt.NDArray[np.bool_]
 IntArray = npt.NDArray[np.signedinteger[Any]]
@@ -189,7 +189,7 @@ class SummedVolume:
     __slots__ = ("dims", "reach", "table", "wrap")
 
     def __init__(
-        self, busy: IntArray, wrap: bool, reach: tuple[int, int, int] | None = None
+        self, busy: BoolArray, wrap: bool, reach: tuple[int, int, int] | None = None
     ) -> None:
         self.dims: tuple[int, int, int] = (busy.shape[0], busy.shape[1], busy.shape[2])
         self.wrap = wrap
@@ -202,9 +202,10 @@ class SummedVolume:
                 idx = np.arange(-1, length + self.reach[axis]) % length
                 ext = np.take(ext, idx, axis=axis)
         else:
-            ext = np.pad(busy, 1, constant_values=1)
-        table = np.zeros(tuple(s + 1 for s in ext.shape), dtype=np.int32)
-        table[1:, 1:, 1:] = _cumsum3(ext)
+            ext = np.pad(busy, 1, constant_values=True)
+        table = np.empty(tuple(s + 1 for s in ext.shape), dtype=np.int32)
+        table[0], table[:, 0], table[:, :, 0] = 0, 0, 0
+        _cumsum3(ext, table[1:, 1:, 1:])
         self.table = table
 
     def origins(self, extents: tuple[int, int, int]) -> tuple[int, int, int]:
@@ -239,33 +240,36 @@ class SummedVolume:
         return result
 
 
-def _cumsum3(grid: IntArray) -> SumArray:
-    """Cumulative sums along all three axes.
+def _cumsum3(grid: IntArray | BoolArray, out: SumArray) -> None:
+    """Cumulative sums of ``grid`` along all three axes, written into ``out``.
 
-    numpy accumulates fastest along the leading axis (the inner loop runs over contiguous
-    memory), so each axis is brought to the front, summed, and moved back. (A product with a
-    triangular matrix of ones was tried: BLAS timings here swung from 2x faster to 15x slower.)
+    Innermost axis first (numpy's cumsum runs along contiguous rows), then the middle and the
+    leading axis as running sums of whole slices in place: no transposed copies. This order
+    measured 3.5x faster than summing each axis after moving it to the front. (A product with a
+    triangular matrix of ones was tried too: BLAS timings here swung from 2x faster to 15x
+    slower.)
     """
-    out = np.cumsum(grid, axis=0, dtype=np.int32)
-    for axis in (1, 2):
-        front = np.ascontiguousarray(np.moveaxis(out, axis, 0))
-        np.cumsum(front, axis=0, out=front)
-        out = np.moveaxis(front, 0, axis)
-    return out
+    np.cumsum(grid, axis=2, dtype=np.int32, out=out)
+    for j in range(1, out.shape[1]):
+        out[:, j] += out[:, j - 1]
+    for i in range(1, out.shape[0]):
+        out[i] += out[i - 1]
 
 
-def torus_placements(svt: SummedVolume, extents: tuple[int, int, int]) -> IntArray:
-    """Every free placement of a box of ``extents`` cells, with its fragmentation cost.
+def best_placement(
+    svt: SummedVolume, extents: tuple[int, int, int]
+) -> tuple[int, tuple[int, int, int]] | None:
+    """The free placement of a box of ``extents`` cells with the lowest fragmentation cost.
 
     The cost is the number of free cells in the one-cell shell around the box (beyond the edges
-    of a bounded grid cells count as busy).
+    of a bounded grid cells count as busy); ties go to the first origin in C order.
 
     Returns:
-        An int array over box origins: the cost where the box is free, -1 elsewhere.
+        ``(cost, origin)``, or None when no placement is free.
     """
     dims = svt.dims
     if any(e > d for e, d in zip(extents, dims, strict=True)):
-        return np.full((0, 0, 0), -1, dtype=np.int32)
+        return None
     n = svt.origins(extents)
     inside = svt.box_sums(extents, (0, 0, 0), n)
     if svt.wrap:
@@ -275,9 +279,9 @@ def torus_placements(svt: SummedVolume, extents: tuple[int, int, int]) -> IntArr
                 sl = [slice(None)] * 3
                 sl[axis] = slice(1, None)
                 inside[tuple(sl)] = 1
-    free_here = inside == 0
-    if not free_here.any():
-        return np.full(inside.shape, -1, dtype=np.int32)
+    taken = inside != 0
+    if taken.all():
+        return None
     # Grow the box by one cell per side, but never past a whole ring (no double counting).
     grown = (
         min(extents[0] + 2, dims[0]) if svt.wrap else extents[0] + 2,
@@ -289,10 +293,15 @@ def torus_placements(svt: SummedVolume, extents: tuple[int, int, int]) -> IntArr
         -1 if grown[1] > extents[1] else 0,
         -1 if grown[2] > extents[2] else 0,
     )
+    # cost = free cells of the grown box - the box's own cells, so the lowest cost is the most
+    # busy cells in the grown box: one argmax over free origins, no cost array.
     grown_busy = svt.box_sums(grown, offsets, n)
+    grown_busy[taken] = -1
+    i = int(np.argmax(grown_busy))
     cells = grown[0] * grown[1] * grown[2]
-    cost = cells - grown_busy - extents[0] * extents[1] * extents[2]
-    return np.where(free_here, cost, -1).astype(np.int32)
+    cost = cells - int(grown_busy.flat[i]) - extents[0] * extents[1] * extents[2]
+    o = np.unravel_index(i, grown_busy.shape)
+    return cost, (int(o[0]), int(o[1]), int(o[2]))
 
 
 def _candidate_extents(shape: Shape) -> list[tuple[int, int, int]]:
@@ -345,10 +354,7 @@ def _summed_volume(
         hit = cache.get(key)
         if isinstance(hit, SummedVolume):
             return hit
-    if mode is ShapeMode.TORUS:
-        busy = (~_unit_free(topo, free)).astype(np.int32)
-    else:
-        busy = (~free.reshape(topo.dims)).astype(np.int32)
+    busy = ~_unit_free(topo, free) if mode is ShapeMode.TORUS else ~free.reshape(topo.dims)
     svt = SummedVolume(busy, wrap=mode is ShapeMode.TORUS, reach=reach)
     if cache is not None:
         cache[key] = svt
@@ -375,16 +381,11 @@ def _torus_box(
     for cell_volume, cells in options:
         if best is not None and cell_volume > best[0]:
             break
-        cost = torus_placements(svt, cells)
-        if cost.size == 0:
-            continue
-        masked = np.where(cost >= 0, cost, np.iinfo(np.int32).max)
-        i = int(np.argmin(masked))
-        if cost.flat[i] < 0:
-            continue
-        if best is None or int(cost.flat[i]) < best[1]:
-            o = np.unravel_index(i, cost.shape)
-            best = (cell_volume, int(cost.flat[i]), (int(o[0]), int(o[1]), int(o[2])), cells)
+        found = best_placement(svt, cells)
+        if found is not None and (best is None or found[0] < best[1]):
+            best = (cell_volume, found[0], found[1], cells)
+            if found[0] == 0:
+                break  # no free cell touches it: no other orientation can do better
     if best is None:
         return None
     _, _, cell_origin, cells = best
