@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import random
 import resource
 import sys
@@ -55,7 +56,9 @@ from sweeps.distributed import (
 )
 from sweeps.kfac import KFAC, KFACSettings
 from sweeps.models import build_model, count_parameters
+from sweeps.nas import model_cost
 from sweeps.schedule import learning_rate, scaled_lr
+from sweeps.trial_link import TrialLink
 
 __all__ = ["EXIT_BAD_CONFIG", "EXIT_PREEMPTED", "cli", "fingerprint", "main"]
 
@@ -154,6 +157,7 @@ def _open_tracking(
         "world_size": str(world.size),
         "fingerprint": fp,
         **env_tags(),
+        **_sweep_tags(),
     }
     resumed = run_id is not None
     run_id = start_or_resume_run(client, cfg["tracking"]["experiment"], name, tags, run_id)
@@ -163,6 +167,20 @@ def _open_tracking(
     return logger
 
 
+def _sweep_tags() -> dict[str, str]:
+    # A job of a sweep nests under the sweep's parent run (set by the launcher or sweeper in
+    # the job's environment, however the job was started); without them the run is top-level.
+    parent = os.environ.get("ORCH_PARENT_RUN_ID")
+    if not parent:
+        return {}
+    return {
+        "mlflow.parentRunId": parent,
+        "orch.role": "trial",
+        "orch.sweep_id": os.environ.get("ORCH_SWEEP_ID", ""),
+        "orch.trial": os.environ.get("ORCH_TRIAL", ""),
+    }
+
+
 def main(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
     """Run one training job.
 
@@ -170,14 +188,16 @@ def main(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
         cfg: The composed config (``sweeps.config.compose(...)`` or Hydra's).
 
     Returns:
-        ``status`` (``"completed"``, ``"preempted"`` or ``"diverged"``: the loss became
-        non-finite, the job stopped early), ``val_accuracy``, ``val_loss``,
+        ``status`` (``"completed"``, ``"preempted"``, ``"pruned"``: an Optuna trial the
+        study's pruner stopped, see ``sweeps/trial_link.py``, or ``"diverged"``: the loss
+        became non-finite, the job stopped early), ``val_accuracy``, ``val_loss``,
         ``best_val_accuracy``, ``train_loss``, ``train_accuracy``, ``steps``, ``epochs``,
         ``reached_target``, ``steps_to_target``, ``epochs_to_target``, ``time_to_target_s``
         (training time, evaluation excluded), ``train_time_s``, ``samples_per_sec``,
         ``peak_memory_mb`` (rank 0's peak RSS on CPU, allocated memory on GPU),
         ``peak_memory_mb_per_rank``, ``log_time_s``, ``log_batch_calls``, ``run_id``,
-        ``checkpoint``, ``world_size``.
+        ``checkpoint``, ``world_size``; on rank 0 of a job that was not preempted also
+        ``n_params`` and ``latency_ms`` (the model's cost, ``sweeps/nas.py``).
 
     Raises:
         ConfigError: A config value (or a distributed environment variable) is invalid.
@@ -286,6 +306,9 @@ def _train(c: dict[str, Any], world: World, opened: list[BatchedLogger]) -> dict
     if logger is not None:
         run_id = logger.run_id
         opened.append(logger)
+    # An Optuna trial of the orch_optuna sweeper: report evaluations, stop when pruned.
+    link = TrialLink.from_env() if world.rank == 0 else None
+    prune_now = False
 
     x_all, y_all = data.x_train.to(world.device), data.y_train.to(world.device)
     window = dict.fromkeys(_PHASES, 0.0) | {"steps": 0}
@@ -314,13 +337,18 @@ def _train(c: dict[str, Any], world: World, opened: list[BatchedLogger]) -> dict
     with PreemptionFlag() as flag:
         while step < total:
             t_agree = time.perf_counter()
-            stop, diverged = agree([flag.received is not None, not finite], world)
+            stop, diverged, pruned = agree(
+                [flag.received is not None, not finite, prune_now], world
+            )
             t_agree = time.perf_counter() - t_agree  # counted as communication below
             if diverged:
                 status = "diverged"  # a sweep's too-large learning rate: stop, report, go on
                 break
             if stop:
                 status = "preempted"
+                break
+            if pruned:
+                status = "pruned"  # the study's pruner stopped this trial (decided by rank 0)
                 break
             epoch, i = divmod(step, spe)
             if epoch != order_epoch:
@@ -414,6 +442,8 @@ def _train(c: dict[str, Any], world: World, opened: list[BatchedLogger]) -> dict
                         "steps_to_target": step,
                         "epochs_to_target": step / spe,
                     }
+                if link is not None:
+                    prune_now = link.report(metrics, step)
                 if logger is not None:
                     s = time.perf_counter()
                     logger.log_metrics(metrics, step)
@@ -467,13 +497,23 @@ def _train(c: dict[str, Any], world: World, opened: list[BatchedLogger]) -> dict
         "checkpoint": str(ckpt_path),
         "world_size": world.size,
     }
+    if status != "preempted" and world.rank == 0:
+        result |= model_cost(model, data.shape)
+    if link is not None and status != "preempted":
+        link.finish(status, result)
     if status != "preempted":
         if logger is not None:
             logger.log_metrics(
-                {"final_val_accuracy": last_eval[1], "train_time_s": t["train_time"]}, step
+                {
+                    "final_val_accuracy": last_eval[1],
+                    "train_time_s": t["train_time"],
+                    "n_params": result["n_params"],
+                    "latency_ms": result["latency_ms"],
+                },
+                step,
             )
             logger.set_tags({"status": status})
-            logger.finish("FINISHED" if status == "completed" else "FAILED")
+            logger.finish("FINISHED" if status in ("completed", "pruned") else "FAILED")
             opened.clear()
             result["log_batch_calls"] = logger.calls
         if world.rank == 0:
