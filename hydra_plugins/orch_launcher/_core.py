@@ -122,11 +122,16 @@ class OrchSweep:
             )
         return self.scheduler
 
-    def open_parent_run(self, study: str = "") -> ParentRun | None:
-        """The sweep's MLflow parent run (made once; None when the app does not track)."""
+    def open_parent_run(self, study: str = "", run_id: str | None = None) -> ParentRun | None:
+        """The sweep's MLflow parent run (made once; None when the app does not track).
+
+        Args:
+            study: The Optuna study the sweep drives (tag ``orch.study``).
+            run_id: Reopen this parent run (a resumed study keeps its parent).
+        """
         if self.parent is None:
             self.study = study
-            self.parent = ParentRun.open(self.config, self.sweep_id, study, self.cwd)
+            self.parent = ParentRun.open(self.config, self.sweep_id, study, self.cwd, run_id)
         return self.parent
 
     def _write_shared(self) -> None:
