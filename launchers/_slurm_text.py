@@ -24,6 +24,7 @@ __all__ = [
     "format_time_limit",
     "parse_sacct",
     "parse_sbatch",
+    "parse_sinfo_nodes",
     "parse_squeue",
     "render_sbatch_script",
     "slurm_state",
@@ -103,6 +104,9 @@ class SbatchScript:
         stdout, stderr: ``--output`` / ``--error`` paths.
         env: Exported in the script (quoted).
         extra: More ``#SBATCH`` options, e.g. ``{"--partition": "debug"}``.
+        flags: ``#SBATCH`` options without a value, e.g. ``("--exclusive",)``.
+        srun_options: Options of the ``srun`` line, each one word (``--label``,
+            ``--output=/path/%t.out``); quoted like every other value.
     """
 
     name: str
@@ -115,6 +119,8 @@ class SbatchScript:
     stderr: str | None = None
     env: Mapping[str, str] = field(default_factory=dict)
     extra: Mapping[str, str] = field(default_factory=dict)
+    flags: Sequence[str] = ()
+    srun_options: Sequence[str] = ("--kill-on-bad-exit=1",)
 
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -153,13 +159,18 @@ def render_sbatch_script(spec: SbatchScript) -> str:
         if not _OPTION.match(option):
             raise InvalidRequestError("extra", option, "not a long sbatch option", "--partition")
         lines.append(_sbatch_line(option, value))
+    for flag in spec.flags:
+        if not _OPTION.match(flag):
+            raise InvalidRequestError("flags", flag, "not a long sbatch option", "--exclusive")
+        lines.append(f"#SBATCH {flag}")
     lines.append("set -eu")
     for key, value in sorted(spec.env.items()):
         if not _ENV_NAME.match(key):
             raise InvalidRequestError("env", key, "not a valid variable name", "OMP_NUM_THREADS")
         lines.append(f"export {key}={shlex.quote(value)}")
     command = " ".join(shlex.quote(a) for a in spec.argv)
-    lines.append(f"srun --kill-on-bad-exit=1 {command}")
+    srun = " ".join(shlex.quote(o) for o in ("srun", *spec.srun_options))
+    lines.append(f"{srun} {command}")
     return "\n".join(lines) + "\n"
 
 
@@ -251,3 +262,24 @@ def parse_squeue(text: str) -> list[SlurmJobRecord]:
         nodes = tuple(expand_hostlist(nodelist)) if nodelist and "(" not in nodelist else ()
         records.append(SlurmJobRecord(job_id, slurm_state(state), state, nodes=nodes))
     return records
+
+
+def parse_sinfo_nodes(text: str) -> dict[str, str]:
+    """Rows of ``sinfo -h -N -o '%N|%t'`` -> ``{node: short state}`` (``idle``, ``alloc``,
+    ``mix``, ``down*``, ``drain``, ...). A node listed once per partition keeps its first row.
+
+    >>> parse_sinfo_nodes("n1|idle\\nn2|down*\\n")
+    {'n1': 'idle', 'n2': 'down*'}
+
+    Raises:
+        SlurmParseError: a row that is not ``NODE|STATE``.
+    """
+    states: dict[str, str] = {}
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        parts = line.strip().split("|")
+        if len(parts) != 2 or not parts[0] or not parts[1]:
+            raise SlurmParseError(f"sinfo row is not NODE|STATE: {line!r}")
+        states.setdefault(parts[0], parts[1])
+    return states

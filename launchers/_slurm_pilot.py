@@ -1,0 +1,131 @@
+"""The pilot allocation of the Slurm backend: one batch job holding K nodes for time T.
+
+The daemon packs many of its jobs into sub-blocks of the allocation (each one an ``srun
+--jobid=<pilot> --nodelist=... --exact`` step). The allocation is asked for when jobs wait and
+none is held, and given back once no job of ours has run in it for ``idle_s`` seconds, or when the
+daemon stops with nothing running in it. Its id is kept in ``ROOT/slurm-pilot.json`` so a
+restarted daemon adopts it instead of asking for another.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shlex
+from pathlib import Path
+
+from launchers._slurm_cli import cancel, job_states, sbatch
+from launchers._slurm_poll import Phase, slurm_phase
+from launchers._slurm_text import SlurmJobRecord, format_time_limit
+from launchers.local import atomic_write
+
+__all__ = ["PilotAllocation", "render_pilot_script"]
+
+
+def render_pilot_script(
+    *, name: str, nodes: int, time_s: float, output: str, comment: str, partition: str | None
+) -> str:
+    """The holder script: asks for ``nodes`` whole nodes for ``time_s`` and sleeps; the steps
+    we launch into it do the work. Every value quoted."""
+    options = {
+        "--job-name": name,
+        "--nodes": str(nodes),
+        "--time": format_time_limit(time_s),
+        "--output": output,
+        "--comment": comment,
+    }
+    if partition:
+        options["--partition"] = partition
+    lines = ["#!/bin/bash"]
+    lines += [f"#SBATCH {k}={shlex.quote(v)}" for k, v in options.items()]
+    # Whole nodes (our allocator gives whole nodes), and no requeue by Slurm: when the
+    # allocation ends, the daemon requeues the jobs that ran in it, on the next allocation.
+    lines += ["#SBATCH --exclusive", "#SBATCH --no-requeue", "exec sleep infinity"]
+    return "\n".join(lines) + "\n"
+
+
+class PilotAllocation:
+    """One held allocation (or none).
+
+    Args:
+        root: The backend's state folder.
+        tag: This backend's tag (the allocation's ``--comment``, naming its owner).
+        nodes: K, the nodes asked for.
+        time_s: T, the allocation's time limit.
+        idle_s: Give the allocation back after this long without a job of ours in it.
+        partition: The Slurm partition (None: the default one).
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        tag: str,
+        *,
+        nodes: int,
+        time_s: float,
+        idle_s: float,
+        partition: str | None,
+    ) -> None:
+        self.root = root
+        self.tag = tag
+        self.size = nodes
+        self.time_s = time_s
+        self.idle_s = idle_s
+        self.partition = partition
+        self.state_file = root / "slurm-pilot.json"
+        self.slurm_id: str | None = None
+        self.phase: Phase | None = None
+        self.nodes: tuple[str, ...] = ()
+        self.idle_since: float | None = None
+        self._load()
+
+    def _load(self) -> None:
+        with contextlib.suppress(FileNotFoundError, ValueError, KeyError):
+            self.slurm_id = str(json.loads(self.state_file.read_text())["slurm_id"])
+
+    @property
+    def running(self) -> bool:
+        """The allocation is granted and its nodes known."""
+        return self.slurm_id is not None and self.phase is Phase.ACTIVE and bool(self.nodes)
+
+    def is_live(self, slurm_id: str) -> bool:
+        """``slurm_id`` is the allocation we hold and it has not ended."""
+        return slurm_id == self.slurm_id and self.phase is Phase.ACTIVE
+
+    def update(self, records: dict[str, SlurmJobRecord] | None = None) -> None:
+        """Refresh from ``records`` (a poll's squeue) or one ``squeue`` of its own."""
+        if self.slurm_id is None:
+            return
+        if records is None or self.slurm_id not in records:
+            records = job_states([self.slurm_id])
+        record = records.get(self.slurm_id)
+        self.phase = slurm_phase(record.raw_state) if record is not None else None
+        if self.phase is Phase.ACTIVE and record is not None:
+            self.nodes = record.nodes  # empty while pending
+        else:
+            self._forget()
+
+    def acquire(self, now: float) -> None:
+        """Ask Slurm for the allocation (returns at once; it may pend)."""
+        script = render_pilot_script(
+            name=f"orch-pilot-{self.tag}",
+            nodes=self.size,
+            time_s=self.time_s,
+            output=str(self.root / "pilot-%j.out"),
+            comment=self.tag,
+            partition=self.partition,
+        )
+        self.slurm_id = sbatch(script)
+        self.phase, self.nodes, self.idle_since = Phase.ACTIVE, (), now
+        atomic_write(self.state_file, json.dumps({"slurm_id": self.slurm_id}))
+
+    def release(self) -> None:
+        """Give the allocation back (steps still in it are killed by Slurm)."""
+        if self.slurm_id is not None:
+            cancel(self.slurm_id)
+        self._forget()
+
+    def _forget(self) -> None:
+        self.slurm_id, self.phase, self.nodes, self.idle_since = None, None, (), None
+        with contextlib.suppress(FileNotFoundError):
+            self.state_file.unlink()

@@ -1,0 +1,513 @@
+"""The Slurm backend: runs allocated jobs through a real Slurm, direct or inside a pilot.
+
+Direct mode (default): one Slurm batch job per attempt of ours, pinned to the nodes our allocator
+chose (``--nodelist``, ``-N``, whole nodes), whose script ``srun``s the tasks through a small
+wrapper (``_slurm_task.py``) that exports the rank variables every backend gives and records each
+task's exit status. Pilot mode (``mode=pilot``): the backend holds one allocation of K nodes
+(:mod:`launchers._slurm_pilot`) and starts each job as a step in it (``srun --jobid=<pilot>
+--nodelist=... --exact``); the daemon may only place jobs on the allocation's nodes.
+
+Polling is one ``squeue`` for every job of ours per tick (``sacct`` only for jobs the controller
+has forgotten); what it and the wrappers report is judged by the pure :func:`decide`. Everything
+needed to find a job again is in its handle, so a restarted daemon re-attaches.
+
+The job's folder is shared by the daemon and the tasks (``JobPaths``): on this machine every node
+is local; on a real cluster the daemon's state folder must be on a shared file system, as
+submitit's is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from launchers._base import BaseBackend, Handle, LaunchSpec, PollResult
+from launchers._slurm_cli import cancel, job_states, node_states, run_slurm, sbatch
+from launchers._slurm_pilot import PilotAllocation
+from launchers._slurm_poll import Phase, TaskEnd, decide, parse_rc, slurm_phase
+from launchers._slurm_text import SbatchScript, SlurmJobRecord, render_sbatch_script
+from launchers.local import JobPaths, atomic_write, free_port, process_start_ticks
+from orchestrator.exceptions import BackendError, InvalidRequestError
+from orchestrator.resources.hostlist import compress_hostlist
+from orchestrator.resources.request import parse_duration
+
+if TYPE_CHECKING:
+    from orchestrator.resources.cluster import Cluster
+
+__all__ = ["SlurmBackend"]
+
+WRAPPER = Path(__file__).resolve().parent / "_slurm_task.py"
+
+OPTIONS: Mapping[str, str] = {
+    "mode": "direct|pilot",
+    "partition": "debug",
+    "pilot_nodes": "16",
+    "pilot_time": "1:00:00",
+    "pilot_idle": "30",
+    "requeue_code": "3",
+    "time_slack": "60",
+}
+"""The ``--backend-opt`` keys the Slurm backend knows, with an example each."""
+
+_KILL_EVERY_S = 2.0
+"""A repeated SIGKILL (the daemon repeats it every tick) reaches scancel this often at most."""
+
+
+class SlurmBackend(BaseBackend):
+    """Runs jobs as Slurm jobs (direct) or as steps of one held allocation (pilot).
+
+    Args:
+        root: The backend's state folder (job folders, the pilot's id).
+        pool: The node names of the daemon's cluster (Slurm's names).
+        mode: ``direct`` or ``pilot``.
+        partition: The Slurm partition (None: the default one).
+        pilot_nodes, pilot_time_s, pilot_idle_s: The pilot allocation's K, T and idle timeout.
+        requeue_code: A task that was sent a signal by the engine and exits with this status
+            checkpointed and wants to run again (None: no such status).
+        time_slack_s: Slurm's own time limit is the job's walltime plus this (the daemon
+            enforces the walltime; Slurm's limit is the safety net while the daemon is down).
+        python: The interpreter that runs the task wrapper on the nodes.
+    """
+
+    name = "slurm"
+
+    def __init__(
+        self,
+        root: Path,
+        pool: Sequence[str],
+        *,
+        mode: str = "direct",
+        partition: str | None = None,
+        pilot_nodes: int | None = None,
+        pilot_time_s: float = 3600.0,
+        pilot_idle_s: float = 30.0,
+        requeue_code: int | None = 3,
+        time_slack_s: float = 60.0,
+        python: str = sys.executable,
+    ) -> None:
+        if mode not in ("direct", "pilot"):
+            raise InvalidRequestError("mode", mode, "expected direct or pilot", "mode=pilot")
+        self.root = Path(root)
+        if "%" in str(self.root):
+            # Slurm expands %j, %t, ... in --output paths.
+            raise InvalidRequestError("root", str(root), "must not contain '%'", "/srv/orch")
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.pool = tuple(pool)
+        self.mode = mode
+        self.partition = partition
+        self.requeue_code = requeue_code
+        self.time_slack_s = time_slack_s
+        self.python = python
+        # Names this backend's Slurm jobs: two daemons sharing one Slurm never touch each
+        # other's jobs.
+        self.tag = "orch-" + hashlib.sha1(str(self.root.resolve()).encode()).hexdigest()[:10]
+        self._signalled: set[tuple[int, int]] = set()
+        self._last_kill: dict[tuple[int, int], float] = {}
+        self._children: dict[int, subprocess.Popen[bytes]] = {}
+        self._pilot_jobs: set[tuple[int, int]] = set()
+        self.pilot: PilotAllocation | None = None
+        if mode == "pilot":
+            self.pilot = PilotAllocation(
+                self.root,
+                self.tag,
+                nodes=pilot_nodes or len(self.pool),
+                time_s=pilot_time_s,
+                idle_s=pilot_idle_s,
+                partition=partition,
+            )
+            self.pilot.update()
+
+    @classmethod
+    def create(cls, root: Path, cluster: Cluster, options: Mapping[str, str]) -> SlurmBackend:
+        """``--backend slurm`` with ``--backend-opt`` keys from :data:`OPTIONS`."""
+        for key in options:
+            if key not in OPTIONS:
+                raise InvalidRequestError(
+                    "backend-opt",
+                    key,
+                    f"the slurm backend knows {', '.join(OPTIONS)}",
+                    "mode=pilot",
+                )
+        pilot_nodes = options.get("pilot_nodes")
+        requeue = options.get("requeue_code", "3")
+        if pilot_nodes is not None and (not pilot_nodes.isdigit() or int(pilot_nodes) < 1):
+            raise InvalidRequestError("pilot_nodes", pilot_nodes, "expected a count >= 1", "4")
+        if pilot_nodes is not None and int(pilot_nodes) > cluster.size:
+            raise InvalidRequestError(
+                "pilot_nodes", pilot_nodes, f"the cluster has {cluster.size} nodes", "4"
+            )
+        if requeue not in ("", "none") and not requeue.isdigit():
+            raise InvalidRequestError("requeue_code", requeue, "expected a status or none", "3")
+        return cls(
+            root,
+            cluster.topology.node_names,
+            mode=options.get("mode", "direct"),
+            partition=options.get("partition") or None,
+            pilot_nodes=int(pilot_nodes) if pilot_nodes else None,
+            pilot_time_s=parse_duration(options.get("pilot_time", "3600"), "pilot_time"),
+            pilot_idle_s=parse_duration(options.get("pilot_idle", "30"), "pilot_idle"),
+            requeue_code=int(requeue) if requeue.isdigit() else None,
+            time_slack_s=parse_duration(options.get("time_slack", "60"), "time_slack"),
+        )
+
+    # -- paths and environment ------------------------------------------------------------------
+
+    def paths(self, job_id: int) -> JobPaths:
+        return JobPaths(self.root, job_id)
+
+    def output_paths(self, job_id: int) -> tuple[str, str]:
+        paths = self.paths(job_id)
+        return str(paths.stdout), str(paths.stderr)
+
+    def _argv(self, spec: LaunchSpec, paths: JobPaths) -> list[str]:
+        if spec.script is not None:
+            atomic_write(paths.script, spec.script, mode=stat.S_IRWXU)
+            if spec.script.startswith("#!"):
+                return [str(paths.script)]
+            return ["/bin/sh", str(paths.script)]
+        if not spec.argv:
+            raise BackendError(f"job {spec.job_id}: neither a command nor a script to run")
+        return list(spec.argv)
+
+    def _environment(self, spec: LaunchSpec) -> dict[str, str]:
+        """The job's variables; the wrapper adds the per-task ones (RANK, LOCAL_RANK, ...)."""
+        env = dict(spec.env)
+        n_nodes, tpn = len(spec.nodes), spec.tasks_per_node
+        env.update(
+            {
+                "ORCH_JOB_ID": str(spec.job_id),
+                "ORCH_JOB_NAME": spec.name,
+                "ORCH_ATTEMPT": str(spec.attempt),
+                "ORCH_NODELIST": compress_hostlist(spec.nodes),
+                "ORCH_NODES": ",".join(spec.nodes),
+                "ORCH_NUM_NODES": str(n_nodes),
+                "ORCH_TASKS_PER_NODE": str(tpn),
+                "ORCH_CPUS_PER_TASK": str(spec.cpus_per_task),
+                # The first node of ours hosts rank 0 (torch.distributed's env:// meets there).
+                "MASTER_ADDR": spec.nodes[0],
+                "MASTER_PORT": str(free_port()),
+                "WORLD_SIZE": str(n_nodes * tpn),
+                "LOCAL_WORLD_SIZE": str(tpn),
+                "OMP_NUM_THREADS": str(spec.cpus_per_task),
+            }
+        )
+        return env
+
+    def _time_limit(self, spec: LaunchSpec) -> float | None:
+        walltime = getattr(spec, "walltime_s", None)
+        return None if walltime is None else float(walltime) + self.time_slack_s
+
+    # -- start ----------------------------------------------------------------------------------
+
+    def start(self, spec: LaunchSpec) -> Handle:
+        paths = self.paths(spec.job_id)
+        attempt_dir = paths.attempt(spec.attempt)
+        try:
+            attempt_dir.mkdir(parents=True, exist_ok=True)
+            argv = self._argv(spec, paths)
+        except OSError as e:
+            raise BackendError(f"job {spec.job_id}: cannot prepare {paths.folder}: {e}") from e
+        task = [self.python, "-I", "-S", str(WRAPPER), str(attempt_dir), "--", *argv]
+        cwd = spec.workdir or str(paths.folder)
+        handle: Handle = {
+            "mode": self.mode,
+            "job_id": spec.job_id,
+            "attempt": spec.attempt,
+            "dir": str(attempt_dir),
+            "ranks": len(spec.nodes) * spec.tasks_per_node,
+        }
+        if self.pilot is not None:
+            handle.update(self._start_step(spec, task, cwd, paths))
+            self._pilot_jobs.add((spec.job_id, spec.attempt))
+        else:
+            handle["slurm_id"] = self._submit(spec, task, cwd, paths)
+        return handle
+
+    def _submit(self, spec: LaunchSpec, task: list[str], cwd: str, paths: JobPaths) -> str:
+        extra = {"--open-mode": "append", "--chdir": cwd, "--comment": self._comment(spec)}
+        if self.partition:
+            extra["--partition"] = self.partition
+        script = SbatchScript(
+            name=spec.name or f"orch-{spec.job_id}",
+            argv=task,
+            nodelist=spec.nodes,
+            tasks_per_node=spec.tasks_per_node,
+            cpus_per_task=spec.cpus_per_task,
+            time_s=self._time_limit(spec),
+            stdout=str(paths.stdout),
+            stderr=str(paths.stderr),
+            env=self._environment(spec),
+            extra=extra,
+            # Whole nodes: our allocator never shares a node, so Slurm must not either. No
+            # requeue by Slurm: it would wait for the very nodes that failed; the daemon
+            # requeues elsewhere instead.
+            flags=("--exclusive", "--no-requeue"),
+            # The daemon stops the other tasks when one fails (SIGTERM, grace, SIGKILL), as
+            # with every backend; --label tells the ranks' lines apart in the shared files.
+            srun_options=(
+                "--kill-on-bad-exit=0",
+                "--label",
+                f"--cpus-per-task={spec.cpus_per_task}",
+            ),
+        )
+        try:
+            text = render_sbatch_script(script)
+        except InvalidRequestError as e:
+            raise BackendError(f"job {spec.job_id}: {e}") from e
+        atomic_write(paths.attempt(spec.attempt) / "sbatch.sh", text)
+        slurm_id = sbatch(text)
+        atomic_write(paths.attempt(spec.attempt) / "slurm_id", slurm_id + "\n")
+        return slurm_id
+
+    def _comment(self, spec: LaunchSpec) -> str:
+        return f"{self.tag}:{spec.job_id}:{spec.attempt}"
+
+    def _start_step(
+        self, spec: LaunchSpec, task: list[str], cwd: str, paths: JobPaths
+    ) -> dict[str, object]:
+        assert self.pilot is not None
+        pilot_id = self.pilot.slurm_id
+        if pilot_id is None or not self.pilot.running:
+            raise BackendError(f"job {spec.job_id}: no pilot allocation is running")
+        outside = set(spec.nodes) - set(self.pilot.nodes)
+        if outside:
+            raise BackendError(
+                f"job {spec.job_id}: nodes {sorted(outside)} are outside the pilot allocation"
+            )
+        argv = [
+            "srun",
+            f"--jobid={pilot_id}",
+            f"--job-name={self._comment(spec)}",
+            f"--nodes={len(spec.nodes)}",
+            f"--nodelist={compress_hostlist(spec.nodes)}",
+            f"--ntasks={len(spec.nodes) * spec.tasks_per_node}",
+            f"--ntasks-per-node={spec.tasks_per_node}",
+            f"--cpus-per-task={spec.cpus_per_task}",
+            "--exact",
+            "--kill-on-bad-exit=0",
+            "--label",
+            f"--chdir={cwd}",
+        ]
+        limit = self._time_limit(spec)
+        if limit is not None:
+            argv.append(f"--time={max(1, int(-(-limit // 60)))}")
+        env = dict(os.environ)
+        # A daemon started inside a Slurm job must not pass that job's identity to the step.
+        for key in [k for k in env if k.startswith("SLURM_")]:
+            del env[key]
+        env.update(self._environment(spec))
+        try:
+            with open(paths.stdout, "ab") as out, open(paths.stderr, "ab") as err:
+                proc = subprocess.Popen(
+                    [*argv, *task],
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=err,
+                    start_new_session=True,
+                )
+        except OSError as e:
+            raise BackendError(f"job {spec.job_id}: cannot run srun: {e}") from e
+        self._children[proc.pid] = proc
+        ticks = process_start_ticks(proc.pid) or 0
+        return {"pilot": pilot_id, "srun": [proc.pid, ticks]}
+
+    # -- poll -----------------------------------------------------------------------------------
+
+    def _tasks(self, handle: Handle) -> list[TaskEnd | None]:
+        folder = Path(handle["dir"])
+        ends: list[TaskEnd | None] = []
+        for rank in range(int(handle["ranks"])):
+            try:
+                ends.append(parse_rc((folder / f"task-{rank}.rc").read_text()))
+            except FileNotFoundError:
+                ends.append(None)
+        return ends
+
+    def poll(self, handles: Mapping[int, Handle]) -> dict[int, PollResult]:
+        for pid, proc in list(self._children.items()):
+            if proc.poll() is not None:
+                del self._children[pid]
+        ids = {str(h["slurm_id"]) for h in handles.values() if h.get("slurm_id")}
+        ids |= {str(h["pilot"]) for h in handles.values() if h.get("pilot")}
+        if self.pilot is not None and self.pilot.slurm_id is not None:
+            ids.add(self.pilot.slurm_id)
+        try:
+            records = job_states(ids)
+        except BackendError:
+            return {}  # no news this tick; the jobs are looked at again at the next
+        if self.pilot is not None:
+            self.pilot.update(records)
+        out: dict[int, PollResult] = {}
+        for job_id, handle in handles.items():
+            key = (job_id, int(handle["attempt"]))
+            ours = key in self._signalled
+            if handle.get("mode") == "pilot":
+                self._pilot_jobs.add(key)
+                out[job_id] = self._poll_step(handle, records, ours)
+                continue
+            record = records.get(str(handle["slurm_id"]))
+            phase = _phase(record)
+            exit_code = (record.exit_code, record.signal) if record is not None else None
+            out[job_id] = decide(
+                phase,
+                self._tasks(handle),
+                slurm_exit=exit_code,
+                signalled_by_us=ours,
+                requeue_code=self.requeue_code,
+            )
+        return out
+
+    def _poll_step(
+        self, handle: Handle, records: Mapping[str, SlurmJobRecord], ours: bool
+    ) -> PollResult:
+        pid, ticks = handle["srun"]
+        tasks = self._tasks(handle)
+        if process_start_ticks(int(pid)) == int(ticks):
+            return decide(Phase.ACTIVE, tasks)
+        pilot = records.get(str(handle["pilot"]))
+        ended = _phase(pilot) is not Phase.ACTIVE
+        return decide(
+            Phase.ENDED,
+            tasks,
+            signalled_by_us=ours,
+            requeue_code=self.requeue_code,
+            allocation_ended=ended,
+        )
+
+    # -- signals --------------------------------------------------------------------------------
+
+    def signal(self, handle: Handle, signum: int) -> None:
+        key = (int(handle["job_id"]), int(handle["attempt"]))
+        self._signalled.add(key)
+        if signum == signal.SIGKILL:
+            now = time.monotonic()
+            if now - self._last_kill.get(key, -_KILL_EVERY_S) < _KILL_EVERY_S:
+                return
+            self._last_kill[key] = now
+        if handle.get("mode") == "pilot":
+            self._signal_step(handle, signum)
+            return
+        slurm_id = str(handle["slurm_id"])
+        if signum == signal.SIGKILL:
+            cancel(slurm_id)
+            return
+        # To the tasks of every step (not the batch shell, whose srun then returns their
+        # statuses); a job Slurm has not started yet is simply cancelled.
+        name = signal.Signals(signum).name.removeprefix("SIG")
+        said = run_slurm(["scancel", f"--signal={name}", slurm_id], check=False)
+        del said
+        records = job_states([slurm_id])
+        record = records.get(slurm_id)
+        if record is not None and record.raw_state == "PENDING":
+            cancel(slurm_id)
+
+    def _signal_step(self, handle: Handle, signum: int) -> None:
+        pid, ticks = handle["srun"]
+        if signum != signal.SIGKILL and process_start_ticks(int(pid)) == int(ticks):
+            # srun forwards the signal to every task of its step.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(int(pid), signum)
+            return
+        name = f"{self.tag}:{handle['job_id']}:{handle['attempt']}"
+        for step in self._steps(str(handle["pilot"]), name):
+            cancel(step)
+
+    def _steps(self, pilot_id: str, name: str) -> list[str]:
+        """Step ids (``P.s``) of the pilot's steps called ``name``."""
+        text = run_slurm(["squeue", "-h", "-s", "-j", pilot_id, "-o", "%i|%j"], check=False)
+        steps = []
+        for line in text.splitlines():
+            step, _, found = line.strip().partition("|")
+            if found == name:
+                steps.append(step)
+        return steps
+
+    def abort_start(self, job_id: int, attempt: int) -> None:
+        paths = self.paths(job_id)
+        attempt_dir = paths.attempt(attempt)
+        if not attempt_dir.is_dir():
+            return
+        atomic_write(paths.abort_file(attempt), "aborted\n")
+        comment = f"{self.tag}:{job_id}:{attempt}"
+        if self.pilot is not None:
+            if self.pilot.slurm_id is not None:
+                for step in self._steps(self.pilot.slurm_id, comment):
+                    cancel(step)
+            return
+        text = run_slurm(["squeue", "-h", "-o", "%i|%k"], check=False)
+        for line in text.splitlines():
+            slurm_id, _, found = line.strip().partition("|")
+            if found == comment:
+                cancel(slurm_id)
+
+    def forget(self, handle: Handle) -> None:
+        key = (int(handle["job_id"]), int(handle["attempt"]))
+        self._signalled.discard(key)
+        self._last_kill.pop(key, None)
+        self._pilot_jobs.discard(key)
+
+    # -- nodes, demand, close -------------------------------------------------------------------
+
+    def unavailable_nodes(self) -> frozenset[str]:
+        if self.pilot is not None:
+            return self._pilot_unavailable()
+        try:
+            states = node_states()
+        except BackendError:
+            return frozenset(self.pool)  # Slurm unreachable: start nothing
+        # Only an idle node is ours to give: allocated or mixed ones run others' jobs (or ours,
+        # which the daemon holds anyway), and down, drained, not responding (*) or
+        # completing nodes cannot take a job now.
+        return frozenset(n for n in self.pool if states.get(n) != "idle")
+
+    def _pilot_unavailable(self) -> frozenset[str]:
+        assert self.pilot is not None
+        pilot = self.pilot
+        with contextlib.suppress(BackendError):
+            pilot.update()
+            now = time.time()
+            if pilot.slurm_id is not None and not self._pilot_jobs:
+                if pilot.idle_since is None:
+                    pilot.idle_since = now
+                elif now - pilot.idle_since >= pilot.idle_s:
+                    pilot.release()
+            elif self._pilot_jobs:
+                pilot.idle_since = None
+        if not pilot.running:
+            return frozenset(self.pool)
+        mine = set(pilot.nodes)
+        return frozenset(n for n in self.pool if n not in mine)
+
+    def demand(self, nodes: int) -> None:
+        """Jobs asking for ``nodes`` nodes in all wait: a pilot backend without an allocation
+        asks for one."""
+        pilot = self.pilot
+        if pilot is None or nodes <= 0 or pilot.slurm_id is not None:
+            return
+        with contextlib.suppress(BackendError):
+            pilot.acquire(time.time())
+
+    def close(self) -> None:
+        pilot = self.pilot
+        if pilot is not None and pilot.slurm_id is not None and not self._pilot_jobs:
+            with contextlib.suppress(BackendError):
+                pilot.release()
+
+
+def _phase(record: SlurmJobRecord | None) -> Phase | None:
+    if record is None:
+        return None
+    try:
+        return slurm_phase(record.raw_state)
+    except KeyError:
+        return Phase.ACTIVE  # a state newer than this table: wait and see
