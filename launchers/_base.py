@@ -144,6 +144,11 @@ class BaseBackend(ABC):
         other users' jobs). Called once per scheduling pass: one batched query at most."""
         return frozenset()
 
+    def demand(self, nodes: int) -> None:  # noqa: B027 - optional hook
+        """Called once per scheduling pass, before :meth:`unavailable_nodes`, with the nodes the
+        jobs ready to start ask for in all (0: none wait). A pilot backend asks its engine for
+        an allocation when jobs wait and it holds none."""
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """The daemon is stopping: release what the backend holds for itself (a pilot
         allocation with no job of ours left, a connection). Running jobs are not touched."""

@@ -102,6 +102,13 @@ def schedule(daemon: Daemon, now: float) -> None:
             daemon.dependent.discard(job_id)
         elif job_or_none.state is S.PENDING:
             settle_dependencies(daemon, job_or_none, now)
+    daemon.backend.demand(
+        sum(
+            j.request.node_count
+            for j in daemon.waiting.values()
+            if j.state is S.PENDING and j.not_before <= now and not j.dependency
+        )
+    )
     free = daemon.schedulable()
     if not free.any():
         daemon.head = None
