@@ -22,9 +22,12 @@ from orchestrator.scheduling.job import JobState
 
 __all__ = [
     "PJM_END_CODES",
+    "PJM_ERRORS",
     "PJM_STATES",
     "PjmError",
     "PjmJobStatus",
+    "PjmLimitError",
+    "PjmNoSuchJobError",
     "PjmScript",
     "format_elapse",
     "parse_pjdel",
@@ -48,6 +51,19 @@ class PjmError(OrchestratorError):
         self.code = code
         self.command = command
         super().__init__(f"PJM {code} {command}: {message}")
+
+
+class PjmLimitError(PjmError):
+    """``PJM 0054``: the request is over a limit of its resource group or of the machine (node
+    count, shape, elapse). Fix the request or choose another group (``-L rscgrp=``)."""
+
+
+class PjmNoSuchJobError(PjmError):
+    """``PJM 0112``: the job does not exist (or has already ended)."""
+
+
+PJM_ERRORS: Mapping[str, type[PjmError]] = {"0054": PjmLimitError, "0112": PjmNoSuchJobError}
+"""PJM message numbers with an exception of their own; any other ``[ERR.]`` is a PjmError."""
 
 
 PJM_STATES: Mapping[str, JobState] = {
@@ -136,6 +152,7 @@ class PjmScript:
         stats: ``-s`` (a statistics file per job).
         mpiexec: Run ``argv`` under ``mpiexec`` (with ``vcoordfile`` when given).
         vcoordfile: Path of a rank placement file for Fujitsu MPI's ``-vcoordfile``.
+        export_all: ``-X``: the job inherits the submitter's environment.
     """
 
     name: str
@@ -153,6 +170,7 @@ class PjmScript:
     stats: bool = False
     mpiexec: bool = False
     vcoordfile: str | None = None
+    export_all: bool = False
 
 
 def render_pjm_script(spec: PjmScript) -> str:
@@ -193,6 +211,8 @@ def render_pjm_script(spec: PjmScript) -> str:
         lines.append(f"#PJM -e {_directive_value('stderr', spec.stderr)}")
     if spec.stats:
         lines.append("#PJM -s")
+    if spec.export_all:
+        lines.append("#PJM -X")
     lines.append("set -eu")
     lines.extend(exports)
     command = " ".join(shlex.quote(a) for a in spec.argv)
@@ -257,7 +277,7 @@ def _messages(text: str) -> list[tuple[str, str, str, str]]:
 def _raise_errors(text: str) -> None:
     for level, code, command, message in _messages(text):
         if level == "ERR.":
-            raise PjmError(code, command, message)
+            raise PJM_ERRORS.get(code, PjmError)(code, command, message)
 
 
 def parse_pjsub(text: str) -> str:

@@ -1,0 +1,151 @@
+"""The per-rank supervisor of the PJM backend (standard library only; run by mpiexec).
+
+Usage: ``mpiexec ... python -I -S _pjm_rank.py JOB_JSON``
+
+Fujitsu MPI's mpiexec starts one copy per rank and tells it its rank (``OMPI_COMM_WORLD_RANK``,
+as Open MPI, on which Fujitsu MPI is built). This wrapper turns that into the variables every
+backend of ours exports (``RANK``, ``LOCAL_RANK``, ``ORCH_NODE_RANK``, ...), records its pid and
+start time, runs the job's command, copies the command's stdout and stderr line by line into the
+job's two files with a ``RANK: `` label (as ``srun --label``; one ``write`` per line on a file
+opened for appending, so ranks never interleave within a line), and writes the exit status
+atomically, so the daemon learns how each rank ended even when it was down at the time.
+
+Signals: the daemon cannot reach a process inside a batch job, so it appends signal numbers to
+``signals`` in the attempt's folder (shared file system) and each wrapper forwards them to its
+command. A SIGTERM the wrapper receives itself came from the engine (pjdel, the elapse limit, the
+pilot allocation ending): the status file then says ``engine`` so the backend can requeue.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import IO, Any
+
+POLL_S = 0.05
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _start_ticks(pid: int) -> str:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+
+
+def _pump(source: IO[bytes], fd: int, label: bytes) -> None:
+    """Copy lines from ``source`` to ``fd``, each prefixed, each in one write."""
+    for line in iter(source.readline, b""):
+        os.write(fd, label + (line if line.endswith(b"\n") else line + b"\n"))
+    source.close()
+
+
+def _signals(path: Path) -> list[int]:
+    try:
+        return [int(w) for w in path.read_text().split()]
+    except (FileNotFoundError, ValueError):
+        return []
+
+
+def main(args: list[str]) -> int:
+    if len(args) != 1:
+        print("usage: _pjm_rank.py JOB_JSON", file=sys.stderr)
+        return 2
+    job: dict[str, Any] = json.loads(Path(args[0]).read_text())
+    folder = Path(job["dir"])
+    rank_text = os.environ.get("OMPI_COMM_WORLD_RANK", os.environ.get("PMIX_RANK"))
+    if rank_text is None:
+        print("orch: no rank from mpiexec (OMPI_COMM_WORLD_RANK)", file=sys.stderr)
+        return 2
+    rank = int(rank_text)
+    pid = os.getpid()
+    _atomic_write(folder / f"task-{rank}.pid", f"{pid} {_start_ticks(pid)}\n")
+    if (folder / "abort").exists():
+        return 125
+    engine_signal: list[int] = []
+
+    def on_signal(signum: int, _frame: object) -> None:
+        # The command is in our process group and got the same signal: just remember it.
+        engine_signal.append(signum)
+
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, on_signal)
+    tpn = int(job["tasks_per_node"])
+    nodes: list[str] = job["nodes"]
+    node_rank = rank // tpn
+    env = dict(os.environ)
+    env.update(job["env"])
+    env.update(
+        {
+            "ORCH_NODE_RANK": str(node_rank),
+            "ORCH_NODENAME": nodes[node_rank],
+            "ORCH_TASK_RANK": str(rank),
+            "RANK": str(rank),
+            "LOCAL_RANK": str(rank % tpn),
+            "GROUP_RANK": str(node_rank),
+        }
+    )
+    signals_path = folder / "signals"
+    pending = _signals(signals_path)
+    if pending:  # cancelled before this rank started: do not start it
+        code = 128 + pending[-1]
+        _atomic_write(folder / f"task-{rank}.rc", f"{code}\n")
+        return code
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
+    out_fd = os.open(job["stdout"], flags, 0o644)
+    err_fd = os.open(job["stderr"], flags, 0o644)
+    label = f"{rank}: ".encode()
+    try:
+        child = subprocess.Popen(
+            job["argv"],
+            env=env,
+            cwd=job["cwd"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+    except OSError as e:
+        os.write(err_fd, label + f"orch: cannot run {job['argv'][0]!r}: {e}\n".encode())
+        code = 127 if isinstance(e, FileNotFoundError) else 126
+        _atomic_write(folder / f"task-{rank}.rc", f"{code}\n")
+        return code
+    assert child.stdout is not None and child.stderr is not None
+    pumps = [
+        threading.Thread(target=_pump, args=(child.stdout, out_fd, label), daemon=True),
+        threading.Thread(target=_pump, args=(child.stderr, err_fd, label), daemon=True),
+    ]
+    for pump in pumps:
+        pump.start()
+    forwarded = 0
+    while True:
+        try:
+            code = child.wait(timeout=POLL_S)
+            break
+        except subprocess.TimeoutExpired:
+            pass
+        requested = _signals(signals_path)
+        for number in requested[forwarded:]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child.pid, number)
+        forwarded = len(requested)
+    deadline = time.monotonic() + 2.0
+    for pump in pumps:  # a grandchild may hold the pipes open: do not wait for it forever
+        pump.join(max(0.0, deadline - time.monotonic()))
+    if code < 0:
+        code = 128 - code
+    how = " engine" if engine_signal and forwarded == 0 else ""
+    _atomic_write(folder / f"task-{rank}.rc", f"{code}{how}\n")
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

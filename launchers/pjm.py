@@ -1,0 +1,542 @@
+"""The PJM backend: runs allocated jobs through Fujitsu PJM (``pjsub``, ``pjstat``, ``pjdel``).
+
+Two ways to use a PJM machine (``--backend-opt mode=direct|pilot``):
+
+* **direct**: one PJM job per job of ours. Its ``#PJM -L node=`` is the request's shape (a
+  torus cluster) or its node count, its elapse limit the walltime plus a margin (the daemon
+  enforces the walltime itself, so PJM's limit only catches a daemon that is down), its ranks
+  ``--mpi proc=`` and ``max-proc-per-node=``. PJM chooses the nodes: the node names our allocator
+  chose are what the job is told (``ORCH_NODELIST``), not where PJM runs it.
+* **pilot**: one PJM allocation of a fixed shape (``pilot_shape=AxBxC``), given to the daemon as
+  its cluster (:func:`pilot_cluster`), so our own allocator packs many jobs into sub-boxes of it;
+  an agent inside the allocation (``_pjm_pilot.py``) starts each with ``mpiexec -vcoordfile``,
+  one line of node coordinates per rank. This is how many small jobs run on Fugaku, where the
+  number of PJM jobs per user is capped. The allocation is submitted when a job needs it and
+  given back when the agent has been idle ``pilot_idle`` seconds; when it ends under running
+  jobs (elapse, pjdel) they are requeued (:attr:`Liveness.REQUEUE`).
+
+In both modes every rank runs under ``_pjm_rank.py``, which exports the same rank variables as
+the local backend, labels each output line with its rank and records the exit status in the
+job's folder (a shared file system), so a restarted daemon re-attaches by the handle alone.
+
+Polling is one ``pjstat`` call per tick for every job (plus one ``pjstat -H`` for jobs that
+left the queue without leaving every rank's status). Nodes that are not ours: PJM shows no other
+user's jobs, so :meth:`PjmBackend.unavailable_nodes` knows none.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from launchers._base import BaseBackend, Handle, LaunchSpec, Liveness, PollResult
+from launchers._pjm_text import (
+    PjmError,
+    PjmNoSuchJobError,
+    PjmScript,
+    parse_pjdel,
+    parse_pjstat,
+    parse_pjsub,
+    render_pjm_script,
+    vcoord_file,
+)
+from launchers.local import JobPaths, atomic_write, free_port
+from orchestrator.exceptions import BackendError, InvalidRequestError
+from orchestrator.resources.cluster import Cluster
+from orchestrator.resources.hostlist import compress_hostlist
+from orchestrator.resources.request import Shape, parse_duration, parse_shape
+from orchestrator.resources.topology import NodeResources, Torus3DTopology
+
+__all__ = ["PjmBackend", "pilot_cluster"]
+
+HERE = Path(__file__).resolve().parent
+RANK_SCRIPT = HERE / "_pjm_rank.py"
+PILOT_SCRIPT = HERE / "_pjm_pilot.py"
+OPTIONS = {
+    "mode": "direct | pilot",
+    "rscgrp": "resource group, e.g. small",
+    "group": "project group (-g)",
+    "elapse": "pilot allocation's elapse (direct: for jobs without walltime), e.g. 01:00:00",
+    "elapse_margin": "seconds added to a job's walltime for PJM's elapse limit (direct)",
+    "pilot_shape": "the pilot allocation's shape, e.g. 2x3x2 (default: the cluster's dims)",
+    "pilot_idle": "seconds the pilot agent waits idle before giving the allocation back",
+    "python": "interpreter for the rank wrapper and the agent on the compute nodes",
+    "inherit_env": "0: jobs do not inherit the daemon's environment (no #PJM -X)",
+}
+FINISHED = {"EXT", "CCL", "ERR", "RJT"}
+COMMAND_TIMEOUT_S = 60.0
+
+
+def pilot_cluster(shape: str, node: NodeResources | None = None) -> Cluster:
+    """The daemon's cluster for a pilot allocation of ``shape`` (``AxBxC``): a torus of that
+    shape whose node ``t{x}-{y}-{z}`` is the allocation's node at those coordinates.
+
+    >>> pilot_cluster("2x3x2").size
+    12
+    """
+    extents = parse_shape(shape).extents3
+    return Cluster(
+        name=f"pjm-pilot-{extents[0]}x{extents[1]}x{extents[2]}",
+        topology=Torus3DTopology(extents),
+        node=node or NodeResources(cpus=48, memory_mb=32768),
+    )
+
+
+def _node_coords(name: str) -> tuple[int, int, int]:
+    """``t1-2-0`` -> ``(1, 2, 0)`` (names of :class:`Torus3DTopology`)."""
+    try:
+        x, y, z = (int(v) for v in name[1:].split("-"))
+    except ValueError:
+        raise BackendError(f"node {name!r} is not a torus node name tX-Y-Z") from None
+    return (x, y, z)
+
+
+def _box_coords(extents: Sequence[int], count: int) -> list[tuple[int, ...]]:
+    """The first ``count`` coordinates of a box, last axis fastest (rank order of a shape)."""
+    out: list[tuple[int, ...]] = []
+    for k in range(count):
+        coords: list[int] = []
+        rest = k
+        for e in reversed(extents):
+            rest, c = divmod(rest, e)
+            coords.append(c)
+        out.append(tuple(reversed(coords)))
+    return out
+
+
+class PjmBackend(BaseBackend):
+    """Runs jobs through PJM, direct or inside a pilot allocation (see the module docstring).
+
+    Args:
+        root: The daemon's state folder; jobs live in ``root/jobs/<id>/`` (stdout, stderr,
+            ``attempt-<n>/``) and pilots in ``root/pjm/pilots/<n>/``. It must be on a file
+            system the compute nodes share.
+        mode: ``direct`` or ``pilot``.
+        pilot_shape: The pilot allocation's shape (pilot mode).
+    """
+
+    name = "pjm"
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        mode: str = "direct",
+        rscgrp: str | None = None,
+        group: str | None = None,
+        elapse_s: float = 3600.0,
+        elapse_margin_s: float = 60.0,
+        pilot_shape: Shape | None = None,
+        pilot_idle_s: float = 60.0,
+        python: str = sys.executable,
+        inherit_env: bool = True,
+    ) -> None:
+        if mode not in ("direct", "pilot"):
+            raise InvalidRequestError("mode", mode, "expected direct or pilot", "pilot")
+        if mode == "pilot" and pilot_shape is None:
+            raise InvalidRequestError("pilot_shape", None, "pilot mode needs a shape", "2x3x2")
+        self.root = Path(root)
+        self.mode = mode
+        self.rscgrp = rscgrp
+        self.group = group
+        self.elapse_s = elapse_s
+        self.elapse_margin_s = elapse_margin_s
+        self.pilot_shape = pilot_shape
+        self.pilot_idle_s = pilot_idle_s
+        self.python = python
+        self.inherit_env = inherit_env
+        self.pilots = self.root / "pjm" / "pilots"
+        self.commands_run = 0
+        """External commands run so far (benchmarks and tests count them)."""
+
+    @classmethod
+    def create(cls, root: Path, cluster: Cluster, options: Mapping[str, str]) -> PjmBackend:
+        """``--backend pjm``; ``--backend-opt`` keys: see :data:`OPTIONS`."""
+        unknown = sorted(set(options) - set(OPTIONS))
+        if unknown:
+            raise InvalidRequestError(
+                "backend-opt", unknown[0], f"the pjm backend knows {sorted(OPTIONS)}", "mode=pilot"
+            )
+        mode = options.get("mode", "direct")
+        shape: Shape | None = None
+        if mode == "pilot":
+            topo = cluster.topology
+            if not isinstance(topo, Torus3DTopology):
+                raise InvalidRequestError(
+                    "cluster", cluster.name, "pilot mode schedules a torus of the allocation's "
+                    "shape (launchers.pjm.pilot_cluster)", "pjm-pilot-2x3x2",
+                )  # fmt: skip
+            shape = parse_shape(options.get("pilot_shape", "x".join(map(str, topo.dims))))
+            if shape.extents3 != topo.dims:
+                raise InvalidRequestError(
+                    "pilot_shape", str(shape), f"the cluster {cluster.name!r} is "
+                    "{}x{}x{}: they must be the same".format(*topo.dims),
+                    "x".join(map(str, topo.dims)),
+                )  # fmt: skip
+
+        def seconds(key: str, default: float) -> float:
+            text = options.get(key)
+            if text is None:
+                return default
+            try:
+                return float(parse_duration(text))
+            except (InvalidRequestError, ValueError) as e:
+                raise InvalidRequestError(key, text, "expected seconds or HH:MM:SS", "600") from e
+
+        return cls(
+            root,
+            mode=mode,
+            rscgrp=options.get("rscgrp"),
+            group=options.get("group"),
+            elapse_s=seconds("elapse", 3600.0),
+            elapse_margin_s=seconds("elapse_margin", 60.0),
+            pilot_shape=shape,
+            pilot_idle_s=seconds("pilot_idle", 60.0),
+            python=options.get("python", sys.executable),
+            inherit_env=options.get("inherit_env", "1").lower() not in ("0", "false", "no"),
+        )
+
+    # -- commands -------------------------------------------------------------------------------
+
+    def _run(self, argv: list[str], cwd: Path | None = None) -> str:
+        """Run a PJM command; its stdout and stderr together (PJM prints errors on either)."""
+        if shutil.which(argv[0]) is None:
+            raise BackendError(f"{argv[0]} is not on PATH: is this a PJM login node?")
+        self.commands_run += 1
+        try:
+            done = subprocess.run(
+                argv,
+                cwd=cwd,
+                capture_output=True,
+                text=True,
+                timeout=COMMAND_TIMEOUT_S,
+                check=False,
+            )
+        except (OSError, subprocess.TimeoutExpired) as e:
+            raise BackendError(f"{' '.join(argv)} failed: {e}") from e
+        return done.stdout + done.stderr
+
+    def _pjstat(self, *args: str) -> dict[str, dict[str, str]]:
+        text = self._run(["pjstat", *args])
+        try:
+            return {row.job_id: dict(row.columns) for row in parse_pjstat(text)}
+        except PjmError as e:
+            raise BackendError(f"pjstat: {e}") from e
+
+    def _pjdel(self, pjm_id: str) -> None:
+        try:
+            parse_pjdel(self._run(["pjdel", pjm_id]))
+        except PjmNoSuchJobError:
+            pass  # already ended: nothing to delete
+        except PjmError as e:
+            raise BackendError(f"pjdel {pjm_id}: {e}") from e
+
+    # -- start ----------------------------------------------------------------------------------
+
+    def paths(self, job_id: int) -> JobPaths:
+        return JobPaths(self.root, job_id)
+
+    def output_paths(self, job_id: int) -> tuple[str, str]:
+        paths = self.paths(job_id)
+        return str(paths.stdout), str(paths.stderr)
+
+    def _argv(self, spec: LaunchSpec, paths: JobPaths) -> list[str]:
+        if spec.script is not None:
+            atomic_write(paths.script, spec.script, mode=stat.S_IRWXU)
+            if spec.script.startswith("#!"):
+                return [str(paths.script)]
+            return ["/bin/sh", str(paths.script)]
+        if not spec.argv:
+            raise BackendError(f"job {spec.job_id}: neither a command nor a script to run")
+        return list(spec.argv)
+
+    def _prepare(self, spec: LaunchSpec, paths: JobPaths, coords: list[tuple[int, ...]]) -> Path:
+        """Write the attempt's job file and rank placement; return the attempt folder."""
+        folder = paths.attempt(spec.attempt)
+        n_nodes, tpn = len(spec.nodes), spec.tasks_per_node
+        env = dict(spec.env)
+        env.update(
+            {
+                "ORCH_JOB_ID": str(spec.job_id),
+                "ORCH_JOB_NAME": spec.name,
+                "ORCH_ATTEMPT": str(spec.attempt),
+                "ORCH_NODELIST": compress_hostlist(spec.nodes),
+                "ORCH_NUM_NODES": str(n_nodes),
+                "ORCH_TASKS_PER_NODE": str(tpn),
+                "ORCH_CPUS_PER_TASK": str(spec.cpus_per_task),
+                "MASTER_ADDR": "127.0.0.1",
+                "MASTER_PORT": str(free_port()),
+                "WORLD_SIZE": str(n_nodes * tpn),
+                "LOCAL_WORLD_SIZE": str(tpn),
+                "OMP_NUM_THREADS": str(spec.cpus_per_task),
+            }
+        )
+        job = {
+            "dir": str(folder),
+            "argv": self._argv(spec, paths),
+            "cwd": spec.workdir or str(paths.folder),
+            "env": env,
+            "nodes": list(spec.nodes),
+            "tasks_per_node": tpn,
+            "ranks": n_nodes * tpn,
+            "python": self.python,
+            "stdout": str(paths.stdout),
+            "stderr": str(paths.stderr),
+        }
+        atomic_write(folder / "job.json", json.dumps(job))
+        # One line per rank, ranks of a node together (node-rank order, as the other backends).
+        atomic_write(folder / "vcoord", vcoord_file([c for c in coords for _ in range(tpn)]))
+        return folder
+
+    def start(self, spec: LaunchSpec) -> Handle:
+        paths = self.paths(spec.job_id)
+        folder = paths.attempt(spec.attempt)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            if self.mode == "pilot":
+                coords: list[tuple[int, ...]] = [_node_coords(n) for n in spec.nodes]
+                self._prepare(spec, paths, coords)
+                return self._start_pilot(spec, folder)
+            shape = parse_shape(spec.shape) if spec.shape else None
+            extents = shape.extents if shape is not None else (len(spec.nodes),)
+            self._prepare(spec, paths, _box_coords(extents, len(spec.nodes)))
+        except OSError as e:
+            raise BackendError(f"job {spec.job_id}: cannot prepare {folder}: {e}") from e
+        return self._start_direct(spec, folder, shape)
+
+    def _start_direct(self, spec: LaunchSpec, folder: Path, shape: Shape | None) -> Handle:
+        elapse = (
+            spec.walltime_s + self.elapse_margin_s if spec.walltime_s is not None else self.elapse_s
+        )
+        script = PjmScript(
+            name=f"orch{spec.job_id}",
+            argv=[self.python, "-I", "-S", str(RANK_SCRIPT), str(folder / "job.json")],
+            nodes=None if shape is not None else len(spec.nodes),
+            shape=shape,
+            rscgrp=self.rscgrp,
+            elapse_s=elapse,
+            mpi_proc=len(spec.nodes) * spec.tasks_per_node,
+            max_proc_per_node=spec.tasks_per_node,
+            group=self.group,
+            stdout=str(folder / "pjm.out"),
+            stderr=str(folder / "pjm.err"),
+            mpiexec=True,
+            vcoordfile=str(folder / "vcoord"),
+            export_all=self.inherit_env,
+        )
+        path = folder / "pjm.sh"
+        atomic_write(path, render_pjm_script(script))
+        pjm_id = self._submit(["pjsub", str(path)], folder, f"job {spec.job_id}")
+        atomic_write(folder / "pjm_id", pjm_id + "\n")
+        return {
+            "mode": "direct",
+            "attempt": spec.attempt,
+            "dir": str(folder),
+            "pjm_id": pjm_id,
+            "ranks": len(spec.nodes) * spec.tasks_per_node,
+        }
+
+    def _submit(self, argv: list[str], cwd: Path, what: str) -> str:
+        text = self._run(argv, cwd=cwd)
+        try:
+            return parse_pjsub(text)
+        except PjmError as e:
+            raise BackendError(f"{what}: pjsub refused it: {e}") from e
+
+    # -- pilot ----------------------------------------------------------------------------------
+
+    def _current_pilot(self) -> Path | None:
+        try:
+            name = (self.root / "pjm" / "current").read_text().strip()
+        except FileNotFoundError:
+            return None
+        spool = self.pilots / name
+        return None if (spool / "closed").exists() else spool
+
+    def _new_pilot(self) -> Path:
+        assert self.pilot_shape is not None
+        self.pilots.mkdir(parents=True, exist_ok=True)
+        numbers = [int(p.name) for p in self.pilots.iterdir() if p.name.isdigit()]
+        number = 1 + max(numbers, default=0)
+        spool = self.pilots / str(number)
+        for sub in ("inbox", "accepted", "rejected"):
+            (spool / sub).mkdir(parents=True, exist_ok=True)
+        script = PjmScript(
+            name="orch-pilot",
+            argv=[self.python, "-I", "-S", str(PILOT_SCRIPT), str(spool), f"{self.pilot_idle_s:g}"],
+            shape=self.pilot_shape,
+            rscgrp=self.rscgrp,
+            elapse_s=self.elapse_s,
+            group=self.group,
+            stdout=str(spool / "pjm.out"),
+            stderr=str(spool / "pjm.err"),
+            export_all=self.inherit_env,
+        )
+        path = spool / "pilot.sh"
+        atomic_write(path, render_pjm_script(script))
+        pjm_id = self._submit(["pjsub", str(path)], spool, "pilot allocation")
+        atomic_write(spool / "pjm_id", pjm_id + "\n")
+        atomic_write(self.root / "pjm" / "current", spool.name + "\n")
+        return spool
+
+    def _start_pilot(self, spec: LaunchSpec, folder: Path) -> Handle:
+        spool = self._current_pilot() or self._new_pilot()
+        key = f"{spec.job_id}-{spec.attempt}"
+        atomic_write(folder / "pilot", str(spool) + "\n")
+        entry: dict[str, Any] = {
+            "dir": str(folder),
+            "ranks": len(spec.nodes) * spec.tasks_per_node,
+            "python": self.python,
+        }
+        atomic_write(spool / "inbox" / f"{key}.json", json.dumps(entry))
+        return {
+            "mode": "pilot",
+            "attempt": spec.attempt,
+            "dir": str(folder),
+            "pilot": str(spool),
+            "pjm_id": (spool / "pjm_id").read_text().strip(),
+            "key": key,
+            "ranks": entry["ranks"],
+        }
+
+    # -- poll -----------------------------------------------------------------------------------
+
+    @staticmethod
+    def _codes(handle: Handle) -> tuple[list[int | None], bool]:
+        """Per rank the recorded status (None: none yet), and whether the engine ended one."""
+        folder = Path(handle["dir"])
+        codes: list[int | None] = []
+        engine = False
+        for rank in range(int(handle["ranks"])):
+            try:
+                words = (folder / f"task-{rank}.rc").read_text().split()
+                codes.append(int(words[0]))
+                engine = engine or "engine" in words[1:]
+            except (FileNotFoundError, IndexError, ValueError):
+                codes.append(None)
+        return codes, engine
+
+    def poll(self, handles: Mapping[int, Handle]) -> dict[int, PollResult]:
+        if not handles:
+            return {}
+        live = self._pjstat("--choose", "jid,st")
+        out: dict[int, PollResult] = {}
+        gone: dict[int, Handle] = {}
+        for job_id, handle in handles.items():
+            codes, engine = self._codes(handle)
+            if all(c is not None for c in codes):
+                if engine and handle["mode"] == "pilot":
+                    out[job_id] = PollResult(Liveness.REQUEUE, tuple(codes))
+                else:
+                    out[job_id] = PollResult(Liveness.EXITED, tuple(codes))
+                continue
+            alive = sum(c is None for c in codes)
+            if handle["mode"] == "pilot":
+                rejected = Path(handle["pilot"]) / "rejected" / f"{handle['key']}.json"
+                if rejected.exists():
+                    out[job_id] = PollResult(Liveness.REQUEUE, tuple(codes))
+                elif handle["pjm_id"] in live:
+                    out[job_id] = PollResult(Liveness.RUNNING, tuple(codes), alive)
+                else:
+                    gone[job_id] = handle
+            elif handle["pjm_id"] in live:
+                out[job_id] = PollResult(Liveness.RUNNING, tuple(codes), alive)
+            else:
+                gone[job_id] = handle
+        if gone:
+            out.update(self._poll_gone(gone))
+        return out
+
+    def _poll_gone(self, gone: Mapping[int, Handle]) -> dict[int, PollResult]:
+        """Jobs whose PJM job has left the queue without every rank's status."""
+        ids = sorted({h["pjm_id"] for h in gone.values()})
+        history = self._pjstat("-H", "--choose", "jid,st,ec,pc", *ids)
+        out: dict[int, PollResult] = {}
+        for job_id, handle in gone.items():
+            codes, engine = self._codes(handle)  # a rank may have written it meanwhile
+            if all(c is not None for c in codes):
+                liveness = Liveness.REQUEUE if engine and handle["mode"] == "pilot" else None
+                out[job_id] = PollResult(liveness or Liveness.EXITED, tuple(codes))
+                continue
+            row = history.get(handle["pjm_id"])
+            if handle["mode"] == "pilot":
+                # The allocation ended under the job (elapse, pjdel, node failure): run it again.
+                self._mark_closed(Path(handle["pilot"]))
+                out[job_id] = PollResult(Liveness.REQUEUE, tuple(codes))
+                continue
+            end_code = row.get("PC", "-") if row else "-"
+            if end_code == "20":  # node down: no fault of the job
+                out[job_id] = PollResult(Liveness.REQUEUE, tuple(codes))
+            elif row is not None and (any(c is not None for c in codes) or end_code in ("1", "11")):
+                # Killed by PJM (pjdel, elapse) before every rank could record its status.
+                filled = tuple(128 + signal.SIGKILL if c is None else c for c in codes)
+                out[job_id] = PollResult(Liveness.EXITED, filled)
+            else:
+                out[job_id] = PollResult(Liveness.LOST, tuple(codes))
+        return out
+
+    def _mark_closed(self, spool: Path) -> None:
+        with contextlib.suppress(OSError):
+            if not (spool / "closed").exists():
+                atomic_write(spool / "closed", f"{time.time()} (allocation ended)\n")
+
+    # -- signals, abort, close ------------------------------------------------------------------
+
+    def signal(self, handle: Handle, signum: int) -> None:
+        folder = Path(handle["dir"])
+        with open(folder / "signals", "a") as f:
+            f.write(f"{int(signum)}\n")
+        started = any(folder.glob("task-*.pid"))
+        if handle["mode"] == "pilot":
+            if not started:
+                # Not taken by the agent yet: withdraw it (the agent's rename may win instead,
+                # then the rank wrappers see the signal before starting the command).
+                inbox = Path(handle["pilot"]) / "inbox" / f"{handle['key']}.json"
+                with contextlib.suppress(FileNotFoundError):
+                    os.rename(inbox, Path(handle["pilot"]) / "rejected" / inbox.name)
+            return
+        if signum == signal.SIGKILL or not started:
+            # Still queued, or it must go now: PJM's own way of ending a job.
+            self._pjdel(handle["pjm_id"])
+
+    def abort_start(self, job_id: int, attempt: int) -> None:
+        folder = self.paths(job_id).attempt(attempt)
+        if not folder.is_dir():
+            return
+        atomic_write(folder / "abort", "aborted\n")
+        with contextlib.suppress(FileNotFoundError):
+            self._pjdel((folder / "pjm_id").read_text().strip())
+        with contextlib.suppress(FileNotFoundError):
+            spool = Path((folder / "pilot").read_text().strip())
+            inbox = spool / "inbox" / f"{job_id}-{attempt}.json"
+            os.rename(inbox, spool / "rejected" / inbox.name)
+
+    def close(self) -> None:
+        """Give back a pilot allocation that runs nothing of ours (daemon stopping)."""
+        if self.mode != "pilot":
+            return
+        spool = self._current_pilot()
+        if spool is None:
+            return
+        busy = any(
+            not (Path(json.loads(p.read_text())["dir"]) / "mpiexec.rc").exists()
+            for p in (spool / "accepted").glob("*.json")
+        )
+        if busy or any((spool / "inbox").glob("*.json")):
+            return  # its jobs run on; the agent gives the allocation back once idle
+        atomic_write(spool / "stop", "daemon stopped\n")
+        if not (spool / "agent").exists():
+            # Still queued in PJM: no agent will ever read the stop file.
+            with contextlib.suppress(BackendError, FileNotFoundError):
+                self._pjdel((spool / "pjm_id").read_text().strip())
+            self._mark_closed(spool)
