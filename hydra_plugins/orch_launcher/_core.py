@@ -42,7 +42,7 @@ from hydra_plugins.orch_launcher._scheduler import (
 from hydra_plugins.orch_launcher._tracking import ParentRun
 from orchestrator.exceptions import InvalidRequestError, OrchestratorError
 
-__all__ = ["Detached", "JobFailedError", "OrchSweep", "PendingJob", "read_manifest"]
+__all__ = ["Detached", "JobFailedError", "OrchSweep", "PendingJob"]
 
 log = logging.getLogger("hydra_plugins.orch_launcher")
 
@@ -342,21 +342,3 @@ def _tail(path: Path, size: int = 2000) -> str:
     except OSError:
         return ""
 
-
-def read_manifest(sweep_id: str, state_dir: Path) -> dict[str, Any]:
-    """The manifest of sweep ``sweep_id`` kept under ``state_dir/sweeps``.
-
-    Raises:
-        InvalidRequestError: no such sweep there (names ``sweep_id``).
-    """
-    path = state_dir / "sweeps" / f"{sweep_id}.json"
-    if not path.exists():
-        known = sorted(p.stem for p in (state_dir / "sweeps").glob("*.json"))
-        raise InvalidRequestError(
-            "sweep_id",
-            sweep_id,
-            f"no sweep of that id under {state_dir} (known: {known[-5:]})",
-            "3f2a9c1d",
-        )
-    data: dict[str, Any] = json.loads(path.read_text())
-    return data

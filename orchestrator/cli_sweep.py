@@ -1,0 +1,179 @@
+"""``orch sweep list|status|wait``: follow a multirun submitted through ``hydra/launcher=orch``.
+
+The launcher writes a manifest per sweep, ``<state dir>/sweeps/<sweep id>.json`` (its jobs,
+their overrides and result folders); these commands read it and ask the scheduler how each job
+stands: the daemon over its API, or the store of an embedded scheduler. A sweep submitted with
+``hydra.launcher.detach=true`` is followed this way after the terminal that started it is gone.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from orchestrator.cli import main
+from orchestrator.daemon.client import DaemonClient, default_state_dir
+from orchestrator.exceptions import InvalidRequestError, OrchestratorError
+
+__all__ = ["job_states", "read_manifest"]
+
+FINISHED = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL")
+
+state_dir_option = click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="ORCH_STATE_DIR",
+    default=None,
+    help="Where the sweep's scheduler keeps its state (default: $ORCH_STATE_DIR or ~/.orch); "
+    "for an embedded sweep, <sweep dir>/.orch_launcher/orch.",
+)
+
+
+def read_manifest(sweep_id: str, state_dir: Path) -> dict[str, Any]:
+    """The manifest of sweep ``sweep_id`` under ``state_dir/sweeps``.
+
+    Raises:
+        InvalidRequestError: no such sweep there (names ``sweep_id``, lists recent ones).
+    """
+    path = state_dir / "sweeps" / f"{sweep_id}.json"
+    if not path.exists():
+        known = [p.stem for p in sorted((state_dir / "sweeps").glob("*.json"))]
+        raise InvalidRequestError(
+            "sweep_id",
+            sweep_id,
+            f"no sweep of that id under {state_dir} (known: {', '.join(known[-5:]) or 'none'})",
+            known[-1] if known else "3f2a9c1d",
+        )
+    data: dict[str, Any] = json.loads(path.read_text())
+    return data
+
+
+def job_states(manifest: Mapping[str, Any]) -> dict[int, dict[str, Any]]:
+    """Per job id of the sweep: ``state``, ``reason``, ``exit_code`` as the scheduler has them."""
+    ids = [int(j["job_id"]) for j in manifest["jobs"]]
+    out: dict[int, dict[str, Any]] = {}
+    if manifest["mode"] == "daemon":
+        client = DaemonClient.from_state_dir(Path(manifest["state_dir"]))
+        try:
+            for job_id in ids:
+                doc = client.job(job_id)
+                out[job_id] = {k: doc[k] for k in ("state", "reason", "exit_code")}
+        finally:
+            client.close()
+        return out
+    from orchestrator.store import Store, sqlite_url
+
+    store = Store(sqlite_url(Path(manifest["state_dir"]) / "orch.db"))
+    try:
+        for job_id in ids:
+            row = store.get_job(job_id)
+            out[job_id] = {k: row[k] for k in ("state", "reason", "exit_code")}
+    finally:
+        store.close()
+    return out
+
+
+def _result(folder: str) -> str:
+    path = Path(folder) / "result.pkl"
+    if not path.exists():
+        return "-"
+    try:
+        with open(path, "rb") as f:
+            ret = pickle.load(f)
+    except Exception as e:  # unpickling needs the app's modules: say why, keep going
+        return f"(unreadable: {type(e).__name__})"
+    value = getattr(ret, "_return_value", None)
+    status = getattr(getattr(ret, "status", None), "name", "")
+    return f"{value!r}" if status == "COMPLETED" else f"{status}: {value}"
+
+
+def _table(manifest: Mapping[str, Any], states: Mapping[int, Mapping[str, Any]]) -> Table:
+    table = Table(title=f"sweep {manifest['sweep_id']} ({manifest['mode']}: {manifest['url']})")
+    for column in ("#", "job", "state", "overrides", "result"):
+        table.add_column(column, justify="right" if column in ("#", "job") else "left")
+    for job in manifest["jobs"]:
+        st = states.get(int(job["job_id"]), {})
+        state = str(st.get("state", "?"))
+        result = _result(job["folder"]) if state in FINISHED else ""
+        table.add_row(
+            str(job["idx"]), str(job["job_id"]), state, " ".join(job["overrides"]), result
+        )
+    return table
+
+
+def _counts(states: Mapping[int, Mapping[str, Any]]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for st in states.values():
+        counts[st["state"]] = counts.get(st["state"], 0) + 1
+    return counts
+
+
+@main.group()
+def sweep() -> None:
+    """Follow sweeps launched with hydra/launcher=orch."""
+
+
+@sweep.command("list")
+@state_dir_option
+def sweep_list(state_dir: Path | None) -> None:
+    """The sweeps whose manifests lie under the state folder, newest last."""
+    root = state_dir or default_state_dir()
+    table = Table(title=f"sweeps under {root}")
+    for column in ("sweep", "created", "jobs", "sweep dir"):
+        table.add_column(column)
+    manifests = [json.loads(p.read_text()) for p in (root / "sweeps").glob("*.json")]
+    for m in sorted(manifests, key=lambda m: float(m["created"])):
+        created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(m["created"]))
+        table.add_row(m["sweep_id"], created, str(len(m["jobs"])), m["sweep_dir"])
+    Console().print(table)
+
+
+@sweep.command("status")
+@state_dir_option
+@click.argument("sweep_id")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def sweep_status(state_dir: Path | None, sweep_id: str, as_json: bool) -> None:
+    """How each job of sweep SWEEP_ID stands."""
+    try:
+        manifest = read_manifest(sweep_id, state_dir or default_state_dir())
+        states = job_states(manifest)
+    except OrchestratorError as e:
+        raise click.ClickException(str(e)) from e
+    if as_json:
+        click.echo(json.dumps({"sweep_id": sweep_id, "counts": _counts(states), "jobs": states}))
+        return
+    Console().print(_table(manifest, states))
+
+
+@sweep.command("wait")
+@state_dir_option
+@click.argument("sweep_id")
+@click.option("--timeout", type=float, default=None, help="Give up after this many seconds.")
+@click.option("--poll", type=float, default=1.0, show_default=True, help="Seconds between polls.")
+def sweep_wait(state_dir: Path | None, sweep_id: str, timeout: float | None, poll: float) -> None:
+    """Wait until every job of sweep SWEEP_ID has ended; print them; exit 1 if any failed."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    try:
+        manifest = read_manifest(sweep_id, state_dir or default_state_dir())
+        while True:
+            states = job_states(manifest)
+            if all(s["state"] in FINISHED for s in states.values()):
+                break
+            if deadline is not None and time.monotonic() > deadline:
+                raise click.ClickException(
+                    f"sweep {sweep_id} not finished after {timeout:g} s: {_counts(states)}"
+                )
+            time.sleep(poll)
+    except OrchestratorError as e:
+        raise click.ClickException(str(e)) from e
+    Console(width=200).print(_table(manifest, states))
+    if any(s["state"] != "COMPLETED" for s in states.values()):
+        raise SystemExit(1)
