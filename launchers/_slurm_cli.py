@@ -7,10 +7,12 @@ Slurm said, so the daemon's log tells an operator what to fix (controller down, 
 from __future__ import annotations
 
 import subprocess
+import time
 from collections.abc import Iterable, Sequence
 
 from launchers._slurm_text import (
     SlurmJobRecord,
+    parse_node_events,
     parse_sacct,
     parse_sbatch,
     parse_sinfo_nodes,
@@ -18,7 +20,7 @@ from launchers._slurm_text import (
 )
 from orchestrator.exceptions import BackendError
 
-__all__ = ["cancel", "job_states", "node_states", "run_slurm", "sbatch"]
+__all__ = ["cancel", "failed_nodes", "job_states", "node_states", "run_slurm", "sbatch"]
 
 TIMEOUT_S = 30.0
 """A Slurm command that has not answered by then means a controller in trouble."""
@@ -84,6 +86,23 @@ def job_states(ids: Iterable[str]) -> dict[str, SlurmJobRecord]:
 def node_states() -> dict[str, str]:
     """``{node: short state}`` of every node Slurm has (one ``sinfo`` call)."""
     return parse_sinfo_nodes(run_slurm(["sinfo", "-h", "-N", "-o", "%N|%t"]))
+
+
+def failed_nodes(nodes: Sequence[str], since: float) -> set[str]:
+    """Which of ``nodes`` went down, drained or failed since ``since`` (epoch seconds), from the
+    accounting's node events (Slurm names no failed node in a NODE_FAIL job's record)."""
+    if not nodes:
+        return set()
+    start = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(since - 1))
+    text = run_slurm(
+        [
+            "sacctmgr", "-n", "-P", "show", "event", f"start={start}",
+            f"nodes={','.join(nodes)}", "format=NodeName,State",
+        ],
+        check=False,
+    )  # fmt: skip
+    bad = ("DOWN", "DRAIN", "FAIL")
+    return {n for n, state in parse_node_events(text) if n in nodes and state.startswith(bad)}
 
 
 def cancel(target: str, signal_name: str | None = None) -> None:

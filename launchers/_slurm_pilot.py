@@ -108,7 +108,7 @@ class PilotAllocation:
     def acquire(self, now: float) -> None:
         """Ask Slurm for the allocation (returns at once; it may pend)."""
         script = render_pilot_script(
-            name=f"orch-pilot-{self.tag}",
+            name=f"{self.tag}-pilot",
             nodes=self.size,
             time_s=self.time_s,
             output=str(self.root / "pilot-%j.out"),

@@ -106,7 +106,6 @@ def decide(
     tasks: Sequence[TaskEnd | None],
     *,
     slurm_exit: tuple[int | None, int | None] | None = None,
-    signalled_by_us: bool = False,
     requeue_code: int | None = 3,
     allocation_ended: bool = False,
 ) -> PollResult:
@@ -117,12 +116,14 @@ def decide(
             the task launcher is gone).
         tasks: Per rank, how the task ended (None: no status written).
         slurm_exit: sacct's ``ExitCode`` of the job, used for ranks without a status.
-        signalled_by_us: The daemon sent the job a signal (cancel, walltime, a failed rank):
-            its ending is the daemon's doing, never a requeue.
         requeue_code: The exit status that means "I checkpointed on the engine's signal, run me
             again" when the task had been sent a signal (None: no such status).
         allocation_ended: Pilot mode: the allocation the job ran in has ended (time limit,
             cancelled, node failure), so a job that did not complete is requeued.
+
+    The daemon's own signals need no exception here: a job it cancels or times out is
+    draining (its poll result only says whether it still runs), and the SIGTERM it sends the
+    other ranks when one fails leaves the first failure's status in the codes.
 
     >>> decide(Phase.ENDED, [TaskEnd(0), TaskEnd(7)]).exit_codes
     (0, 7)
@@ -133,15 +134,14 @@ def decide(
     alive = sum(t is None for t in tasks)
     if phase is Phase.ACTIVE:
         return PollResult(Liveness.RUNNING, codes, alive)
-    if phase is Phase.ENGINE and not signalled_by_us:
+    if phase is Phase.ENGINE:
         return PollResult(Liveness.REQUEUE, codes)
     complete = all(c == 0 for c in codes) and None not in codes
-    if allocation_ended and not signalled_by_us and not complete:
+    if allocation_ended and not complete:
         return PollResult(Liveness.REQUEUE, codes)
     failed = [t for t in tasks if t is not None and t.code != 0]
     if (
         failed
-        and not signalled_by_us
         and requeue_code is not None
         and all(t.code == requeue_code and t.signal is not None for t in failed)
     ):

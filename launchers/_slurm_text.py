@@ -22,6 +22,7 @@ __all__ = [
     "SlurmJobRecord",
     "SlurmParseError",
     "format_time_limit",
+    "parse_node_events",
     "parse_sacct",
     "parse_sbatch",
     "parse_sinfo_nodes",
@@ -283,3 +284,18 @@ def parse_sinfo_nodes(text: str) -> dict[str, str]:
             raise SlurmParseError(f"sinfo row is not NODE|STATE: {line!r}")
         states.setdefault(parts[0], parts[1])
     return states
+
+
+def parse_node_events(text: str) -> list[tuple[str, str]]:
+    """Rows of ``sacctmgr -n -P show event format=NodeName,State`` -> ``[(node, state)]``.
+    Cluster-wide events (no node name) are skipped.
+
+    >>> parse_node_events("n3|DOWN\\n|\\n")
+    [('n3', 'DOWN')]
+    """
+    events = []
+    for line in text.splitlines():
+        node, _, state = line.strip().partition("|")
+        if node:
+            events.append((node, state))
+    return events

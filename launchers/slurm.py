@@ -31,7 +31,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from launchers._base import BaseBackend, Handle, LaunchSpec, PollResult
-from launchers._slurm_cli import cancel, job_states, node_states, run_slurm, sbatch
+from launchers._slurm_cli import (
+    cancel,
+    failed_nodes,
+    job_states,
+    node_states,
+    run_slurm,
+    sbatch,
+)
 from launchers._slurm_pilot import PilotAllocation
 from launchers._slurm_poll import Phase, TaskEnd, decide, parse_rc, slurm_phase
 from launchers._slurm_text import SbatchScript, SlurmJobRecord, render_sbatch_script
@@ -55,6 +62,7 @@ OPTIONS: Mapping[str, str] = {
     "pilot_idle": "30",
     "requeue_code": "3",
     "time_slack": "60",
+    "quarantine": "300",
 }
 """The ``--backend-opt`` keys the Slurm backend knows, with an example each."""
 
@@ -75,6 +83,9 @@ class SlurmBackend(BaseBackend):
             checkpointed and wants to run again (None: no such status).
         time_slack_s: Slurm's own time limit is the job's walltime plus this (the daemon
             enforces the walltime; Slurm's limit is the safety net while the daemon is down).
+        quarantine_s: A node that failed under a job of ours is not given again for this long,
+            even if Slurm returns it to service at once (``ReturnToService=2`` does, the moment
+            its slurmd answers): a flapping node would fail the requeued job again.
         python: The interpreter that runs the task wrapper on the nodes.
     """
 
@@ -92,6 +103,7 @@ class SlurmBackend(BaseBackend):
         pilot_idle_s: float = 30.0,
         requeue_code: int | None = 3,
         time_slack_s: float = 60.0,
+        quarantine_s: float = 300.0,
         python: str = sys.executable,
     ) -> None:
         if mode not in ("direct", "pilot"):
@@ -106,12 +118,14 @@ class SlurmBackend(BaseBackend):
         self.partition = partition
         self.requeue_code = requeue_code
         self.time_slack_s = time_slack_s
+        self.quarantine_s = quarantine_s
         self.python = python
         # Names this backend's Slurm jobs: two daemons sharing one Slurm never touch each
         # other's jobs.
         self.tag = "orch-" + hashlib.sha1(str(self.root.resolve()).encode()).hexdigest()[:10]
-        self._signalled: set[tuple[int, int]] = set()
         self._last_kill: dict[tuple[int, int], float] = {}
+        self._quarantine: dict[str, float] = {}
+        """Node -> until when (epoch seconds) it is not given, after it failed under a job."""
         self._children: dict[int, subprocess.Popen[bytes]] = {}
         self._pilot_jobs: set[tuple[int, int]] = set()
         self.pilot: PilotAllocation | None = None
@@ -157,6 +171,7 @@ class SlurmBackend(BaseBackend):
             pilot_idle_s=parse_duration(options.get("pilot_idle", "30"), "pilot_idle"),
             requeue_code=int(requeue) if requeue.isdigit() else None,
             time_slack_s=parse_duration(options.get("time_slack", "60"), "time_slack"),
+            quarantine_s=parse_duration(options.get("quarantine", "300"), "quarantine"),
         )
 
     # -- paths and environment ------------------------------------------------------------------
@@ -224,6 +239,7 @@ class SlurmBackend(BaseBackend):
             "attempt": spec.attempt,
             "dir": str(attempt_dir),
             "ranks": len(spec.nodes) * spec.tasks_per_node,
+            "submitted": time.time(),
         }
         if self.pilot is not None:
             handle.update(self._start_step(spec, task, cwd, paths))
@@ -349,11 +365,9 @@ class SlurmBackend(BaseBackend):
             self.pilot.update(records)
         out: dict[int, PollResult] = {}
         for job_id, handle in handles.items():
-            key = (job_id, int(handle["attempt"]))
-            ours = key in self._signalled
             if handle.get("mode") == "pilot":
-                self._pilot_jobs.add(key)
-                out[job_id] = self._poll_step(handle, records, ours)
+                self._pilot_jobs.add((job_id, int(handle["attempt"])))
+                out[job_id] = self._poll_step(handle, records)
                 continue
             record = records.get(str(handle["slurm_id"]))
             phase = _phase(record)
@@ -362,14 +376,24 @@ class SlurmBackend(BaseBackend):
                 phase,
                 self._tasks(handle),
                 slurm_exit=exit_code,
-                signalled_by_us=ours,
                 requeue_code=self.requeue_code,
             )
+            if record is not None and record.raw_state in ("NODE_FAIL", "BOOT_FAIL"):
+                self._quarantine_failed(record.nodes, float(handle.get("submitted", 0.0)))
         return out
 
-    def _poll_step(
-        self, handle: Handle, records: Mapping[str, SlurmJobRecord], ours: bool
-    ) -> PollResult:
+    def _quarantine_failed(self, nodes: Sequence[str], since: float) -> None:
+        """Keep the node that failed under a job out of scheduling for ``quarantine_s``; all
+        of the job's nodes when the accounting cannot say which one it was."""
+        try:
+            bad = failed_nodes(nodes, since) or set(nodes)
+        except BackendError:
+            bad = set(nodes)
+        until = time.time() + self.quarantine_s
+        for node in bad:
+            self._quarantine[node] = until
+
+    def _poll_step(self, handle: Handle, records: Mapping[str, SlurmJobRecord]) -> PollResult:
         pid, ticks = handle["srun"]
         tasks = self._tasks(handle)
         if process_start_ticks(int(pid)) == int(ticks):
@@ -379,7 +403,6 @@ class SlurmBackend(BaseBackend):
         return decide(
             Phase.ENDED,
             tasks,
-            signalled_by_us=ours,
             requeue_code=self.requeue_code,
             allocation_ended=ended,
         )
@@ -388,7 +411,6 @@ class SlurmBackend(BaseBackend):
 
     def signal(self, handle: Handle, signum: int) -> None:
         key = (int(handle["job_id"]), int(handle["attempt"]))
-        self._signalled.add(key)
         if signum == signal.SIGKILL:
             now = time.monotonic()
             if now - self._last_kill.get(key, -_KILL_EVERY_S) < _KILL_EVERY_S:
@@ -452,15 +474,18 @@ class SlurmBackend(BaseBackend):
 
     def forget(self, handle: Handle) -> None:
         key = (int(handle["job_id"]), int(handle["attempt"]))
-        self._signalled.discard(key)
         self._last_kill.pop(key, None)
         self._pilot_jobs.discard(key)
 
     # -- nodes, demand, close -------------------------------------------------------------------
 
     def unavailable_nodes(self) -> frozenset[str]:
+        now = time.time()
+        for node, until in list(self._quarantine.items()):
+            if until <= now:
+                del self._quarantine[node]
         if self.pilot is not None:
-            return self._pilot_unavailable()
+            return self._pilot_unavailable() | frozenset(self._quarantine)
         try:
             states = node_states()
         except BackendError:
@@ -468,7 +493,8 @@ class SlurmBackend(BaseBackend):
         # Only an idle node is ours to give: allocated or mixed ones run others' jobs (or ours,
         # which the daemon holds anyway), and down, drained, not responding (*) or
         # completing nodes cannot take a job now.
-        return frozenset(n for n in self.pool if states.get(n) != "idle")
+        busy = {n for n in self.pool if states.get(n) != "idle"}
+        return frozenset(busy | set(self._quarantine))
 
     def _pilot_unavailable(self) -> frozenset[str]:
         assert self.pilot is not None
