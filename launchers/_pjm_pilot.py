@@ -17,9 +17,10 @@ A job file names its attempt folder; the agent runs ``mpiexec -n P -vcoordfile F
 PYTHON -I -S _pjm_rank.py FOLDER/job.json`` there and writes ``mpiexec.rc`` when it ends. The
 ranks write their own status files (``_pjm_rank.py``).
 
-The agent closes after ``IDLE_S`` seconds with nothing to run (so the allocation is given back
-when our queue drains), on ``stop``, and on SIGTERM (pjdel, or the elapse limit): then the
-jobs it runs end with the allocation and the backend requeues them.
+The agent closes after ``IDLE_S`` seconds with nothing to run (at least 30 s before its first
+job), so the allocation is given back when our queue drains; on ``stop``; and on SIGTERM (pjdel,
+or the elapse limit): then the jobs it runs end with the allocation and the backend requeues
+them.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import time
 from pathlib import Path
 
 POLL_S = 0.05
+FIRST_JOB_S = 30.0
 RANK_SCRIPT = Path(__file__).resolve().parent / "_pjm_rank.py"
 
 
@@ -81,6 +83,7 @@ def main(args: list[str]) -> int:
     signal.signal(signal.SIGTERM, lambda signum, _frame: ending.append(signum))
     running: dict[str, subprocess.Popen[bytes]] = {}
     last_busy = time.monotonic()
+    ran_any = False
     while True:
         for key, proc in list(running.items()):
             code = proc.poll()
@@ -96,7 +99,10 @@ def main(args: list[str]) -> int:
             while any(p.poll() is None for p in running.values()) and time.monotonic() < deadline:
                 time.sleep(POLL_S)
             return 0
-        idle = not running and time.monotonic() - last_busy > idle_s
+        # Before its first job the agent waits longer: it was asked for because jobs wait,
+        # and the daemon hands them over at its next scheduling pass.
+        limit = idle_s if ran_any else max(idle_s, FIRST_JOB_S)
+        idle = not running and time.monotonic() - last_busy > limit
         if (spool / "stop").exists() or idle or (spool / "closed").exists():
             _close(spool)
             if not running:
@@ -108,6 +114,7 @@ def main(args: list[str]) -> int:
                     os.rename(path, spool / "accepted" / path.name)
                 except FileNotFoundError:  # withdrawn by the backend (cancelled before start)
                     continue
+                ran_any = True
                 launched = _launch(spool, key)
                 if launched is not None:
                     running[key] = launched

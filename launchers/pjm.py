@@ -70,6 +70,7 @@ OPTIONS = {
     "elapse_margin": "seconds added to a job's walltime for PJM's elapse limit (direct)",
     "pilot_shape": "the pilot allocation's shape, e.g. 2x3x2 (default: the cluster's dims)",
     "pilot_idle": "seconds the pilot agent waits idle before giving the allocation back",
+    "pilot_wait": "seconds a scheduling pass waits for a newly submitted allocation to start",
     "python": "interpreter for the rank wrapper and the agent on the compute nodes",
     "inherit_env": "0: jobs do not inherit the daemon's environment (no #PJM -X)",
 }
@@ -138,6 +139,7 @@ class PjmBackend(BaseBackend):
         elapse_margin_s: float = 60.0,
         pilot_shape: Shape | None = None,
         pilot_idle_s: float = 60.0,
+        pilot_wait_s: float = 2.0,
         python: str = sys.executable,
         inherit_env: bool = True,
     ) -> None:
@@ -153,6 +155,7 @@ class PjmBackend(BaseBackend):
         self.elapse_margin_s = elapse_margin_s
         self.pilot_shape = pilot_shape
         self.pilot_idle_s = pilot_idle_s
+        self.pilot_wait_s = pilot_wait_s
         self.python = python
         self.inherit_env = inherit_env
         self.pilots = self.root / "pjm" / "pilots"
@@ -202,6 +205,7 @@ class PjmBackend(BaseBackend):
             elapse_margin_s=seconds("elapse_margin", 60.0),
             pilot_shape=shape,
             pilot_idle_s=seconds("pilot_idle", 60.0),
+            pilot_wait_s=seconds("pilot_wait", 2.0),
             python=options.get("python", sys.executable),
             inherit_env=options.get("inherit_env", "1").lower() not in ("0", "false", "no"),
         )
@@ -489,6 +493,32 @@ class PjmBackend(BaseBackend):
         with contextlib.suppress(OSError):
             if not (spool / "closed").exists():
                 atomic_write(spool / "closed", f"{time.time()} (allocation ended)\n")
+
+    # -- the pilot allocation as the daemon's pool ---------------------------------------------
+
+    def demand(self, nodes: int) -> None:
+        """Pilot mode: jobs wait and no allocation is held: submit one (it may queue in PJM),
+        and wait up to ``pilot_wait`` seconds for it to start, so this very scheduling pass
+        can use it (else the jobs wait for the daemon's next pass)."""
+        if self.mode != "pilot" or nodes <= 0 or self._current_pilot() is not None:
+            return
+        spool = self._new_pilot()
+        deadline = time.monotonic() + self.pilot_wait_s
+        while not (spool / "agent").exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+    def unavailable_nodes(self) -> frozenset[str]:
+        """Direct mode: none known (PJM shows no other user's jobs). Pilot mode: every node
+        until the allocation runs (its agent has started), so a job's walltime never counts
+        while the allocation waits in PJM's queue."""
+        if self.mode != "pilot":
+            return frozenset()
+        spool = self._current_pilot()
+        if spool is not None and (spool / "agent").exists():
+            return frozenset()
+        assert self.pilot_shape is not None
+        topo = pilot_cluster(str(self.pilot_shape)).topology
+        return frozenset(topo.node_name(i) for i in range(topo.size))
 
     # -- signals, abort, close ------------------------------------------------------------------
 
