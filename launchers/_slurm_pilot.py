@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import shlex
+import time
 from pathlib import Path
 
 from launchers._slurm_cli import cancel, job_states, sbatch
@@ -105,8 +106,10 @@ class PilotAllocation:
         else:
             self._forget()
 
-    def acquire(self, now: float) -> None:
-        """Ask Slurm for the allocation (returns at once; it may pend)."""
+    def acquire(self, now: float, wait_s: float = 3.0) -> None:
+        """Ask Slurm for the allocation and wait up to ``wait_s`` for it to start: on a quiet
+        cluster it does within a second, and the daemon can place jobs in the same pass
+        instead of at its next periodic one. A pilot that pends longer is picked up later."""
         script = render_pilot_script(
             name=f"{self.tag}-pilot",
             nodes=self.size,
@@ -118,6 +121,10 @@ class PilotAllocation:
         self.slurm_id = sbatch(script)
         self.phase, self.nodes, self.idle_since = Phase.ACTIVE, (), now
         atomic_write(self.state_file, json.dumps({"slurm_id": self.slurm_id}))
+        deadline = time.monotonic() + wait_s
+        while self.slurm_id is not None and not self.running and time.monotonic() < deadline:
+            time.sleep(0.05)
+            self.update()
 
     def release(self) -> None:
         """Give the allocation back (steps still in it are killed by Slurm)."""

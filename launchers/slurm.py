@@ -518,10 +518,12 @@ class SlurmBackend(BaseBackend):
         """Jobs asking for ``nodes`` nodes in all wait: a pilot backend without an allocation
         asks for one."""
         pilot = self.pilot
-        if pilot is None or nodes <= 0 or pilot.slurm_id is not None:
+        if pilot is None or nodes <= 0:
             return
-        with contextlib.suppress(BackendError):
-            pilot.acquire(time.time())
+        pilot.idle_since = None  # jobs wait: the allocation is not idle
+        if pilot.slurm_id is None:
+            with contextlib.suppress(BackendError):
+                pilot.acquire(time.time())
 
     def close(self) -> None:
         pilot = self.pilot

@@ -43,3 +43,26 @@ class TestSlurmContract(BackendContract):
             timeout_s=60.0,
             tick_s=0.1,
         )
+
+
+class TestSlurmPilotContract(BackendContract):
+    """The same contract with every job a step of one held allocation (mode=pilot)."""
+
+    @pytest.fixture
+    def harness(self, slurm: object) -> Iterator[ContractHarness]:
+        cluster = load_cluster("slurm16")
+        made: list[SlurmBackend] = []
+
+        def make(root: Path) -> SlurmBackend:
+            backend = SlurmBackend(
+                root, cluster.topology.node_names, mode="pilot", pilot_nodes=6, pilot_idle_s=5
+            )
+            made.append(backend)
+            return backend
+
+        yield ContractHarness(
+            name="slurm-pilot", cluster=cluster, make_backend=make, timeout_s=60.0, tick_s=0.1
+        )
+        for backend in made:  # the daemon is dropped, not stopped: give the allocation back
+            if backend.pilot is not None:
+                backend.pilot.release()
