@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import shutil
 import signal
@@ -113,6 +114,24 @@ def _box_coords(extents: Sequence[int], count: int) -> list[tuple[int, ...]]:
             coords.append(c)
         out.append(tuple(reversed(coords)))
     return out
+
+
+def _extents(spec: LaunchSpec, shape: Shape | None) -> tuple[int, ...]:
+    """The box the ranks of a direct job are placed in (relative coordinates).
+
+    A torus request can hold more nodes than its shape (whole Tofu units, by our allocator as by
+    PJM): then the box is the block's own extent per axis.
+    """
+    if shape is None:
+        return (len(spec.nodes),)
+    if shape.volume == len(spec.nodes):
+        return shape.extents
+    try:
+        axes = list(zip(*(_node_coords(n) for n in spec.nodes), strict=True))
+    except BackendError:
+        return (len(spec.nodes),)
+    extents = tuple(len(set(axis)) for axis in axes)
+    return extents if math.prod(extents) == len(spec.nodes) else (len(spec.nodes),)
 
 
 class PjmBackend(BaseBackend):
@@ -312,8 +331,7 @@ class PjmBackend(BaseBackend):
                 self._prepare(spec, paths, coords)
                 return self._start_pilot(spec, folder)
             shape = parse_shape(spec.shape) if spec.shape else None
-            extents = shape.extents if shape is not None else (len(spec.nodes),)
-            self._prepare(spec, paths, _box_coords(extents, len(spec.nodes)))
+            self._prepare(spec, paths, _box_coords(_extents(spec, shape), len(spec.nodes)))
         except OSError as e:
             raise BackendError(f"job {spec.job_id}: cannot prepare {folder}: {e}") from e
         return self._start_direct(spec, folder, shape)
@@ -366,6 +384,13 @@ class PjmBackend(BaseBackend):
             return None
         spool = self.pilots / name
         return None if (spool / "closed").exists() else spool
+
+    @staticmethod
+    def _pilot_id(spool: Path) -> str | None:
+        try:
+            return (spool / "pjm_id").read_text().strip()
+        except FileNotFoundError:
+            return None
 
     def _new_pilot(self) -> Path:
         assert self.pilot_shape is not None
@@ -434,12 +459,16 @@ class PjmBackend(BaseBackend):
         if not handles:
             return {}
         live = self._pjstat("--choose", "jid,st")
+        current = self._current_pilot()
+        if current is not None and self._pilot_id(current) not in (None, *live):
+            self._mark_closed(current)  # ended (elapse, pjdel): the next job needs another
         out: dict[int, PollResult] = {}
         gone: dict[int, Handle] = {}
         for job_id, handle in handles.items():
             codes, engine = self._codes(handle)
             if all(c is not None for c in codes):
                 if engine and handle["mode"] == "pilot":
+                    self._mark_closed(Path(handle["pilot"]))  # the allocation is ending
                     out[job_id] = PollResult(Liveness.REQUEUE, tuple(codes))
                 else:
                     out[job_id] = PollResult(Liveness.EXITED, tuple(codes))

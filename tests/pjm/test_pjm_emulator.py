@@ -68,7 +68,7 @@ def test_directives_environment_and_formats(emulator: Path, tmp_path: Path) -> N
                 "sh",
                 "-c",
                 'echo "$PJM_JOBID $PJM_NODE $PJM_NODE_X $TAG"; echo oops >&2; exit 3',
-            ],  # noqa: E501
+            ],
             shape=parse_shape("2x2x1:torus"),
             rscgrp="small",
             elapse_s=60,
