@@ -7,6 +7,8 @@ from golden_files import check_golden
 
 from launchers._pjm_text import (
     PjmError,
+    PjmLimitError,
+    PjmNoSuchJobError,
     PjmScript,
     final_state,
     format_elapse,
@@ -147,3 +149,21 @@ def test_elapse_and_vcoord() -> None:
     assert format_elapse(59.2) == "00:01:00"
     assert format_elapse(100 * 3600) == "100:00:00"
     assert vcoord_file([(0, 0, 0), (1, 0, 2)]) == "(0,0,0)\n(1,0,2)\n"
+
+
+def test_pjm_errors_map_to_their_own_types() -> None:
+    with pytest.raises(PjmLimitError) as info:
+        parse_pjsub("[ERR.] PJM 0054 pjsub elapse=02:00:00 is more than the upper limit.\n")
+    assert isinstance(info.value, PjmError) and info.value.command == "pjsub"
+    with pytest.raises(PjmNoSuchJobError):
+        parse_pjdel("[ERR.] PJM 0112 pjdel Job 7 does not exist.\n")
+    # A message number with no type of its own is still a PjmError with its code.
+    with pytest.raises(PjmError) as other:
+        parse_pjsub("[ERR.] PJM 0007 pjsub rscgrp=x is not a resource group.\n")
+    assert type(other.value) is PjmError and other.value.code == "0007"
+
+
+def test_pjm_script_export_all_and_count_only() -> None:
+    text = render_pjm_script(PjmScript(name="n", argv=["true"], nodes=2, export_all=True))
+    assert "#PJM -X" in text.splitlines()
+    assert "#PJM -X" not in render_pjm_script(PjmScript(name="n", argv=["true"], nodes=2))
