@@ -6,6 +6,9 @@ from pathlib import Path
 
 import pytest
 
+# The session's one Ray test cluster (tests/ray, tests/contract): started only if a test asks.
+from ray_cluster_session import ray_cluster  # noqa: F401
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_TRACES = REPO.parent / "shared" / "data" / "traces"
 SHIPPED_TRACE = REPO / "orchestrator" / "data" / "lublin_256.swf.gz"

@@ -1,0 +1,501 @@
+"""The Ray backend: a job's block becomes a placement group, its tasks Ray actors.
+
+The pool is a Ray cluster's raylets, each named as one node of ours by a custom resource
+``orch_node:<name>`` it was started with (see :mod:`launchers._ray_cluster`). A job on nodes
+``[a, b]`` gets a placement group with one bundle per node, ``{"orch_node:a": 1}``,
+``{"orch_node:b": 1}``, strategy ``STRICT_SPREAD``: each bundle can only land on the raylet our
+allocator chose. Each task is one :class:`~launchers._ray_actor.TaskActor` in its node's bundle
+(``num_cpus=0``: the node is the job's, as a batch system's exclusive node is), which runs the
+command as a subprocess with the same rank variables as the local backend, ``MASTER_ADDR`` and
+``MASTER_PORT`` taken on rank 0's node so ``torch.distributed`` meets there.
+
+Ownership and re-attach: the placement group and the actors are *detached* and named after the
+daemon's state folder, the job and the attempt, so they outlive the daemon's Ray driver; a
+restarted daemon finds them again by the names in the handle, and an actor keeps its task's
+exit status until the daemon has read it (:meth:`RayBackend.forget` then frees them).
+
+Output: each task writes ``attempt-N/task-R.out`` and ``.err``, and labelled lines (``R: ...``,
+as ``srun --label``) to the job's ``stdout`` and ``stderr``: the actors write these files
+themselves, so the state folder must be on a file system every Ray node shares (as with Slurm).
+
+Node death: an actor that died with its node, its task without an exit status, ends the
+attempt as :attr:`~launchers._base.Liveness.REQUEUE` (the daemon queues the job again at once);
+the dead raylet is reported by :meth:`RayBackend.unavailable_nodes` until it comes back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import signal
+import stat
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import ray
+from ray.exceptions import ActorUnavailableError, GetTimeoutError, RayActorError, RayError
+from ray.util.placement_group import (
+    PlacementGroup,
+    get_placement_group,
+    placement_group,
+    placement_group_table,
+    remove_placement_group,
+)
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+from launchers._base import BaseBackend, Handle, LaunchSpec, Liveness, PollResult
+from launchers._ray_actor import TaskActor
+from launchers._ray_cluster import PoolNode, node_resource, pool_nodes
+from launchers.local import JobPaths, atomic_write
+from orchestrator.exceptions import BackendError, InvalidRequestError
+from orchestrator.resources.hostlist import compress_hostlist
+
+if TYPE_CHECKING:
+    from orchestrator.resources.cluster import Cluster
+
+__all__ = ["RayBackend"]
+
+RemoteTaskActor = ray.remote(TaskActor)
+
+OPTIONS = {
+    "address": "the Ray cluster to connect to (default auto: RAY_ADDRESS or the local one)",
+    "namespace": "the Ray namespace of our actors and placement groups (default orch)",
+    "start_timeout": "seconds a job's placement group and actors may take to start (60)",
+    "poll_timeout": "seconds one poll waits for the actors' answers (0.5)",
+    "inherit_env": "1: tasks start from the daemon's environment, as sbatch --export=ALL; 0: not",
+}
+NAMES_FILE = "ray-names.json"
+"""In the attempt's folder: the placement group's and actors' names, written before either
+exists, so :meth:`RayBackend.abort_start` knows what to destroy."""
+_NODES_TTL_S = 0.5
+"""How long one read of the node table serves (poll and the scheduling pass of one tick)."""
+
+
+def _connect(address: str, namespace: str) -> None:
+    """Join the Ray cluster as a driver, or check the connection this process already has."""
+    if ray.is_initialized():
+        current = ray.get_runtime_context().namespace
+        if current != namespace:
+            raise InvalidRequestError(
+                "backend-opt",
+                f"namespace={namespace}",
+                f"this process is already connected to Ray in namespace {current!r}",
+                f"namespace={current}",
+            )
+        return
+    try:
+        # Never start a Ray instance of our own: the pool is an existing cluster.
+        ray.init(
+            address=address,
+            namespace=namespace,
+            logging_level=logging.WARNING,
+            log_to_driver=False,
+        )
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        raise InvalidRequestError(
+            "backend-opt",
+            f"address={address}",
+            f"cannot connect to a Ray cluster there ({e})",
+            "address=HEAD:6379",
+        ) from e
+
+
+def _number(options: Mapping[str, str], key: str, default: float) -> float:
+    text = options.get(key)
+    if text is None:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if value <= 0:
+        raise InvalidRequestError(
+            "backend-opt", f"{key}={text}", "expected a positive number of seconds", f"{key}=30"
+        )
+    return value
+
+
+class RayBackend(BaseBackend):
+    """Runs jobs as placement groups of Ray actors on a running Ray cluster.
+
+    Args:
+        root: The daemon's state folder (jobs' files under ``root/jobs/``; it also names our
+            actors, so two daemons can share one Ray cluster).
+        cluster: The daemon's cluster: its node names are raylets' ``orch_node:`` names.
+        namespace: The Ray namespace this process is connected in.
+        start_timeout_s: How long a job's placement group and actors may take to start.
+        poll_timeout_s: How long one poll waits for the actors' answers (an actor on a node
+            that just died answers only once Ray has noticed the death).
+        inherit_env: Start each task from the daemon's environment (else from ``PATH`` only).
+    """
+
+    name = "ray"
+
+    def __init__(
+        self,
+        root: Path,
+        cluster: Cluster,
+        *,
+        namespace: str = "orch",
+        start_timeout_s: float = 60.0,
+        poll_timeout_s: float = 0.5,
+        inherit_env: bool = True,
+    ) -> None:
+        self.root = Path(root)
+        self.cluster = cluster
+        self.namespace = namespace
+        self.start_timeout_s = start_timeout_s
+        self.poll_timeout_s = poll_timeout_s
+        self.inherit_env = inherit_env
+        self.pool = frozenset(cluster.topology.node_name(i) for i in range(cluster.size))
+        # Names carry the state folder: jobs of two daemons on one Ray cluster never collide.
+        self.key = hashlib.sha1(str(self.root.resolve()).encode()).hexdigest()[:10]
+        self._actors: dict[str, Any] = {}
+        self._pending: dict[str, ray.ObjectRef[Any]] = {}
+        self._codes: dict[str, int] = {}
+        self._nodes: dict[str, PoolNode] = {}
+        self._nodes_at = -1.0
+
+    @classmethod
+    def create(cls, root: Path, cluster: Cluster, options: Mapping[str, str]) -> RayBackend:
+        """``--backend ray``: connect to the cluster at ``address`` and check that every node
+        of the daemon's cluster is a raylet there (see :data:`OPTIONS`)."""
+        unknown = set(options) - set(OPTIONS)
+        if unknown:
+            raise InvalidRequestError(
+                "backend-opt",
+                sorted(unknown)[0],
+                f"the ray backend knows only {', '.join(sorted(OPTIONS))}",
+                "address=HEAD:6379",
+            )
+        namespace = options.get("namespace", "orch")
+        _connect(options.get("address", "auto"), namespace)
+        backend = cls(
+            root,
+            cluster,
+            namespace=namespace,
+            start_timeout_s=_number(options, "start_timeout", 60.0),
+            poll_timeout_s=_number(options, "poll_timeout", 0.5),
+            inherit_env=options.get("inherit_env", "1").lower() not in ("0", "false", "no"),
+        )
+        backend.check_pool()
+        return backend
+
+    # -- the pool -----------------------------------------------------------------------------
+
+    def nodes(self, max_age_s: float = _NODES_TTL_S) -> dict[str, PoolNode]:
+        """Our raylets by name (one GCS call, reused for ``max_age_s``)."""
+        now = time.monotonic()
+        if now - self._nodes_at > max_age_s:
+            self._nodes = pool_nodes(ray.nodes())  # type: ignore[no-untyped-call]
+            self._nodes_at = now
+        return self._nodes
+
+    def check_pool(self) -> None:
+        """Refuse a daemon cluster naming a node no raylet (live or dead) answers to.
+
+        Raises:
+            InvalidRequestError: the cluster names unknown nodes.
+        """
+        known = self.nodes(0.0)
+        missing = sorted(self.pool - set(known))
+        if missing:
+            raise InvalidRequestError(
+                "cluster",
+                self.cluster.name,
+                f"no raylet of the Ray cluster offers {node_resource(missing[0])} "
+                f"({len(missing)} of its nodes are unknown there; raylets: {sorted(known)})",
+                "a preset from: python -m launchers._ray_cluster --address HEAD:6379",
+            )
+
+    def unavailable_nodes(self) -> frozenset[str]:
+        """Pool nodes whose raylet is dead or gone, or whose ``orch_node:`` resource is held
+        (by another daemon's job, or by one of ours still being released)."""
+        nodes = self.nodes()
+        free = ray.available_resources()  # type: ignore[no-untyped-call]
+        return frozenset(
+            name
+            for name in self.pool
+            if name not in nodes
+            or not nodes[name].alive
+            or free.get(node_resource(name), 0.0) < 1.0
+        )
+
+    # -- names --------------------------------------------------------------------------------
+
+    def _pg_name(self, job_id: int, attempt: int) -> str:
+        return f"orch-{self.key}-{job_id}-{attempt}"
+
+    def _actor_name(self, job_id: int, attempt: int, rank: int) -> str:
+        return f"{self._pg_name(job_id, attempt)}-task{rank}"
+
+    def _actor(self, name: str) -> Any | None:
+        """The actor called ``name`` (cached), or None when it no longer exists."""
+        actor = self._actors.get(name)
+        if actor is None:
+            try:
+                actor = ray.get_actor(name, namespace=self.namespace)
+            except ValueError:
+                return None
+            self._actors[name] = actor
+        return actor
+
+    # -- start --------------------------------------------------------------------------------
+
+    def paths(self, job_id: int) -> JobPaths:
+        return JobPaths(self.root, job_id)
+
+    def output_paths(self, job_id: int) -> tuple[str, str]:
+        paths = self.paths(job_id)
+        return str(paths.stdout), str(paths.stderr)
+
+    def _argv(self, spec: LaunchSpec, paths: JobPaths) -> list[str]:
+        if spec.script is not None:
+            atomic_write(paths.script, spec.script, mode=stat.S_IRWXU)
+            if spec.script.startswith("#!"):
+                return [str(paths.script)]
+            return ["/bin/sh", str(paths.script)]
+        if not spec.argv:
+            raise BackendError(f"job {spec.job_id}: neither a command nor a script to run")
+        return list(spec.argv)
+
+    def _base_env(self, spec: LaunchSpec) -> dict[str, str]:
+        env = dict(os.environ) if self.inherit_env else {"PATH": os.defpath}
+        env.update(spec.env)
+        tpn = spec.tasks_per_node
+        env.update(
+            {
+                "ORCH_JOB_ID": str(spec.job_id),
+                "ORCH_JOB_NAME": spec.name,
+                "ORCH_ATTEMPT": str(spec.attempt),
+                "ORCH_NODELIST": compress_hostlist(spec.nodes),
+                "ORCH_NUM_NODES": str(len(spec.nodes)),
+                "ORCH_TASKS_PER_NODE": str(tpn),
+                "ORCH_CPUS_PER_TASK": str(spec.cpus_per_task),
+                "WORLD_SIZE": str(len(spec.nodes) * tpn),
+                "LOCAL_WORLD_SIZE": str(tpn),
+                "OMP_NUM_THREADS": str(spec.cpus_per_task),
+            }
+        )
+        return env
+
+    def start(self, spec: LaunchSpec) -> Handle:
+        paths = self.paths(spec.job_id)
+        attempt_dir = paths.attempt(spec.attempt)
+        try:
+            attempt_dir.mkdir(parents=True, exist_ok=True)
+            argv = self._argv(spec, paths)
+            paths.stdout.touch()
+            paths.stderr.touch()
+        except OSError as e:
+            raise BackendError(f"job {spec.job_id}: cannot prepare {paths.folder}: {e}") from e
+        unknown = [n for n in spec.nodes if n not in self.pool]
+        if unknown:
+            raise BackendError(f"job {spec.job_id}: nodes {unknown} are not raylets of ours")
+        pg_name = self._pg_name(spec.job_id, spec.attempt)
+        tpn = spec.tasks_per_node
+        world = len(spec.nodes) * tpn
+        actor_names = [self._actor_name(spec.job_id, spec.attempt, r) for r in range(world)]
+        # A leftover of the same name can only come from a state folder that was reset.
+        self._destroy(pg_name, actor_names, None)
+        # Before anything exists: a daemon killed during start() finds what to destroy here.
+        atomic_write(attempt_dir / NAMES_FILE, json.dumps({"pg": pg_name, "actors": actor_names}))
+        pg = placement_group(
+            [{node_resource(n): 1.0} for n in spec.nodes],
+            strategy="STRICT_SPREAD",
+            name=pg_name,
+            lifetime="detached",
+        )
+        actors: list[Any] = []
+        try:
+            try:
+                ray.get(pg.ready(), timeout=self.start_timeout_s)
+            except GetTimeoutError:
+                raise BackendError(
+                    f"job {spec.job_id}: Ray did not place its bundles on {list(spec.nodes)} "
+                    f"within {self.start_timeout_s:g}s (a raylet is gone, or its orch_node "
+                    "resource is held by someone else)"
+                ) from None
+            bundle_nodes = placement_group_table(pg)["bundles_to_node_id"]
+            node_ids = [str(bundle_nodes[i]) for i in range(len(spec.nodes))]
+            for rank, name in enumerate(actor_names):
+                actor = RemoteTaskActor.options(
+                    name=name,
+                    namespace=self.namespace,
+                    lifetime="detached",
+                    num_cpus=0,
+                    max_restarts=0,
+                    scheduling_strategy=PlacementGroupSchedulingStrategy(
+                        pg, placement_group_bundle_index=rank // tpn
+                    ),
+                ).remote(str(attempt_dir), str(paths.stdout), str(paths.stderr), rank, world > 1)
+                actors.append(actor)
+                self._actors[name] = actor
+            master_addr, master_port = ray.get(
+                actors[0].endpoint.remote(), timeout=self.start_timeout_s
+            )
+            base = self._base_env(spec)
+            base.update({"MASTER_ADDR": str(master_addr), "MASTER_PORT": str(master_port)})
+            cwd = spec.workdir or str(paths.folder)
+            starts = []
+            for rank, actor in enumerate(actors):
+                node_rank, local_rank = divmod(rank, tpn)
+                env = dict(base)
+                env.update(
+                    {
+                        "ORCH_NODE_RANK": str(node_rank),
+                        "ORCH_NODENAME": spec.nodes[node_rank],
+                        "ORCH_TASK_RANK": str(rank),
+                        "RANK": str(rank),
+                        "LOCAL_RANK": str(local_rank),
+                        "GROUP_RANK": str(node_rank),
+                    }
+                )
+                starts.append(actor.start.remote(argv, env, cwd))
+            ray.get(starts, timeout=self.start_timeout_s)
+        except (RayError, BackendError) as e:
+            self._destroy(pg_name, actor_names, pg)
+            if isinstance(e, BackendError):
+                raise
+            raise BackendError(f"job {spec.job_id}: Ray could not start its tasks: {e}") from e
+        return {
+            "attempt": spec.attempt,
+            "dir": str(attempt_dir),
+            "pg": pg.id.hex(),
+            "pg_name": pg_name,
+            "actors": actor_names,
+            "nodes": list(spec.nodes),
+            "node_ids": node_ids,
+        }
+
+    # -- poll ---------------------------------------------------------------------------------
+
+    def poll(self, handles: Mapping[int, Handle]) -> dict[int, PollResult]:
+        # One status call per task not known to have ended, all awaited together; a call that
+        # does not answer in time is asked again at the next tick (not sent twice).
+        gone: set[str] = set()
+        for handle in handles.values():
+            for name in handle["actors"]:
+                if name in self._codes or name in self._pending:
+                    continue
+                actor = self._actor(name)
+                if actor is None:
+                    gone.add(name)
+                else:
+                    self._pending[name] = actor.status.remote()
+        waiting = {ref: name for name, ref in self._pending.items()}
+        if waiting:
+            ready, _ = ray.wait(
+                list(waiting), num_returns=len(waiting), timeout=self.poll_timeout_s
+            )
+            for ref in ready:
+                name = waiting[ref]
+                del self._pending[name]
+                try:
+                    code = ray.get(ref, timeout=0)
+                except ActorUnavailableError:
+                    continue  # unreachable for now (Ray retries it): ask again next tick
+                except RayActorError:
+                    self._actors.pop(name, None)
+                    gone.add(name)
+                    continue
+                if code is not None:
+                    self._codes[name] = int(code)
+        return {job_id: self._result(handle, gone) for job_id, handle in handles.items()}
+
+    def _result(self, handle: Handle, gone: set[str]) -> PollResult:
+        attempt_dir = Path(handle["dir"])
+        codes: list[int | None] = []
+        alive = vanished = 0
+        for rank, name in enumerate(handle["actors"]):
+            code = self._codes.get(name)
+            if code is None and name in gone:
+                # The actor is gone: its status file may still tell how the task ended.
+                code = _read_code(attempt_dir / f"task-{rank}.rc")
+                if code is None:
+                    vanished += 1
+                else:
+                    self._codes[name] = code
+            elif code is None:
+                alive += 1
+            codes.append(code)
+        if vanished:
+            # A node that died under the job is no fault of the job: run it again elsewhere.
+            nodes = self.nodes(0.0)
+            live_ids = {n.node_id for n in nodes.values() if n.alive}
+            node_died = any(i not in live_ids for i in handle["node_ids"])
+            return PollResult(Liveness.REQUEUE if node_died else Liveness.LOST, tuple(codes), alive)
+        if alive:
+            return PollResult(Liveness.RUNNING, tuple(codes), alive)
+        return PollResult(Liveness.EXITED, tuple(codes), 0)
+
+    # -- signal, forget, abort ----------------------------------------------------------------
+
+    def signal(self, handle: Handle, signum: int) -> None:
+        for name in handle["actors"]:
+            if name in self._codes:
+                continue
+            actor = self._actor(name)
+            if actor is not None:
+                # Fire and forget: the next poll tells whether the task ended.
+                actor.signal.remote(signum)
+
+    def forget(self, handle: Handle) -> None:
+        pg = PlacementGroup(ray.PlacementGroupID(bytes.fromhex(handle["pg"])))
+        self._destroy(handle["pg_name"], handle["actors"], pg)
+
+    def abort_start(self, job_id: int, attempt: int) -> None:
+        paths = self.paths(job_id)
+        attempt_dir = paths.attempt(attempt)
+        attempt_dir.mkdir(parents=True, exist_ok=True)
+        # The marker first: an actor whose start() comes later refuses to run the command.
+        atomic_write(paths.abort_file(attempt), "aborted\n")
+        try:
+            names = json.loads((attempt_dir / NAMES_FILE).read_text())
+        except (OSError, ValueError):
+            return  # start() wrote nothing: it created nothing either
+        self._destroy(names["pg"], names["actors"], None)
+
+    def _destroy(self, pg_name: str, actor_names: Sequence[str], pg: PlacementGroup | None) -> None:
+        """Kill the tasks (their whole sessions), the actors and the placement group."""
+        actors = [(name, self._actor(name)) for name in actor_names]
+        kills = [
+            a.signal.remote(signal.SIGKILL)
+            for name, a in actors
+            if a is not None and name not in self._codes
+        ]
+        if kills:
+            # The sessions first: killing an actor takes only its direct child with it.
+            with contextlib.suppress(RayError):
+                ray.wait(kills, num_returns=len(kills), timeout=2.0)
+        for name, actor in actors:
+            if actor is not None:
+                with contextlib.suppress(RayError, ValueError):
+                    ray.kill(actor, no_restart=True)
+            self._actors.pop(name, None)
+            self._pending.pop(name, None)
+            self._codes.pop(name, None)
+        if pg is None:
+            try:
+                pg = get_placement_group(pg_name)
+            except ValueError:
+                return
+        with contextlib.suppress(RayError, ValueError):
+            remove_placement_group(pg)
+
+    def close(self) -> None:
+        """Running jobs keep running (detached); only our cached handles go."""
+        self._actors.clear()
+        self._pending.clear()
+
+
+def _read_code(path: Path) -> int | None:
+    try:
+        return int(path.read_text().split()[0])
+    except (FileNotFoundError, IndexError, ValueError):
+        return None
