@@ -2,9 +2,10 @@
 
 ``ray.cluster_utils.Cluster`` starts a GCS and four real raylets on this machine, each named as a
 node of ours by its ``orch_node:r<i>`` resource, with token auth off (a test cluster of this
-machine only; Ray 2.60 advertises the machine's address, not 127.0.0.1), no dashboard, usage stats off and a small object store. Its temporary folder and address
-file are our own (``RAY_TMPDIR``), and it is stopped by ``cluster.shutdown()``, which kills only
-the processes it started (never ``ray stop``: that kills every Ray on the machine).
+machine only; Ray 2.60 advertises the machine's address, not 127.0.0.1), no dashboard, usage
+stats off and a small object store. Its temporary folder and address file are our own
+(``RAY_TMPDIR``), and it is stopped by ``cluster.shutdown()``, which kills only the processes it
+started (never ``ray stop``: that kills every Ray on the machine).
 
 The fixture is registered for every test folder by ``tests/conftest.py``.
 """
