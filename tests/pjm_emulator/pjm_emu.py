@@ -553,25 +553,6 @@ def killpg(pgid: int, signum: int) -> None:
         os.killpg(pgid, signum)
 
 
-# -- pjstat ------------------------------------------------------------------------------------
-
-DEFAULT_COLUMNS = [
-    "JOB_ID", "JOB_NAME", "MD", "ST", "USER", "START_DATE", "ELAPSE_LIM", "NODE_REQUIRE",
-    "VNODE", "CORE", "V_MEM",
-]  # fmt: skip
-VERBOSE_COLUMNS = [
-    "JOB_ID", "JOB_NAME", "MD", "ST", "USER", "GROUP", "START_DATE", "ELAPSE_TIM",
-    "ELAPSE_LIM", "NODE_REQUIRE", "VNODE", "CORE", "V_MEM", "LST", "EC", "PC", "SN",
-    "ACCEPT", "RSC_UNIT", "REASON",
-]  # fmt: skip
-CHOOSE = {
-    "jid": "JOB_ID", "jnam": "JOB_NAME", "md": "MD", "st": "ST", "usr": "USER",
-    "grp": "GROUP", "sdt": "START_DATE", "edt": "END_DATE", "elp": "ELAPSE_TIM",
-    "elpl": "ELAPSE_LIM", "nnumr": "NODE_REQUIRE", "nnuma": "NODE_ALLOC", "lst": "LST",
-    "ec": "EC", "pc": "PC", "sn": "SN", "adt": "ACCEPT", "rscg": "RSC_GRP",
-}  # fmt: skip
-
-
 def fmt_elapse(seconds: float) -> str:
     total = int(seconds)
     return f"{total // 3600:04d}:{total % 3600 // 60:02d}:{total % 60:02d}"
@@ -579,121 +560,6 @@ def fmt_elapse(seconds: float) -> str:
 
 def fmt_date(t: float | None) -> str:
     return "-" if t is None else time.strftime("%m/%d %H:%M:%S", time.localtime(t))
-
-
-def aggregate(members: list[dict[str, Any]]) -> dict[str, Any]:
-    """One row for a bulk or step job: the state of its sub jobs taken together."""
-    if len(members) == 1 and members[0]["md"] == "NM":
-        return members[0]
-    row = dict(members[0])
-    row["id"] = members[0]["group"]
-    states = [m["state"] for m in members]
-    running = [s for s in states if s in RUNNING]
-    if running:
-        row["state"] = "RUN" if "RUN" in running else running[0]
-    elif any(s in WAITING for s in states):
-        row["state"] = "QUE"
-    else:
-        row["state"] = "CCL" if "CCL" in states else "EXT"
-    codes = [m["end_code"] for m in members if m["end_code"]]
-    row["end_code"] = codes[0] if codes else (0 if row["state"] == "EXT" else None)
-    starts = [m["start"] for m in members if m["start"] is not None]
-    row["start"] = min(starts) if starts else None
-    return row
-
-
-def cell(rec: dict[str, Any], column: str, user: str) -> str:
-    st = rec["state"]
-    finished = st in FINISHED
-    value: Any
-    if column == "JOB_ID":
-        value = rec["id"]
-    elif column == "JOB_NAME":
-        value = rec["name"]
-    elif column == "MD":
-        value = rec["md"]
-    elif column in ("ST", "LST"):
-        value = st
-    elif column == "USER":
-        value = user
-    elif column == "GROUP":
-        value = rec["group_name"]
-    elif column == "START_DATE":
-        value = fmt_date(rec["start"])
-    elif column == "END_DATE":
-        value = fmt_date(rec["end"])
-    elif column == "ACCEPT":
-        value = fmt_date(rec["accept"])
-    elif column == "ELAPSE_LIM":
-        value = fmt_elapse(rec["elapse_lim"])
-    elif column == "ELAPSE_TIM":
-        start = rec["start"]
-        value = "-" if start is None else fmt_elapse((rec["end"] or time.time()) - start)
-    elif column in ("NODE_REQUIRE", "NODE_ALLOC"):
-        value = rec["node_require"]
-    elif column == "EC":
-        value = rec["exit_code"] if finished and rec["exit_code"] is not None else "-"
-    elif column == "PC":
-        value = rec["end_code"] if finished and rec["end_code"] is not None else "-"
-    elif column == "SN":
-        value = rec["signal"] if rec["signal"] is not None else "-"
-    elif column in ("RSC_GRP", "RSC_UNIT"):
-        value = rec["rscgrp"] if column == "RSC_GRP" else "rscunit_ft01"
-    else:
-        value = "-"
-    return str(value)
-
-
-def pjstat(argv: list[str]) -> str:
-    base = root()
-    cfg = config(base)
-    history = verbose = expand = False
-    columns: list[str] | None = None
-    wanted: list[str] = []
-    i = 0
-    while i < len(argv):
-        w = argv[i]
-        if w == "-H":
-            history = True
-        elif w == "-v":
-            verbose = True
-        elif w == "-E":
-            expand = True
-        elif w == "--choose":
-            i += 1
-            if i >= len(argv):
-                raise PjmUsageError("0004", "option --choose needs a value.")
-            keys = argv[i].split(",")
-            unknown = [k for k in keys if k not in CHOOSE]
-            if unknown:
-                raise PjmUsageError("0004", f"--choose: unknown item {unknown[0]}.")
-            columns = [CHOOSE[k] for k in keys]
-        elif w.startswith("-"):
-            raise PjmUsageError("0004", f"unknown option {w}.")
-        else:
-            wanted.append(w)
-        i += 1
-    records = all_records(base)
-    groups: dict[str, list[dict[str, Any]]] = {}
-    for rec in records:
-        groups.setdefault(rec["group"], []).append(rec)
-    rows: list[dict[str, Any]] = []
-    for gid, members in groups.items():
-        expand_this = expand or any(m["id"] in wanted for m in members if m["id"] != gid)
-        candidates = members if expand_this and members[0]["md"] != "NM" else [aggregate(members)]
-        for rec in candidates:
-            if wanted and rec["id"] not in wanted and rec["group"] not in wanted:
-                continue
-            if (rec["state"] in FINISHED) != history:
-                continue
-            rows.append(rec)
-    names = columns or (VERBOSE_COLUMNS if verbose else DEFAULT_COLUMNS)
-    table = [names] + [[cell(r, c, cfg["user"]) for c in names] for r in rows]
-    widths = [max(len(row[k]) for row in table) for k in range(len(names))]
-    return "".join(
-        "  ".join(v.ljust(w) for v, w in zip(row, widths, strict=False)).rstrip() + "\n"
-        for row in table
-    )
 
 
 # -- pjdel -------------------------------------------------------------------------------------
@@ -716,96 +582,6 @@ def pjdel(argv: list[str]) -> tuple[str, str, int]:
             (job_dir(base, rec["id"]) / "cancel").write_text("pjdel\n")
         out.append(f"[INFO] PJM 0100 pjdel Accepted job {jid}.\n")
     return "".join(out), "".join(err), rc
-
-
-# -- mpiexec (Fujitsu MPI, as far as the backend needs it) --------------------------------------
-
-_COORD = re.compile(r"^\(\s*(\d+)\s*(?:,\s*(\d+)\s*)?(?:,\s*(\d+)\s*)?\)$")
-
-
-def mpiexec(argv: list[str]) -> int:
-    if "PJM_JOBID" not in os.environ:
-        print("[ERR.] PLE 0001 mpiexec must run inside a PJM job.", file=sys.stderr)
-        return 1
-    shape = [int(s) for s in os.environ["PJM_EMU_SHAPE"].split("x")]
-    n: int | None = None
-    vcoord: str | None = None
-    i = 0
-    while i < len(argv) and argv[i].startswith("-"):
-        w = argv[i]
-        if w in ("-n", "-np"):
-            n = int(argv[i + 1])
-            i += 2
-        elif w in ("-vcoordfile", "--vcoordfile"):
-            vcoord = argv[i + 1]
-            i += 2
-        elif w == "--":
-            i += 1
-            break
-        else:
-            print(f"[ERR.] PLE 0002 mpiexec: option {w} is not emulated.", file=sys.stderr)
-            return 1
-    command = argv[i:]
-    if not command:
-        print("[ERR.] PLE 0003 mpiexec: no program to run.", file=sys.stderr)
-        return 1
-    coords: list[tuple[int, int, int]] = []
-    if vcoord is not None:
-        for number, line in enumerate(Path(vcoord).read_text().splitlines(), 1):
-            if not line.strip():
-                continue
-            match = _COORD.match(line.strip())
-            if not match:
-                print(f"[ERR.] PLE 0010 mpiexec: {vcoord}:{number}: bad coordinate {line!r}.",
-                      file=sys.stderr)  # fmt: skip
-                return 1
-            xyz = tuple(int(g) if g else 0 for g in match.groups())
-            if any(c >= d for c, d in zip(xyz, shape, strict=False)):
-                print(f"[ERR.] PLE 0011 mpiexec: {vcoord}:{number}: {line.strip()} is outside "
-                      f"the job's shape {'x'.join(map(str, shape))}.", file=sys.stderr)  # fmt: skip
-                return 1
-            coords.append((xyz[0], xyz[1], xyz[2]))
-        n = len(coords) if n is None else n
-        if n > len(coords):
-            print(f"[ERR.] PLE 0012 mpiexec: -n {n} but {vcoord} places {len(coords)} ranks.",
-                  file=sys.stderr)  # fmt: skip
-            return 1
-    else:
-        n = n or int(os.environ.get("PJM_MPI_PROC", "1"))
-        nodes = math.prod(shape)
-        per = math.ceil(n / nodes)
-        for r in range(n):
-            k = r // per
-            coords.append((k // (shape[1] * shape[2]), k // shape[2] % shape[1], k % shape[2]))
-    local: dict[tuple[int, int, int], int] = {}
-    procs = []
-    for rank in range(n):
-        xyz = coords[rank]
-        local_rank = local.get(xyz, 0)
-        local[xyz] = local_rank + 1
-        env = dict(os.environ)
-        env.update(
-            {
-                "OMPI_COMM_WORLD_RANK": str(rank),
-                "OMPI_COMM_WORLD_SIZE": str(n),
-                "OMPI_COMM_WORLD_LOCAL_RANK": str(local_rank),
-                "PMIX_RANK": str(rank),
-                "PJM_EMU_RANK_COORD": ",".join(map(str, xyz)),
-            }
-        )
-        procs.append(subprocess.Popen(command, env=env))
-    codes = []
-    for p in procs:
-        while True:
-            try:
-                codes.append(p.wait())
-                break
-            except KeyboardInterrupt:  # SIGINT reaches the ranks too: keep waiting for them
-                continue
-    bad = [c for c in codes if c != 0]
-    if not bad:
-        return 0
-    return bad[0] if bad[0] > 0 else 128 - bad[0]
 
 
 # -- entry points ------------------------------------------------------------------------------
@@ -841,6 +617,8 @@ def stop_all(base: Path, timeout_s: float = 10.0) -> None:
 
 def main(command: str, argv: list[str]) -> int:
     if command == "mpiexec":
+        from pjm_emu_mpiexec import mpiexec
+
         # The job's processes end by signals PJM sends the whole job: die by them, quietly.
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         return mpiexec(argv)
@@ -848,6 +626,8 @@ def main(command: str, argv: list[str]) -> int:
         if command == "pjsub":
             sys.stdout.write(pjsub(argv))
         elif command == "pjstat":
+            from pjm_emu_pjstat import pjstat
+
             sys.stdout.write(pjstat(argv))
         elif command == "pjdel":
             out, err, rc = pjdel(argv)
