@@ -72,6 +72,9 @@ OPTIONS = {
 NAMES_FILE = "ray-names.json"
 """In the attempt's folder: the placement group's and actors' names, written before either
 exists, so :meth:`RayBackend.abort_start` knows what to destroy."""
+_RELEASE_S = 10.0
+"""How long a node we released counts as ours to give although Ray may still show it held (a
+start there waits for the release in ``pg.ready()``)."""
 _NODES_TTL_S = 0.5
 """How long one read of the node table serves (poll and the scheduling pass of one tick)."""
 
@@ -160,6 +163,9 @@ class RayBackend(BaseBackend):
         self._codes: dict[str, int] = {}
         self._nodes: dict[str, PoolNode] = {}
         self._nodes_at = -1.0
+        # Nodes whose bundles we removed lately: Ray reports their resource free only after a
+        # moment, and they must not look busy to the scheduling pass that follows.
+        self._released: dict[str, float] = {}
 
     @classmethod
     def create(cls, root: Path, cluster: Cluster, options: Mapping[str, str]) -> RayBackend:
@@ -218,12 +224,14 @@ class RayBackend(BaseBackend):
         (by another daemon's job, or by one of ours still being released)."""
         nodes = self.nodes()
         free = ray.available_resources()  # type: ignore[no-untyped-call]
+        now = time.monotonic()
+        self._released = {n: t for n, t in self._released.items() if now - t < _RELEASE_S}
         return frozenset(
             name
             for name in self.pool
             if name not in nodes
             or not nodes[name].alive
-            or free.get(node_resource(name), 0.0) < 1.0
+            or (free.get(node_resource(name), 0.0) < 1.0 and name not in self._released)
         )
 
     # -- names --------------------------------------------------------------------------------
@@ -448,6 +456,8 @@ class RayBackend(BaseBackend):
     def forget(self, handle: Handle) -> None:
         pg = PlacementGroup(ray.PlacementGroupID(bytes.fromhex(handle["pg"])))
         self._destroy(handle["pg_name"], handle["actors"], pg)
+        now = time.monotonic()
+        self._released.update((name, now) for name in handle["nodes"])
 
     def abort_start(self, job_id: int, attempt: int) -> None:
         paths = self.paths(job_id)
