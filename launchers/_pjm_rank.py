@@ -22,6 +22,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -30,6 +31,7 @@ from pathlib import Path
 from typing import IO, Any
 
 POLL_S = 0.05
+RENDEZVOUS_S = 120.0
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -54,6 +56,28 @@ def _signals(path: Path) -> list[int]:
         return [int(w) for w in path.read_text().split()]
     except (FileNotFoundError, ValueError):
         return []
+
+
+def _rendezvous(path: Path, rank: int, timeout_s: float = RENDEZVOUS_S) -> tuple[str, str]:
+    """``MASTER_ADDR`` and ``MASTER_PORT``: rank 0's host and a port free there.
+
+    Rank 0 publishes them in the attempt's folder; the other ranks wait for the file. Only rank
+    0's node can tell which of its ports is free, and which name the other nodes reach it by.
+    """
+    if rank == 0:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("", 0))
+            port = s.getsockname()[1]
+        _atomic_write(path, f"{socket.gethostname()} {port}\n")
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            host, port_text = path.read_text().split()
+            return host, port_text
+        except (FileNotFoundError, ValueError):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"rank 0 did not publish {path} in {timeout_s:g} s") from None
+            time.sleep(0.02)
 
 
 def main(args: list[str]) -> int:
@@ -94,6 +118,13 @@ def main(args: list[str]) -> int:
             "GROUP_RANK": str(node_rank),
         }
     )
+    if job.get("rendezvous"):
+        try:
+            env["MASTER_ADDR"], env["MASTER_PORT"] = _rendezvous(folder / "master", rank)
+        except TimeoutError as e:
+            print(f"orch: rank {rank}: {e}", file=sys.stderr)
+            _atomic_write(folder / f"task-{rank}.rc", "1\n")
+            return 1
     signals_path = folder / "signals"
     pending = _signals(signals_path)
     if pending:  # cancelled before this rank started: do not start it

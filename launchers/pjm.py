@@ -74,6 +74,7 @@ OPTIONS = {
     "pilot_wait": "seconds a scheduling pass waits for a newly submitted allocation to start",
     "python": "interpreter for the rank wrapper and the agent on the compute nodes",
     "inherit_env": "0: jobs do not inherit the daemon's environment (no #PJM -X)",
+    "master_addr": "rank0 (rank 0 publishes its host and a free port) or a fixed address",
 }
 FINISHED = {"EXT", "CCL", "ERR", "RJT"}
 COMMAND_TIMEOUT_S = 60.0
@@ -161,6 +162,7 @@ class PjmBackend(BaseBackend):
         pilot_wait_s: float = 2.0,
         python: str = sys.executable,
         inherit_env: bool = True,
+        master_addr: str = "rank0",
     ) -> None:
         if mode not in ("direct", "pilot"):
             raise InvalidRequestError("mode", mode, "expected direct or pilot", "pilot")
@@ -177,6 +179,7 @@ class PjmBackend(BaseBackend):
         self.pilot_wait_s = pilot_wait_s
         self.python = python
         self.inherit_env = inherit_env
+        self.master_addr = master_addr
         self.pilots = self.root / "pjm" / "pilots"
         self.commands_run = 0
         """External commands run so far (benchmarks and tests count them)."""
@@ -227,6 +230,7 @@ class PjmBackend(BaseBackend):
             pilot_wait_s=seconds("pilot_wait", 2.0),
             python=options.get("python", sys.executable),
             inherit_env=options.get("inherit_env", "1").lower() not in ("0", "false", "no"),
+            master_addr=options.get("master_addr", "rank0"),
         )
 
     # -- commands -------------------------------------------------------------------------------
@@ -297,14 +301,16 @@ class PjmBackend(BaseBackend):
                 "ORCH_NUM_NODES": str(n_nodes),
                 "ORCH_TASKS_PER_NODE": str(tpn),
                 "ORCH_CPUS_PER_TASK": str(spec.cpus_per_task),
-                "MASTER_ADDR": "127.0.0.1",
-                "MASTER_PORT": str(free_port()),
                 "WORLD_SIZE": str(n_nodes * tpn),
                 "LOCAL_WORLD_SIZE": str(tpn),
                 "OMP_NUM_THREADS": str(spec.cpus_per_task),
             }
         )
+        rendezvous = self.master_addr == "rank0"
+        if not rendezvous:
+            env.update({"MASTER_ADDR": self.master_addr, "MASTER_PORT": str(free_port())})
         job = {
+            "rendezvous": rendezvous,
             "dir": str(folder),
             "argv": self._argv(spec, paths),
             "cwd": spec.workdir or str(paths.folder),

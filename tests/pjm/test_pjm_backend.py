@@ -8,6 +8,7 @@ on close, and jobs requeued when the allocation ends under them.
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import time
@@ -22,7 +23,8 @@ from backend_contract import ContractHarness, Run
 from pjm_emu_pytest import emulator_session
 
 from launchers import make_backend
-from launchers._pjm_text import parse_pjstat
+from launchers._base import LaunchSpec, Liveness
+from launchers._pjm_text import parse_pjstat, parse_pjsub
 from launchers.pjm import PjmBackend, pilot_cluster
 from orchestrator.exceptions import InvalidRequestError
 from orchestrator.resources.cluster import Cluster
@@ -99,6 +101,48 @@ def test_direct_job_script_asks_for_the_requested_shape(emulator: Path, tmp_path
     assert (folder / "vcoord").read_text().split() == [c for c in coords for _ in range(2)]
     out = Path(run.daemon.backend.output_paths(job_id)[0]).read_text().splitlines()
     assert sorted(out) == sorted(f"{r}: hello from {r}" for r in range(24))  # srun --label
+    # MASTER_ADDR and MASTER_PORT come from rank 0's node (its host name, a port free there).
+    host, port = (folder / "master").read_text().split()
+    assert host == socket.gethostname() and 1024 <= int(port) < 65536
+
+
+def test_direct_job_queued_in_pjm_is_cancelled_with_pjdel(emulator: Path, tmp_path: Path) -> None:
+    # Another job holds the whole emulated machine: ours waits in PJM's queue (QUE).
+    blocker = tmp_path / "blocker.sh"
+    blocker.write_text('#!/bin/sh\n#PJM -L "node=4x6x4"\nsleep 30\n')
+    out = subprocess.run(["pjsub", str(blocker)], capture_output=True, text=True, check=True)
+    blocker_id = parse_pjsub(out.stdout)
+    run = Run(ContractHarness(name="pjm", cluster=TORUS, make_backend=PjmBackend), tmp_path)
+    job_id = run.submit("pass", nodes=2)
+    run.tick_until(lambda: run.state(job_id) is S.RUNNING, "the daemon to start it")
+    pjm_id = run.row(job_id)["handle"]["pjm_id"]
+    run.tick_until(lambda: pjstat().get(pjm_id) == "QUE", "PJM to queue it")
+    run.daemon.cancel(job_id)
+    run.finish(job_id)  # no rank ever started: SIGTERM became a pjdel
+    assert run.state(job_id) is S.CANCELLED
+    assert pjstat("-H", pjm_id) == {pjm_id: "CCL"}
+    assert not list((tmp_path / "backend" / "jobs" / str(job_id)).glob("attempt-1/task-*.pid"))
+    subprocess.run(["pjdel", blocker_id], capture_output=True, check=True)
+
+
+def test_abort_start_stops_an_attempt_for_good(emulator: Path, tmp_path: Path) -> None:
+    backend = PjmBackend(tmp_path)
+    marker = tmp_path / "ran"
+    spec = LaunchSpec(
+        job_id=7,
+        attempt=1,
+        argv=[sys.executable, "-c", f"import time; time.sleep(1); open({str(marker)!r}, 'w')"],
+        script=None,
+        nodes=["t0-0-0"],
+    )
+    handle = backend.start(spec)
+    backend.abort_start(7, 1)  # as a daemon restarted while this attempt was STARTING
+    deadline = time.monotonic() + 15
+    while backend.poll({7: handle})[7].liveness is Liveness.RUNNING:
+        assert time.monotonic() < deadline, "the aborted attempt still runs"
+        time.sleep(0.1)
+    time.sleep(1.5)
+    assert not marker.exists()
 
 
 def test_direct_job_refused_by_pjm_fails_with_its_message(emulator: Path, tmp_path: Path) -> None:
