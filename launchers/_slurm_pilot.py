@@ -16,11 +16,18 @@ import time
 from pathlib import Path
 
 from launchers._slurm_cli import cancel, job_states, sbatch
-from launchers._slurm_poll import Phase, slurm_phase
+from launchers._slurm_poll import Phase
 from launchers._slurm_text import SlurmJobRecord, format_time_limit
 from launchers.local import atomic_write
 
-__all__ = ["PilotAllocation", "render_pilot_script"]
+__all__ = ["PilotAllocation", "render_pilot_script", "step_allocation_ended"]
+
+_STARTING = ("PENDING", "CONFIGURING")
+
+
+def step_allocation_ended(record: SlurmJobRecord | None) -> bool:
+    """The allocation a step ran in has ended or is ending (steps live only while it runs)."""
+    return record is None or record.raw_state not in ("RUNNING", *_STARTING)
 
 
 def render_pilot_script(
@@ -100,10 +107,13 @@ class PilotAllocation:
         if records is None or self.slurm_id not in records:
             records = job_states([self.slurm_id])
         record = records.get(self.slurm_id)
-        self.phase = slurm_phase(record.raw_state) if record is not None else None
-        if self.phase is Phase.ACTIVE and record is not None:
-            self.nodes = record.nodes  # empty while pending
+        state = record.raw_state if record is not None else ""
+        if record is not None and state in _STARTING:
+            self.phase, self.nodes = Phase.ACTIVE, ()
+        elif record is not None and state == "RUNNING":
+            self.phase, self.nodes = Phase.ACTIVE, record.nodes
         else:
+            # Ended, or ending (COMPLETING): no step can start in it any more.
             self._forget()
 
     def acquire(self, now: float, wait_s: float = 3.0) -> None:

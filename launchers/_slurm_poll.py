@@ -106,6 +106,7 @@ def decide(
     tasks: Sequence[TaskEnd | None],
     *,
     slurm_exit: tuple[int | None, int | None] | None = None,
+    slurm_completed: bool = False,
     requeue_code: int | None = 3,
     allocation_ended: bool = False,
 ) -> PollResult:
@@ -116,6 +117,8 @@ def decide(
             the task launcher is gone).
         tasks: Per rank, how the task ended (None: no status written).
         slurm_exit: sacct's ``ExitCode`` of the job, used for ranks without a status.
+        slurm_completed: Slurm says COMPLETED: a status 0 from ``slurm_exit`` is believed
+            (a job cancelled before its tasks ran also shows ``0:0``, and is LOST).
         requeue_code: The exit status that means "I checkpointed on the engine's signal, run me
             again" when the task had been sent a signal (None: no such status).
         allocation_ended: Pilot mode: the allocation the job ran in has ended (time limit,
@@ -148,7 +151,7 @@ def decide(
         return PollResult(Liveness.REQUEUE, codes)
     if None in codes:
         fill = _slurm_code(slurm_exit) if phase is not None else None
-        if fill is None or (fill == 0 and phase is not Phase.ENDED):
+        if fill is None or (fill == 0 and not slurm_completed):
             return PollResult(Liveness.LOST, codes)
         codes = tuple(fill if c is None else c for c in codes)
     return PollResult(Liveness.EXITED, codes)

@@ -39,7 +39,7 @@ from launchers._slurm_cli import (
     run_slurm,
     sbatch,
 )
-from launchers._slurm_pilot import PilotAllocation
+from launchers._slurm_pilot import PilotAllocation, step_allocation_ended
 from launchers._slurm_poll import Phase, TaskEnd, decide, parse_rc, slurm_phase
 from launchers._slurm_text import SbatchScript, SlurmJobRecord, render_sbatch_script
 from launchers.local import JobPaths, atomic_write, free_port, process_start_ticks
@@ -376,6 +376,7 @@ class SlurmBackend(BaseBackend):
                 phase,
                 self._tasks(handle),
                 slurm_exit=exit_code,
+                slurm_completed=record is not None and record.raw_state == "COMPLETED",
                 requeue_code=self.requeue_code,
             )
             if record is not None and record.raw_state in ("NODE_FAIL", "BOOT_FAIL"):
@@ -398,8 +399,7 @@ class SlurmBackend(BaseBackend):
         tasks = self._tasks(handle)
         if process_start_ticks(int(pid)) == int(ticks):
             return decide(Phase.ACTIVE, tasks)
-        pilot = records.get(str(handle["pilot"]))
-        ended = _phase(pilot) is not Phase.ACTIVE
+        ended = step_allocation_ended(records.get(str(handle["pilot"])))
         return decide(
             Phase.ENDED,
             tasks,

@@ -160,8 +160,9 @@ def test_pilot_packs_jobs_into_one_allocation_and_releases_it(
             if "." in line.split("|")[0] and run.backend.tag in line
         ]
         assert len(ours) == len(ids)  # every job was a step of the one allocation
+        # The controller's view (sacct's NodeList lags while the allocation runs).
         allocated = expand_hostlist(
-            slurm_text("sacct", "-X", "-P", "-n", "-j", pilot_id, "-o", "NodeList").strip()
+            slurm_text("squeue", "-h", "-t", "all", "-j", pilot_id, "-o", "%N").strip()
         )
         assert used <= set(allocated)
         # The queue has drained: the allocation is given back after pilot_idle.
