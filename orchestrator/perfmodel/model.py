@@ -151,7 +151,9 @@ def predict_step(
             )
     stretch = 1.0
     if profile.host_cores is not None:
-        stretch = max(1.0, p / profile.host_cores)
+        # Relative to one rank, which calibration measured with whatever share it got.
+        c = profile.host_cores
+        stretch = max(1.0, p / c) / max(1.0, 1.0 / c)
     return StepPrediction(
         nodes=p,
         batch_per_node=b,
