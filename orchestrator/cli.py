@@ -308,8 +308,9 @@ def clusters() -> None:
     show_default=True,
 )
 def demo(out: Path) -> None:
-    """The embedded default: replay the shipped trace under RLScheduler's protocol, then a
-    Fugaku-sized torus workload; print the tables and write the figures to OUT."""
+    """The main job on the embedded default: the scheduler in simulation (shipped trace, Fugaku
+    torus), then the kfac_vs_sgd sweep through hydra/launcher=orch, compared from MLflow;
+    everything is written to OUT."""
     from orchestrator.demo import run_demo
 
     try:
