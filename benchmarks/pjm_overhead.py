@@ -8,9 +8,12 @@ processes, emulated commands), in the same run, one job at a time on an idle mac
 * direct: an in-process daemon with ``--backend pjm`` submits ``true`` on one node and ticks
   every 10 ms until the job is COMPLETED (one pjsub per job; mpiexec and the rank wrapper);
 * pilot: the same through one pilot allocation (``mode=pilot``), already running for every job
-  but the first (whose figure, which includes starting the allocation, is reported apart).
+  but the first (whose figure, which includes starting the allocation, is reported apart);
+* batch: ``--batch`` one-node ``true`` jobs submitted at once, until the last is done, direct
+  (one PJM job each, the 96-node emulated machine runs them all at once) and pilot (12 at a
+  time in the 2x3x2 allocation).
 
-    .venv/bin/python benchmarks/pjm_overhead.py [--jobs 20]
+    .venv/bin/python benchmarks/pjm_overhead.py [--jobs 20] [--batch 40]
 """
 
 from __future__ import annotations
@@ -76,6 +79,20 @@ def through_daemon(daemon: Daemon) -> float:
         time.sleep(0.01)
 
 
+def batch(daemon: Daemon, jobs: int) -> float:
+    """Seconds from submitting ``jobs`` one-node ``true`` jobs at once to the last one done."""
+    specs = [JobSpec.from_mapping({"argv": ["true"], "nodes": 1}) for _ in range(jobs)]
+    t = time.perf_counter()
+    ids = [i for group in daemon.submit(specs) for i in group]
+    while True:
+        daemon.tick(time.time())
+        states = [JobState(daemon.store.get_job(i)["state"]) for i in ids]
+        if all(s.is_finished for s in states) and not daemon.draining:
+            assert all(s is JobState.COMPLETED for s in states)
+            return time.perf_counter() - t
+        time.sleep(0.01)
+
+
 def make_daemon(root: Path, cluster: Cluster, backend: BaseBackend) -> Daemon:
     root.mkdir(parents=True, exist_ok=True)
     return Daemon(Store(sqlite_url(root / "orch.db")), cluster, backend)
@@ -91,6 +108,7 @@ def summary(values: list[float]) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=20)
+    parser.add_argument("--batch", type=int, default=40, help="jobs submitted at once")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)
@@ -108,8 +126,13 @@ def main() -> None:
                 raw.append(raw_pjsub(base))
                 dir_s.append(through_daemon(direct))
                 pil_s.append(through_daemon(pilot))
+            batch_direct = batch(direct, args.batch)
+            batch_pilot = batch(pilot, args.batch)
             pilot.backend.close()
             out = {
+                "batch_jobs": args.batch,
+                "batch_direct_s": round(batch_direct, 2),
+                "batch_pilot_s": round(batch_pilot, 2),
                 "jobs": args.jobs,
                 "raw_pjsub": summary(raw),
                 "daemon_pjm_direct": summary(dir_s),
