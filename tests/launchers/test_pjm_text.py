@@ -6,6 +6,7 @@ import pytest
 from golden_files import check_golden
 
 from launchers._pjm_text import (
+    PJM_STATES,
     PjmError,
     PjmLimitError,
     PjmNoSuchJobError,
@@ -167,3 +168,43 @@ def test_pjm_script_export_all_and_count_only() -> None:
     text = render_pjm_script(PjmScript(name="n", argv=["true"], nodes=2, export_all=True))
     assert "#PJM -X" in text.splitlines()
     assert "#PJM -X" not in render_pjm_script(PjmScript(name="n", argv=["true"], nodes=2))
+
+
+# pjstat -v as the emulator prints it (tests/pjm_emulator): the default columns plus GROUP,
+# ELAPSE_TIM, LST, EC, PC, SN, ACCEPT (a two-token date), RSC_UNIT and REASON.
+PJSTAT_V = """\
+JOB_ID  JOB_NAME  MD  ST   USER   GROUP  START_DATE      ELAPSE_TIM  ELAPSE_LIM  NODE_REQUIRE  VNODE  CORE  V_MEM  LST  EC  PC  SN  ACCEPT          RSC_UNIT      REASON
+17      envjob    NM  EXT  user1  -      11/30 05:50:23  0000:00:01  0000:01:00  12:2x3x2      -      -     -      EXT  3   0   -   11/30 05:50:22  rscunit_ft01  -
+18      s.sh      NM  EXT  user1  -      11/30 05:50:24  0000:00:02  0000:00:01  1             -      -     -      EXT  -   11  15  11/30 05:50:23  rscunit_ft01  -
+"""  # noqa: E501
+
+
+def test_parse_pjstat_verbose_columns() -> None:
+    rows = {r.job_id: r for r in parse_pjstat(PJSTAT_V)}
+    assert rows["17"].columns["ACCEPT"] == "11/30 05:50:22"
+    assert rows["17"].columns["EC"] == "3" and rows["17"].columns["RSC_UNIT"] == "rscunit_ft01"
+    assert (rows["18"].columns["PC"], rows["18"].columns["SN"]) == ("11", "15")
+    assert final_state(rows["18"].state, int(rows["18"].columns["PC"])) is JobState.TIMEOUT
+
+
+def test_every_documented_pjm_state_is_mapped() -> None:
+    documented = [
+        "ACC",
+        "QUE",
+        "RNA",
+        "RNP",
+        "RUN",
+        "RNE",
+        "RNO",
+        "EXT",
+        "CCL",
+        "ERR",
+        "RJT",
+        "HLD",
+        "SPP",
+        "SPD",
+        "RSM",
+    ]
+    assert sorted(PJM_STATES) == sorted(documented)
+    with pytest.raises(PjmError, match="unknown job state"):
+        final_state("XYZ", None)
