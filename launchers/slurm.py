@@ -41,7 +41,12 @@ from launchers._slurm_cli import (
 )
 from launchers._slurm_pilot import PilotAllocation, step_allocation_ended
 from launchers._slurm_poll import Phase, TaskEnd, decide, parse_rc, slurm_phase
-from launchers._slurm_text import SbatchScript, SlurmJobRecord, render_sbatch_script
+from launchers._slurm_text import (
+    SbatchScript,
+    SlurmJobRecord,
+    SlurmParseError,
+    render_sbatch_script,
+)
 from launchers.local import JobPaths, atomic_write, free_port, process_start_ticks
 from orchestrator.exceptions import BackendError, InvalidRequestError
 from orchestrator.resources.hostlist import compress_hostlist
@@ -138,7 +143,9 @@ class SlurmBackend(BaseBackend):
                 idle_s=pilot_idle_s,
                 partition=partition,
             )
-            self.pilot.update()
+            # Adopt the allocation a previous daemon held (its id is in the state folder).
+            with contextlib.suppress(BackendError):
+                self.pilot.update()
 
     @classmethod
     def create(cls, root: Path, cluster: Cluster, options: Mapping[str, str]) -> SlurmBackend:
@@ -293,7 +300,9 @@ class SlurmBackend(BaseBackend):
         assert self.pilot is not None
         pilot_id = self.pilot.slurm_id
         if pilot_id is None or not self.pilot.running:
-            raise BackendError(f"job {spec.job_id}: no pilot allocation is running")
+            # The allocation ended between the scheduling pass and now: the job never ran,
+            # and its first poll says so (no launcher, allocation gone: REQUEUE).
+            return {"pilot": pilot_id or "", "srun": [0, 0]}
         outside = set(spec.nodes) - set(self.pilot.nodes)
         if outside:
             raise BackendError(
@@ -359,7 +368,7 @@ class SlurmBackend(BaseBackend):
             ids.add(self.pilot.slurm_id)
         try:
             records = job_states(ids)
-        except BackendError:
+        except (BackendError, SlurmParseError):
             return {}  # no news this tick; the jobs are looked at again at the next
         if self.pilot is not None:
             self.pilot.update(records)
@@ -397,7 +406,7 @@ class SlurmBackend(BaseBackend):
     def _poll_step(self, handle: Handle, records: Mapping[str, SlurmJobRecord]) -> PollResult:
         pid, ticks = handle["srun"]
         tasks = self._tasks(handle)
-        if process_start_ticks(int(pid)) == int(ticks):
+        if pid and process_start_ticks(int(pid)) == int(ticks):
             return decide(Phase.ACTIVE, tasks)
         ended = step_allocation_ended(records.get(str(handle["pilot"])))
         return decide(
@@ -435,6 +444,8 @@ class SlurmBackend(BaseBackend):
 
     def _signal_step(self, handle: Handle, signum: int) -> None:
         pid, ticks = handle["srun"]
+        if not pid:
+            return  # never launched
         if signum != signal.SIGKILL and process_start_ticks(int(pid)) == int(ticks):
             # srun forwards the signal to every task of its step.
             with contextlib.suppress(ProcessLookupError, PermissionError):
