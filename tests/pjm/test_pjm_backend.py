@@ -19,6 +19,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "pjm_emulator"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "contract"))
+import pjm_emu
 from backend_contract import ContractHarness, Run
 from pjm_emu_pytest import emulator_session
 
@@ -123,6 +124,23 @@ def test_direct_job_queued_in_pjm_is_cancelled_with_pjdel(emulator: Path, tmp_pa
     assert pjstat("-H", pjm_id) == {pjm_id: "CCL"}
     assert not list((tmp_path / "backend" / "jobs" / str(job_id)).glob("attempt-1/task-*.pid"))
     subprocess.run(["pjdel", blocker_id], capture_output=True, check=True)
+
+
+def test_node_failure_under_a_direct_job_requeues_it(emulator: Path, tmp_path: Path) -> None:
+    run = Run(ContractHarness(name="pjm", cluster=TORUS, make_backend=PjmBackend), tmp_path)
+    code = run.report_code("import time\nif os.environ['ORCH_ATTEMPT'] == '1': time.sleep(60)\n")
+    job_id = run.submit(code, nodes=2, retries=0)
+    run.tick_until(lambda: len(run.reports_found()) == 2, "both ranks to start")
+    pjm_id = run.row(job_id)["handle"]["pjm_id"]
+    pjm_emu.node_down(emulator, pjm_id)  # PJM ends the job with end code 20
+    run.finish(job_id)
+    assert run.state(job_id) is S.COMPLETED, reasons(run, job_id)
+    assert "PREEMPTED" in [s for s, _ in reasons(run, job_id)]  # requeued, no retry spent
+    assert run.row(job_id)["attempts"] == 2
+    history = subprocess.run(
+        ["pjstat", "-H", "--choose", "jid,pc", pjm_id], capture_output=True, text=True, check=True
+    )
+    assert parse_pjstat(history.stdout)[0].columns["PC"] == "20"
 
 
 def test_abort_start_stops_an_attempt_for_good(emulator: Path, tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ State lives in the folder named by ``PJM_EMU_ROOT``::
 
 Usage: ``python3 pjm_emu.py install BIN_DIR [--python PY]`` writes the executables ``pjsub``,
 ``pjstat``, ``pjdel`` and ``mpiexec`` into BIN_DIR; the tests put BIN_DIR first on PATH.
+``python3 pjm_emu.py nodedown JOBID`` fails a node under a running job (end code 20).
 See README.md next to this file for what is and is not emulated.
 """
 
@@ -531,9 +532,14 @@ def execute(
     deadline = rec["start"] + rec["elapse_lim"]
     end_code = 0
     killed_at: float | None = None
+    node_down = cancel.with_name("nodedown")
     while proc.poll() is None:
         now = time.time()
-        if killed_at is None and (cancel.exists() or now >= deadline):
+        if node_down.exists():
+            # A node of the job died: its processes go at once, with no signal to catch.
+            end_code = 20
+            killpg(proc.pid, signal.SIGKILL)
+        elif killed_at is None and (cancel.exists() or now >= deadline):
             end_code = 1 if cancel.exists() else 11
             killed_at = now
             killpg(proc.pid, signal.SIGTERM)
@@ -598,6 +604,12 @@ def install(bin_dir: Path, python: str) -> None:
         path.chmod(0o755)
 
 
+def node_down(base: Path, jid: str) -> None:
+    """Fail a node under a running job (an administrator's view, not a PJM command): the job's
+    processes are killed at once and it ends with end code 20."""
+    (job_dir(base, jid) / "nodedown").write_text("node down\n")
+
+
 def stop_all(base: Path, timeout_s: float = 10.0) -> None:
     """pjdel every job still queued or running, wait for their runners, kill what is left."""
     records = all_records(base)
@@ -645,6 +657,8 @@ def main(command: str, argv: list[str]) -> int:
 if __name__ == "__main__":
     if len(sys.argv) >= 2 and sys.argv[1] == "_run":
         run_job(Path(sys.argv[2]), sys.argv[3])
+    elif len(sys.argv) == 3 and sys.argv[1] == "nodedown":
+        node_down(root(), sys.argv[2])
     elif len(sys.argv) >= 3 and sys.argv[1] == "install":
         py = sys.argv[4] if len(sys.argv) > 4 and sys.argv[3] == "--python" else sys.executable
         install(Path(sys.argv[2]), py)
