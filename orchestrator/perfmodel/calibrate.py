@@ -219,6 +219,7 @@ def calibrate(
         stretches.append(max(p.step_ms / 1e3 - pred.communication, 1e-9) / work)
     host = float(cores)
     if stretches:
+        # Not floored at 1: on a busy machine two ranks may get less than one core's worth.
         host = min(float(cores), 2.0 / max(statistics.median(stretches), 1e-9))
     return replace(
         prof,

@@ -150,10 +150,10 @@ def predict_step(
                 owners * broadcast_time(p, model.factor_bytes / owners, link) / k.inverse_interval
             )
     stretch = 1.0
-    if profile.host_cores is not None:
-        # Relative to one rank, which calibration measured with whatever share it got.
-        c = profile.host_cores
-        stretch = max(1.0, p / c) / max(1.0, 1.0 / c)
+    if profile.host_cores is not None and p > 1:
+        # One rank's step was measured with whatever share of the host it got: it is the unit.
+        # p ranks time-share host_cores (calibrated on 2 ranks; below 1 on a busy machine).
+        stretch = max(1.0, p / profile.host_cores)
     return StepPrediction(
         nodes=p,
         batch_per_node=b,

@@ -23,6 +23,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,15 @@ NAS = [
     ["model.kind=mlp", "model.depth=1", "model.width=16", "model.kernel_sizes=3"],
     ["model.kind=mlp", "model.depth=2", "model.width=64", "model.kernel_sizes=3"],
 ]
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """A recorded store: its folder and tracking URI, and the experiment's name."""
+
+    folder: Path
+    uri: str
+    experiment: str = EXPERIMENT
 
 
 def _env(parent: str, sweep: str, trial: int) -> dict[str, str]:

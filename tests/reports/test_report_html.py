@@ -1,0 +1,136 @@
+"""`orch report` on a recorded experiment: the tables, the figures, the HTML, and the artifact
+on the sweep's parent run; and the pure tables on hand-made frames."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+from record_experiment import Recorded
+
+from orchestrator.cli import main
+from orchestrator.reports import (
+    load_runs,
+    pareto_front,
+    scaling_table,
+    sweep_parents,
+    trials,
+    write_report,
+)
+from orchestrator.tracking import connect
+
+
+def test_report_has_every_section_and_is_logged_on_the_parent(
+    recorded: Recorded, tmp_path: Path
+) -> None:
+    runs = load_runs(recorded.experiment, recorded.uri)
+    parents = sweep_parents(runs)
+    assert len(parents) == 2  # kfac_vs_sgd and nas
+    kfac_vs_sgd = parents[parents["tags.orch.experiment"] == "kfac_vs_sgd"]["run_id"].iloc[0]
+    report = write_report(recorded.experiment, tmp_path / "r", recorded.uri, kfac_vs_sgd)
+
+    scaling = report.tables["scaling"]
+    for opt in ("sgd", "kfac"):
+        mine = scaling[(scaling["optimizer"] == opt) & (scaling["batch_size"] == 256)]
+        assert sorted(mine["nodes"]) == [1, 2]
+        one = mine[mine["nodes"] == 1].iloc[0]
+        two = mine[mine["nodes"] == 2].iloc[0]
+        assert one["efficiency"] == pytest.approx(1.0)
+        assert two["efficiency"] == pytest.approx(two["samples_per_s"] / (2 * one["samples_per_s"]))
+    batch = report.tables["batch"]
+    assert set(batch["batch_size"]) == {64, 256, 1024}
+    assert set(batch["optimizer"]) == {"sgd", "kfac"}
+    # Every run that reached the 95 % target counted its steps; at least the small batches did.
+    assert batch[batch["batch_size"] == 64]["steps_to_target"].notna().all()
+    gen = report.tables["generalisation"]
+    assert (gen["gap"] == gen["train_accuracy"] - gen["val_accuracy"]).all()
+    front = report.tables["pareto"]
+    assert len(front) == 4 and front["pareto"].any()  # the four NAS trials, only them
+    assert len(report.tables["best"]) > 0
+
+    text = report.index.read_text()
+    for heading in ("1. Scaling", "2. Steps and time", "3. Generalisation", "4. NAS Pareto"):
+        assert heading in text
+    assert "5. Best configurations" in text
+    for png in report.figures:
+        assert png.stat().st_size > 10_000
+        assert f'src="{png.name}"' in text
+
+    assert report.logged_to == kfac_vs_sgd
+    listed = {a.path for a in connect(recorded.uri).list_artifacts(kfac_vs_sgd, "report")}
+    assert "report/index.html" in listed and "report/scaling.png" in listed
+
+
+def test_orch_report_cli_defaults_to_the_newest_sweep(recorded: Recorded, tmp_path: Path) -> None:
+    out = tmp_path / "cli"
+    result = CliRunner().invoke(
+        main,
+        [
+            "report",
+            "--experiment",
+            recorded.experiment,
+            "--out",
+            str(out),
+            "--tracking-uri",
+            recorded.uri,
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    newest = sweep_parents(load_runs(recorded.experiment, recorded.uri))["run_id"].iloc[0]
+    assert f"logged as artifacts report/ of run {newest}" in result.output
+    assert (out / "index.html").exists()
+
+
+def test_orch_report_refuses_an_unknown_experiment(recorded: Recorded, tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        main,
+        ["report", "--experiment", "nope", "--out", str(tmp_path), "--tracking-uri", recorded.uri],
+    )
+    assert result.exit_code != 0
+    assert "no experiment 'nope'" in result.output and recorded.experiment in result.output
+
+
+def _frame(rows: list[dict[str, object]]) -> pd.DataFrame:
+    base = {"status": "FINISHED", "start_time": pd.Timestamp(0), "tags.world_size": "1"}
+    return pd.DataFrame(
+        [{**base, "run_id": f"r{i}", "run_name": f"r{i}", **r} for i, r in enumerate(rows)]
+    )
+
+
+def test_efficiency_is_throughput_over_n_times_one_node() -> None:
+    rows = [
+        {
+            "params.batch_size": "512",
+            "params.optimizer.name": "sgd",
+            "params.model.name": "mlp",
+            "tags.world_size": str(n),
+            "metrics.samples_per_sec": s,
+        }
+        for n, s in ((1, 1000.0), (2, 1500.0), (4, 2000.0))
+    ]
+    table = scaling_table(trials(_frame(rows)))
+    assert list(table["efficiency"]) == pytest.approx([1.0, 0.75, 0.5])
+
+
+def test_pareto_front_keeps_only_undominated_trials() -> None:
+    cells = [(0.9, 1.0), (0.95, 2.0), (0.85, 1.5), (0.95, 3.0), (0.7, 0.5)]
+    rows = [
+        {
+            "params.batch_size": "64",
+            "params.optimizer.name": "sgd",
+            "params.model.name": "param",
+            "params.model.kind": "mlp",
+            "params.model.depth": "1",
+            "params.model.width": str(i),
+            "metrics.val_accuracy": acc,
+            "metrics.latency_ms": lat,
+        }
+        for i, (acc, lat) in enumerate(cells)
+    ]
+    front = pareto_front(trials(_frame(rows)))
+    on = sorted(zip(front["val_accuracy"], front["latency_ms"], front["pareto"], strict=True))
+    assert [(a, b) for a, b, p in on if p] == [(0.7, 0.5), (0.9, 1.0), (0.95, 2.0)]
+    assert not math.isnan(front["latency_ms"].sum())
