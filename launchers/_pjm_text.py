@@ -153,6 +153,8 @@ class PjmScript:
         mpiexec: Run ``argv`` under ``mpiexec`` (with ``vcoordfile`` when given).
         vcoordfile: Path of a rank placement file for Fujitsu MPI's ``-vcoordfile``.
         export_all: ``-X``: the job inherits the submitter's environment.
+        trap_term: The script survives PJM's SIGTERM (elapse, pjdel) until its command has
+            ended, so the command's processes have the grace period to checkpoint.
     """
 
     name: str
@@ -171,6 +173,7 @@ class PjmScript:
     mpiexec: bool = False
     vcoordfile: str | None = None
     export_all: bool = False
+    trap_term: bool = False
 
 
 def render_pjm_script(spec: PjmScript) -> str:
@@ -214,6 +217,9 @@ def render_pjm_script(spec: PjmScript) -> str:
     if spec.export_all:
         lines.append("#PJM -X")
     lines.append("set -eu")
+    if spec.trap_term:
+        # A trapped signal waits for the foreground command; the command still gets it.
+        lines.append("trap : TERM")
     lines.extend(exports)
     command = " ".join(shlex.quote(a) for a in spec.argv)
     if spec.mpiexec:

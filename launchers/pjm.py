@@ -75,6 +75,7 @@ OPTIONS = {
     "python": "interpreter for the rank wrapper and the agent on the compute nodes",
     "inherit_env": "0: jobs do not inherit the daemon's environment (no #PJM -X)",
     "master_addr": "rank0 (rank 0 publishes its host and a free port) or a fixed address",
+    "requeue_code": "exit status meaning 'checkpointed, requeue me' after PJM's SIGTERM; none",
 }
 FINISHED = {"EXT", "CCL", "ERR", "RJT"}
 COMMAND_TIMEOUT_S = 60.0
@@ -115,6 +116,17 @@ def _box_coords(extents: Sequence[int], count: int) -> list[tuple[int, ...]]:
             coords.append(c)
         out.append(tuple(reversed(coords)))
     return out
+
+
+def _requeue_code(text: str) -> int | None:
+    if text.lower() == "none":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise InvalidRequestError(
+            "requeue_code", text, "expected an exit status or none", "3"
+        ) from None
 
 
 def _extents(spec: LaunchSpec, shape: Shape | None) -> tuple[int, ...]:
@@ -163,6 +175,7 @@ class PjmBackend(BaseBackend):
         python: str = sys.executable,
         inherit_env: bool = True,
         master_addr: str = "rank0",
+        requeue_code: int | None = 3,
     ) -> None:
         if mode not in ("direct", "pilot"):
             raise InvalidRequestError("mode", mode, "expected direct or pilot", "pilot")
@@ -180,6 +193,7 @@ class PjmBackend(BaseBackend):
         self.python = python
         self.inherit_env = inherit_env
         self.master_addr = master_addr
+        self.requeue_code = requeue_code
         self.pilots = self.root / "pjm" / "pilots"
         self.commands_run = 0
         """External commands run so far (benchmarks and tests count them)."""
@@ -231,6 +245,7 @@ class PjmBackend(BaseBackend):
             python=options.get("python", sys.executable),
             inherit_env=options.get("inherit_env", "1").lower() not in ("0", "false", "no"),
             master_addr=options.get("master_addr", "rank0"),
+            requeue_code=_requeue_code(options.get("requeue_code", "3")),
         )
 
     # -- commands -------------------------------------------------------------------------------
@@ -361,6 +376,7 @@ class PjmBackend(BaseBackend):
             mpiexec=True,
             vcoordfile=str(folder / "vcoord"),
             export_all=self.inherit_env,
+            trap_term=True,
         )
         path = folder / "pjm.sh"
         atomic_write(path, render_pjm_script(script))
@@ -416,6 +432,7 @@ class PjmBackend(BaseBackend):
             stdout=str(spool / "pjm.out"),
             stderr=str(spool / "pjm.err"),
             export_all=self.inherit_env,
+            trap_term=True,
         )
         path = spool / "pilot.sh"
         atomic_write(path, render_pjm_script(script))
@@ -461,6 +478,16 @@ class PjmBackend(BaseBackend):
                 codes.append(None)
         return codes, engine
 
+    def _checkpointed(self, codes: Sequence[int | None]) -> bool:
+        """PJM signalled the job (elapse, pjdel) and every failed rank exited with the
+        requeue code: "checkpointed, run me again"."""
+        failed = [c for c in codes if c not in (None, 0)]
+        return (
+            self.requeue_code is not None
+            and bool(failed)
+            and all(c == self.requeue_code for c in failed)
+        )
+
     def poll(self, handles: Mapping[int, Handle]) -> dict[int, PollResult]:
         if not handles:
             return {}
@@ -475,6 +502,8 @@ class PjmBackend(BaseBackend):
             if all(c is not None for c in codes):
                 if engine and handle["mode"] == "pilot":
                     self._mark_closed(Path(handle["pilot"]))  # the allocation is ending
+                    out[job_id] = PollResult(Liveness.REQUEUE, tuple(codes))
+                elif engine and self._checkpointed(codes):
                     out[job_id] = PollResult(Liveness.REQUEUE, tuple(codes))
                 else:
                     out[job_id] = PollResult(Liveness.EXITED, tuple(codes))

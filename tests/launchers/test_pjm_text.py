@@ -168,6 +168,8 @@ def test_pjm_script_export_all_and_count_only() -> None:
     text = render_pjm_script(PjmScript(name="n", argv=["true"], nodes=2, export_all=True))
     assert "#PJM -X" in text.splitlines()
     assert "#PJM -X" not in render_pjm_script(PjmScript(name="n", argv=["true"], nodes=2))
+    lines = render_pjm_script(PjmScript(name="n", argv=["a"], nodes=1, trap_term=True)).splitlines()
+    assert lines[-3:] == ["set -eu", "trap : TERM", "a"]
 
 
 # pjstat -v as the emulator prints it (tests/pjm_emulator): the default columns plus GROUP,

@@ -143,6 +143,29 @@ def test_node_failure_under_a_direct_job_requeues_it(emulator: Path, tmp_path: P
     assert parse_pjstat(history.stdout)[0].columns["PC"] == "20"
 
 
+def test_job_that_checkpoints_on_pjm_elapse_is_requeued(emulator: Path, tmp_path: Path) -> None:
+    # No walltime of ours: PJM's elapse (2 s, option elapse) ends the attempt with SIGTERM; the
+    # job checkpoints and exits 3 ("requeue me"), then resumes on its next attempt.
+    backend = lambda root: PjmBackend(root, elapse_s=2)  # noqa: E731
+    run = Run(ContractHarness(name="pjm", cluster=TORUS, make_backend=backend), tmp_path)
+    checkpoint = tmp_path / "checkpoint"
+    code = (
+        "import os, signal, sys, time\n"
+        f"ckpt = {str(checkpoint)!r}\n"
+        "if os.path.exists(ckpt): sys.exit(0)  # resumed\n"
+        "def save(*_):\n"
+        "    open(ckpt, 'w').write('step 42')\n"
+        "    sys.exit(3)\n"
+        "signal.signal(signal.SIGTERM, save)\n"
+        "time.sleep(60)\n"
+    )
+    job_id = run.submit(code, retries=0)
+    run.finish(job_id)
+    assert run.state(job_id) is S.COMPLETED, reasons(run, job_id)
+    assert "PREEMPTED" in [s for s, _ in reasons(run, job_id)]
+    assert run.row(job_id)["attempts"] == 2 and checkpoint.read_text() == "step 42"
+
+
 def test_abort_start_stops_an_attempt_for_good(emulator: Path, tmp_path: Path) -> None:
     backend = PjmBackend(tmp_path)
     marker = tmp_path / "ran"

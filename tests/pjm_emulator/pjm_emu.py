@@ -631,8 +631,9 @@ def main(command: str, argv: list[str]) -> int:
     if command == "mpiexec":
         from pjm_emu_mpiexec import mpiexec
 
-        # The job's processes end by signals PJM sends the whole job: die by them, quietly.
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        # PJM's SIGTERM reaches every process of the job, the ranks too: mpiexec waits for
+        # them to end (they may checkpoint first), as Fujitsu MPI's does.
+        signal.signal(signal.SIGTERM, lambda *_: None)
         return mpiexec(argv)
     try:
         if command == "pjsub":
