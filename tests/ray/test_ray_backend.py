@@ -160,6 +160,28 @@ def test_tasks_run_on_the_raylets_the_allocator_chose(
     _wait(lambda: ray.available_resources().get("orch_node:r3") == 1.0, "r3 to be released")
 
 
+def test_scripts_run_by_their_interpreter_and_a_missing_command_is_127(
+    ray_cluster: RayTestCluster, tmp_path: Path
+) -> None:
+    backend = RayBackend(tmp_path, _ray_cluster_of(["r2", "r3"]))
+    script = '#!/bin/sh\necho "script on $ORCH_NODENAME"\n'
+    handles = {
+        1: backend.start(LaunchSpec(1, 1, None, script, ["r2"])),
+        2: backend.start(LaunchSpec(2, 1, ["/nonexistent/command"], None, ["r3"])),
+    }
+
+    def ended() -> bool:
+        return all(r.liveness is Liveness.EXITED for r in backend.poll(handles).values())
+
+    _wait(ended, "both jobs to end")
+    results = backend.poll(handles)
+    assert results[1].exit_codes == (0,) and results[2].exit_codes == (127,)
+    assert Path(backend.output_paths(1)[0]).read_text() == "script on r2\n"  # one task: no label
+    assert "cannot run '/nonexistent/command'" in Path(backend.output_paths(2)[1]).read_text()
+    for handle in handles.values():
+        backend.forget(handle)
+
+
 def test_a_node_held_by_someone_else_is_unavailable(ray_cluster: RayTestCluster) -> None:
     from ray.util.placement_group import placement_group, remove_placement_group
 
