@@ -26,8 +26,9 @@ def _slurm_helpers():  # type: ignore[no-untyped-def]
     return sys.modules["slurm_cluster"]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def slurm() -> Iterator[object]:
+    """Shares one start with tests/slurm's fixture (same helper module, one count of users)."""
     with _slurm_helpers().local_slurm() as cluster:
         yield cluster
 

@@ -190,6 +190,14 @@ def test_pilot_end_requeues_its_jobs_which_resume(slurm: LocalSlurm, tmp_path: P
         assert log[0] == "start 0 attempt 1" and log[1].startswith("checkpoint")
         assert log[2].startswith("start ") and log[2] != "start 0 attempt 2"
         assert "PREEMPTED" in [s for s, _ in run.events(job_id)]
+        # The daemon stops with nothing running: it gives the allocation back at once.
+        pilot = run.backend.pilot
+        assert pilot is not None and pilot.slurm_id is not None
+        held = pilot.slurm_id
+        run.daemon.stop()
+        assert pilot.slurm_id is None
+        state = slurm_text("squeue", "-h", "-t", "all", "-j", held, "-o", "%T").strip()
+        assert state.startswith(("CANCELLED", "COMPLETING")), state
     finally:
         run.stop()
 
