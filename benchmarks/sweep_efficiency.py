@@ -86,7 +86,9 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=32)
     parser.add_argument("--jobs", type=int, default=4)
     parser.add_argument("--base", type=float, default=1.0, help="trial duration scale (s)")
-    parser.add_argument("--seed", type=int, default=0)
+    # Seed 8: the best of the 32 points is the 26th drawn, so the wall to reach it measures the
+    # sweep's progress (with seed 0 the best is the 3rd point, found in the first batch by both).
+    parser.add_argument("--seed", type=int, default=8)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)

@@ -19,7 +19,7 @@ from sweep_test_helpers import objective_app, run, train_app
 from hydra_plugins.orch_optuna_sweeper._space import parse_space
 from hydra_plugins.orch_optuna_sweeper.orch_optuna_sweeper import OrchOptunaSweeper
 from sweeps.nas import pareto_front
-from sweeps.trial_link import SweepConfigError, open_storage
+from sweeps.trial_link import SweepConfigError, make_pruner, open_storage
 
 
 def _study(journal: Path, name: str) -> optuna.Study:
@@ -222,3 +222,42 @@ def test_nas_pareto_front(tmp_path: Path) -> None:
         assert child.data.tags["orch.role"] == "trial"
         assert child.data.tags["orch.sweep_id"] == parent.data.tags["orch.sweep_id"]
         assert {"n_params", "latency_ms", "val_accuracy"} <= set(child.data.metrics)
+
+
+@pytest.mark.parametrize(
+    ("spec", "kind"),
+    [
+        ({"name": "none"}, optuna.pruners.NopPruner),
+        ({"name": "median", "n_startup_trials": 2}, optuna.pruners.MedianPruner),
+        ({"name": "asha", "min_resource": 10}, optuna.pruners.SuccessiveHalvingPruner),
+        ({"name": "hyperband", "max_resource": 100}, optuna.pruners.HyperbandPruner),
+    ],
+)
+def test_pruners(spec: dict[str, object], kind: type) -> None:
+    assert isinstance(make_pruner(spec), kind)
+
+
+def test_bad_settings_name_the_field(tmp_path: Path) -> None:
+    with pytest.raises(SweepConfigError, match=r"hydra\.sweeper\.pruner\.name"):
+        make_pruner({"name": "sometimes"})
+    with pytest.raises(SweepConfigError, match=r"hydra\.sweeper\.storage"):
+        open_storage("somewhere")
+    journal = open_storage(f"journal:{tmp_path}/a/s.journal")
+    assert isinstance(journal, optuna.storages.JournalStorage)
+    assert isinstance(open_storage(f"sqlite:///{tmp_path}/s.db"), optuna.storages.RDBStorage)
+    try:
+        import grpc  # noqa: F401
+    except ImportError:
+        with pytest.raises(SweepConfigError, match="grpcio"):
+            open_storage("grpc://127.0.0.1:13000")
+    with pytest.raises(AssertionError, match=r"hydra\.sweeper\.direction"):
+        run(
+            objective_app(
+                "hydra/launcher=orch",
+                "hydra/sweeper=orch_optuna",
+                "+x=interval(0.0, 1.0)",
+                "hydra.sweeper.direction=sideways",
+                f"hydra.sweep.dir={tmp_path}/bad",
+            ),
+            tmp_path,
+        )
