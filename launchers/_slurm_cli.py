@@ -17,10 +17,19 @@ from launchers._slurm_text import (
     parse_sbatch,
     parse_sinfo_nodes,
     parse_squeue,
+    parse_time_left,
 )
 from orchestrator.exceptions import BackendError
 
-__all__ = ["cancel", "failed_nodes", "job_states", "node_states", "run_slurm", "sbatch"]
+__all__ = [
+    "cancel",
+    "failed_nodes",
+    "job_states",
+    "node_states",
+    "run_slurm",
+    "sbatch",
+    "time_left",
+]
 
 TIMEOUT_S = 30.0
 """A Slurm command that has not answered by then means a controller in trouble."""
@@ -86,6 +95,12 @@ def job_states(ids: Iterable[str]) -> dict[str, SlurmJobRecord]:
 def node_states() -> dict[str, str]:
     """``{node: short state}`` of every node Slurm has (one ``sinfo`` call)."""
     return parse_sinfo_nodes(run_slurm(["sinfo", "-h", "-N", "-o", "%N|%t"]))
+
+
+def time_left(slurm_id: str) -> float | None:
+    """Seconds before a running job's time limit (None: no limit, or Slurm cannot say)."""
+    text = run_slurm(["squeue", "-h", "-j", slurm_id, "-o", "%L"], check=False)
+    return parse_time_left(text.splitlines()[0]) if text.strip() else None
 
 
 def failed_nodes(nodes: Sequence[str], since: float) -> set[str]:

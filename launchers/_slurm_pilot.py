@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import shlex
 import time
 from pathlib import Path
 
-from launchers._slurm_cli import cancel, job_states, sbatch
+from launchers._slurm_cli import cancel, job_states, sbatch, time_left
 from launchers._slurm_poll import Phase
 from launchers._slurm_text import SlurmJobRecord, format_time_limit
 from launchers.local import atomic_write
@@ -61,6 +62,9 @@ class PilotAllocation:
         nodes: K, the nodes asked for.
         time_s: T, the allocation's time limit.
         idle_s: Give the allocation back after this long without a job of ours in it.
+        margin_s: With less than this left before its time limit, the allocation takes no new
+            job (it would be killed soon after starting); once empty it is given back and the
+            next one is asked for.
         partition: The Slurm partition (None: the default one).
     """
 
@@ -73,18 +77,22 @@ class PilotAllocation:
         time_s: float,
         idle_s: float,
         partition: str | None,
+        margin_s: float = 60.0,
     ) -> None:
         self.root = root
         self.tag = tag
         self.size = nodes
         self.time_s = time_s
         self.idle_s = idle_s
+        self.margin_s = margin_s
         self.partition = partition
         self.state_file = root / "slurm-pilot.json"
         self.slurm_id: str | None = None
         self.phase: Phase | None = None
         self.nodes: tuple[str, ...] = ()
         self.idle_since: float | None = None
+        self.ends_at: float | None = None
+        """When Slurm's time limit ends the allocation (epoch seconds; None: not known)."""
         self._load()
 
     def _load(self) -> None:
@@ -112,9 +120,16 @@ class PilotAllocation:
             self.phase, self.nodes = Phase.ACTIVE, ()
         elif record is not None and state == "RUNNING":
             self.phase, self.nodes = Phase.ACTIVE, record.nodes
+            if self.ends_at is None:
+                left = time_left(self.slurm_id)  # once per allocation
+                self.ends_at = time.time() + (left if left is not None else math.inf)
         else:
             # Ended, or ending (COMPLETING): no step can start in it any more.
             self._forget()
+
+    def ending(self, now: float) -> bool:
+        """Less than ``margin_s`` is left before the allocation's time limit."""
+        return self.ends_at is not None and self.ends_at - now < self.margin_s
 
     def acquire(self, now: float, wait_s: float = 3.0) -> None:
         """Ask Slurm for the allocation and wait up to ``wait_s`` for it to start: on a quiet
@@ -144,5 +159,6 @@ class PilotAllocation:
 
     def _forget(self) -> None:
         self.slurm_id, self.phase, self.nodes, self.idle_since = None, None, (), None
+        self.ends_at = None
         with contextlib.suppress(FileNotFoundError):
             self.state_file.unlink()

@@ -27,6 +27,7 @@ __all__ = [
     "parse_sbatch",
     "parse_sinfo_nodes",
     "parse_squeue",
+    "parse_time_left",
     "render_sbatch_script",
     "slurm_state",
 ]
@@ -299,3 +300,26 @@ def parse_node_events(text: str) -> list[tuple[str, str]]:
         if node:
             events.append((node, state))
     return events
+
+
+def parse_time_left(text: str) -> float | None:
+    """``squeue -o %L`` (time left) in seconds; None for no limit (``UNLIMITED``, ``NOT_SET``,
+    ``INVALID``).
+
+    >>> parse_time_left("1-02:03:04"), parse_time_left("59:58"), parse_time_left("UNLIMITED")
+    (93784.0, 3598.0, None)
+
+    Raises:
+        SlurmParseError: text that is neither.
+    """
+    value = text.strip()
+    if value in ("UNLIMITED", "NOT_SET", "INVALID", ""):
+        return None
+    days, _, clock = value.rpartition("-")
+    parts = clock.split(":")
+    if not (days == "" or days.isdigit()) or not all(p.isdigit() for p in parts) or len(parts) > 3:
+        raise SlurmParseError(f"not a Slurm time left: {text!r}")
+    seconds = 0
+    for part in parts:
+        seconds = seconds * 60 + int(part)
+    return float(seconds + int(days or 0) * 86400)

@@ -65,6 +65,7 @@ OPTIONS: Mapping[str, str] = {
     "pilot_nodes": "16",
     "pilot_time": "1:00:00",
     "pilot_idle": "30",
+    "pilot_margin": "60",
     "requeue_code": "3",
     "time_slack": "60",
     "quarantine": "300",
@@ -84,6 +85,8 @@ class SlurmBackend(BaseBackend):
         mode: ``direct`` or ``pilot``.
         partition: The Slurm partition (None: the default one).
         pilot_nodes, pilot_time_s, pilot_idle_s: The pilot allocation's K, T and idle timeout.
+        pilot_margin_s: An allocation with less time left takes no new job
+            (:class:`~launchers._slurm_pilot.PilotAllocation`).
         requeue_code: A task that was sent a signal by the engine and exits with this status
             checkpointed and wants to run again (None: no such status).
         time_slack_s: Slurm's own time limit is the job's walltime plus this (the daemon
@@ -106,6 +109,7 @@ class SlurmBackend(BaseBackend):
         pilot_nodes: int | None = None,
         pilot_time_s: float = 3600.0,
         pilot_idle_s: float = 30.0,
+        pilot_margin_s: float = 60.0,
         requeue_code: int | None = 3,
         time_slack_s: float = 60.0,
         quarantine_s: float = 300.0,
@@ -142,6 +146,7 @@ class SlurmBackend(BaseBackend):
                 time_s=pilot_time_s,
                 idle_s=pilot_idle_s,
                 partition=partition,
+                margin_s=pilot_margin_s,
             )
             # Adopt the allocation a previous daemon held (its id is in the state folder).
             with contextlib.suppress(BackendError):
@@ -176,6 +181,7 @@ class SlurmBackend(BaseBackend):
             pilot_nodes=int(pilot_nodes) if pilot_nodes else None,
             pilot_time_s=parse_duration(options.get("pilot_time", "3600"), "pilot_time"),
             pilot_idle_s=parse_duration(options.get("pilot_idle", "30"), "pilot_idle"),
+            pilot_margin_s=parse_duration(options.get("pilot_margin", "60"), "pilot_margin"),
             requeue_code=int(requeue) if requeue.isdigit() else None,
             time_slack_s=parse_duration(options.get("time_slack", "60"), "time_slack"),
             quarantine_s=parse_duration(options.get("quarantine", "300"), "quarantine"),
@@ -520,7 +526,7 @@ class SlurmBackend(BaseBackend):
                     pilot.release()
             elif self._pilot_jobs:
                 pilot.idle_since = None
-        if not pilot.running:
+        if not pilot.running or pilot.ending(time.time()):
             return frozenset(self.pool)
         mine = set(pilot.nodes)
         return frozenset(n for n in self.pool if n not in mine)
@@ -532,6 +538,10 @@ class SlurmBackend(BaseBackend):
         if pilot is None or nodes <= 0:
             return
         pilot.idle_since = None  # jobs wait: the allocation is not idle
+        if pilot.slurm_id is not None and pilot.ending(time.time()) and not self._pilot_jobs:
+            # Too little time left for new jobs and none of ours in it: swap it for a fresh one.
+            with contextlib.suppress(BackendError):
+                pilot.release()
         if pilot.slurm_id is None:
             with contextlib.suppress(BackendError):
                 pilot.acquire(time.time())

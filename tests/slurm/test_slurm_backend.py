@@ -4,6 +4,7 @@ a checkpoint, pilot mode (packing, release when idle, requeue when the allocatio
 from __future__ import annotations
 
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -198,6 +199,28 @@ def test_pilot_end_requeues_its_jobs_which_resume(slurm: LocalSlurm, tmp_path: P
         assert pilot.slurm_id is None
         state = slurm_text("squeue", "-h", "-t", "all", "-j", held, "-o", "%T").strip()
         assert state.startswith(("CANCELLED", "COMPLETING")), state
+    finally:
+        run.stop()
+
+
+def test_a_pilot_near_its_time_limit_takes_no_new_job(slurm: LocalSlurm, tmp_path: Path) -> None:
+    # A one-minute allocation that counts as ending 3 s after it starts.
+    run = SlurmRun(tmp_path, mode="pilot", pilot_nodes="1", pilot_time="1:00", pilot_margin="57")
+    try:
+        first = run.submit("import time; time.sleep(5)")
+        run.tick_until(lambda: run.state(first) is S.RUNNING, "the first job to run")
+        pilot = run.backend.pilot
+        assert pilot is not None
+        held = pilot.slurm_id
+        run.tick_until(lambda: pilot.ending(time.time()), "the allocation to be near its end")
+        second = run.submit("pass")
+        run.tick_until(lambda: run.state(first).is_finished, "the first job to end")
+        # Not placed into the ending allocation: it waited for a fresh one.
+        run.finish(second)
+        assert run.state(first) is S.COMPLETED and run.state(second) is S.COMPLETED
+        starts = [r for s, r in run.events(second) if s == "RUNNING"]
+        assert len(starts) == 1
+        assert pilot.slurm_id != held
     finally:
         run.stop()
 

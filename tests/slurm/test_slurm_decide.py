@@ -14,10 +14,12 @@ from launchers._slurm_poll import SLURM_LIVENESS, Phase, TaskEnd, decide, parse_
 from launchers._slurm_task import rank_variables
 from launchers._slurm_text import (
     SbatchScript,
+    SlurmParseError,
     parse_node_events,
     parse_sacct,
     parse_sinfo_nodes,
     parse_squeue,
+    parse_time_left,
     render_sbatch_script,
 )
 from launchers.slurm import SlurmBackend
@@ -200,3 +202,17 @@ def test_bad_root_and_mode_are_refused(tmp_path: Path) -> None:
         SlurmBackend(tmp_path / "a%j", names)
     with pytest.raises(Exception, match="direct or pilot"):
         SlurmBackend(tmp_path, names, mode="both")
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("0:59", 59.0), ("59:58", 3598.0), ("1:00:00", 3600.0), ("2-00:00:01", 172801.0),
+     ("UNLIMITED", None), ("INVALID", None)],
+)  # fmt: skip
+def test_parse_time_left(text: str, seconds: float | None) -> None:
+    assert parse_time_left(text) == seconds
+
+
+def test_parse_time_left_refuses_junk() -> None:
+    with pytest.raises(SlurmParseError, match="time left"):
+        parse_time_left("soon")
