@@ -24,6 +24,8 @@ from launchers.local import atomic_write
 __all__ = ["PilotAllocation", "render_pilot_script", "step_allocation_ended"]
 
 _STARTING = ("PENDING", "CONFIGURING")
+_FRESH_S = 0.25
+"""A state read this recently (by the tick's poll) is not read again for the scheduling pass."""
 
 
 def step_allocation_ended(record: SlurmJobRecord | None) -> bool:
@@ -93,6 +95,7 @@ class PilotAllocation:
         self.idle_since: float | None = None
         self.ends_at: float | None = None
         """When Slurm's time limit ends the allocation (epoch seconds; None: not known)."""
+        self._checked = -math.inf
         self._load()
 
     def _load(self) -> None:
@@ -109,11 +112,15 @@ class PilotAllocation:
         return slurm_id == self.slurm_id and self.phase is Phase.ACTIVE
 
     def update(self, records: dict[str, SlurmJobRecord] | None = None) -> None:
-        """Refresh from ``records`` (a poll's squeue) or one ``squeue`` of its own."""
+        """Refresh from ``records`` (a poll's squeue) or one ``squeue`` of its own, unless the
+        poll of this very tick has just refreshed it."""
         if self.slurm_id is None:
+            return
+        if records is None and time.monotonic() - self._checked < _FRESH_S:
             return
         if records is None or self.slurm_id not in records:
             records = job_states([self.slurm_id])
+        self._checked = time.monotonic()
         record = records.get(self.slurm_id)
         state = record.raw_state if record is not None else ""
         if record is not None and state in _STARTING:
@@ -149,7 +156,7 @@ class PilotAllocation:
         deadline = time.monotonic() + wait_s
         while self.slurm_id is not None and not self.running and time.monotonic() < deadline:
             time.sleep(0.05)
-            self.update()
+            self.update(job_states([self.slurm_id]))
 
     def release(self) -> None:
         """Give the allocation back (steps still in it are killed by Slurm)."""
