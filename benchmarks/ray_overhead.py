@@ -2,7 +2,8 @@
 
 Starts its own Ray cluster on this machine (``ray.cluster_utils.Cluster``: a head and one more
 raylet, each named ``orch_node:r<i>``; token auth off, no dashboard, its own temporary folder)
-and measures, ``--jobs`` times each, sequentially, on an idle cluster:
+and measures, ``--jobs`` times each, one job at a time, in rounds of one of each kind (so every
+kind sees the same load on this shared machine):
 
 - ``ray task``: a Ray task that does nothing, submit to result (Ray's own floor);
 - ``ray task running true``: a Ray task that runs ``true`` as a subprocess;
@@ -82,13 +83,17 @@ def _pg_actor_true() -> None:
     remove_placement_group(pg)
 
 
-def _timed(jobs: int, one: Callable[[], None]) -> list[float]:
-    one()  # warm-up: worker processes started, code shipped
-    times = []
-    for _ in range(jobs):
-        t = time.perf_counter()
+def _interleaved(jobs: int, kinds: dict[str, Callable[[], None]]) -> dict[str, list[float]]:
+    """Time each kind ``jobs`` times, in rounds of one of each, so that all kinds see the same
+    load (the machine is shared); one warm-up round first (workers started, code shipped)."""
+    for one in kinds.values():
         one()
-        times.append(time.perf_counter() - t)
+    times: dict[str, list[float]] = {name: [] for name in kinds}
+    for _ in range(jobs):
+        for name, one in kinds.items():
+            t = time.perf_counter()
+            one()
+            times[name].append(time.perf_counter() - t)
     return times
 
 
@@ -134,11 +139,15 @@ def main() -> None:
         store = Store(sqlite_url(state / "orch.db"))
         daemon = Daemon(store, pool, backend, DaemonConfig(grace_s=1.0))
         print(f"Ray {ray.__version__}, {os.cpu_count()} CPUs, python {sys.version.split()[0]}")
-        _show("ray task", _timed(args.jobs, lambda: ray.get(_nothing.remote())))
-        _show("ray task running true", _timed(args.jobs, lambda: ray.get(_run_true.remote())))
-        _show("ray pg + new actor + true", _timed(args.jobs, _pg_actor_true))
-        _show("daemon, 1 node", _timed(args.jobs, _daemon_job(daemon, 1)))
-        _show("daemon, 2 nodes", _timed(args.jobs, _daemon_job(daemon, 2)))
+        kinds = {
+            "ray task": lambda: ray.get(_nothing.remote()),
+            "ray task running true": lambda: ray.get(_run_true.remote()),
+            "ray pg + new actor + true": _pg_actor_true,
+            "daemon, 1 node": _daemon_job(daemon, 1),
+            "daemon, 2 nodes": _daemon_job(daemon, 2),
+        }
+        for name, times in _interleaved(args.jobs, kinds).items():
+            _show(name, times)
         store.close()
     finally:
         ray.shutdown()
