@@ -79,8 +79,9 @@ _NODES_TTL_S = 0.5
 """How long one read of the node table serves (poll and the scheduling pass of one tick)."""
 
 
-def _connect(address: str, namespace: str) -> None:
-    """Join the Ray cluster as a driver, or check the connection this process already has."""
+def _connect(address: str, namespace: str) -> bool:
+    """Join the Ray cluster as a driver, or check the connection this process already has;
+    True when this call made the connection."""
     if ray.is_initialized():
         current = ray.get_runtime_context().namespace
         if current != namespace:
@@ -90,7 +91,7 @@ def _connect(address: str, namespace: str) -> None:
                 f"this process is already connected to Ray in namespace {current!r}",
                 f"namespace={current}",
             )
-        return
+        return False
     try:
         # Never start a Ray instance of our own: the pool is an existing cluster.
         ray.init(
@@ -106,6 +107,7 @@ def _connect(address: str, namespace: str) -> None:
             f"cannot connect to a Ray cluster there ({e})",
             "address=HEAD:6379",
         ) from e
+    return True
 
 
 def _number(options: Mapping[str, str], key: str, default: float) -> float:
@@ -166,6 +168,8 @@ class RayBackend(BaseBackend):
         # Nodes whose bundles we removed lately: Ray reports their resource free only after a
         # moment, and they must not look busy to the scheduling pass that follows.
         self._released: dict[str, float] = {}
+        self.owns_connection = False
+        """This backend made the process's Ray connection (and ends it on :meth:`close`)."""
 
     @classmethod
     def create(cls, root: Path, cluster: Cluster, options: Mapping[str, str]) -> RayBackend:
@@ -180,16 +184,25 @@ class RayBackend(BaseBackend):
                 "address=HEAD:6379",
             )
         namespace = options.get("namespace", "orch")
-        _connect(options.get("address", "auto"), namespace)
+        # Every option is checked before anything connects.
+        start_timeout_s = _number(options, "start_timeout", 60.0)
+        poll_timeout_s = _number(options, "poll_timeout", 0.5)
+        inherit_env = options.get("inherit_env", "1").lower() not in ("0", "false", "no")
+        connected = _connect(options.get("address", "auto"), namespace)
         backend = cls(
             root,
             cluster,
             namespace=namespace,
-            start_timeout_s=_number(options, "start_timeout", 60.0),
-            poll_timeout_s=_number(options, "poll_timeout", 0.5),
-            inherit_env=options.get("inherit_env", "1").lower() not in ("0", "false", "no"),
+            start_timeout_s=start_timeout_s,
+            poll_timeout_s=poll_timeout_s,
+            inherit_env=inherit_env,
         )
-        backend.check_pool()
+        backend.owns_connection = connected
+        try:
+            backend.check_pool()
+        except InvalidRequestError:
+            backend.close()
+            raise
         return backend
 
     # -- the pool -----------------------------------------------------------------------------
@@ -499,9 +512,13 @@ class RayBackend(BaseBackend):
             remove_placement_group(pg)
 
     def close(self) -> None:
-        """Running jobs keep running (detached); only our cached handles go."""
+        """Running jobs keep running (their actors and placement groups are detached); the
+        driver's connection ends if this backend made it."""
         self._actors.clear()
         self._pending.clear()
+        if self.owns_connection and ray.is_initialized():
+            ray.shutdown()
+        self.owns_connection = False
 
 
 def _read_code(path: Path) -> int | None:

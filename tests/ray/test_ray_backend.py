@@ -92,6 +92,10 @@ def test_create_refuses_unknown_options_and_bad_numbers(tmp_path: Path) -> None:
     with pytest.raises(InvalidRequestError, match="partition") as e:
         RayBackend.create(tmp_path, cluster, {"partition": "debug"})
     assert "address" in str(e.value)  # names the valid keys
+    with pytest.raises(InvalidRequestError, match="poll_timeout=-1"):
+        RayBackend.create(tmp_path, cluster, {"poll_timeout": "-1"})
+    with pytest.raises(InvalidRequestError, match="start_timeout=soon"):
+        RayBackend.create(tmp_path, cluster, {"start_timeout": "soon"})
 
 
 # -- on the Ray cluster -------------------------------------------------------------------------
