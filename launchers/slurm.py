@@ -30,7 +30,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from launchers._base import BaseBackend, Handle, LaunchSpec, PollResult
+from launchers._base import BaseBackend, Handle, LaunchSpec, Liveness, PollResult
 from launchers._slurm_cli import (
     cancel,
     failed_nodes,
@@ -69,6 +69,7 @@ OPTIONS: Mapping[str, str] = {
     "requeue_code": "3",
     "time_slack": "60",
     "quarantine": "300",
+    "pending_limit": "60",
 }
 """The ``--backend-opt`` keys the Slurm backend knows, with an example each."""
 
@@ -94,6 +95,9 @@ class SlurmBackend(BaseBackend):
         quarantine_s: A node that failed under a job of ours is not given again for this long,
             even if Slurm returns it to service at once (``ReturnToService=2`` does, the moment
             its slurmd answers): a flapping node would fail the requeued job again.
+        pending_limit_s: A direct job Slurm still holds PENDING after this long (a node we
+            chose was taken between our sinfo and our sbatch) is cancelled and requeued, so
+            the allocator chooses again instead of the job waiting on a busy node.
         python: The interpreter that runs the task wrapper on the nodes.
     """
 
@@ -113,6 +117,7 @@ class SlurmBackend(BaseBackend):
         requeue_code: int | None = 3,
         time_slack_s: float = 60.0,
         quarantine_s: float = 300.0,
+        pending_limit_s: float = 60.0,
         python: str = sys.executable,
     ) -> None:
         if mode not in ("direct", "pilot"):
@@ -128,6 +133,7 @@ class SlurmBackend(BaseBackend):
         self.requeue_code = requeue_code
         self.time_slack_s = time_slack_s
         self.quarantine_s = quarantine_s
+        self.pending_limit_s = pending_limit_s
         self.python = python
         # Names this backend's Slurm jobs: two daemons sharing one Slurm never touch each
         # other's jobs.
@@ -185,6 +191,7 @@ class SlurmBackend(BaseBackend):
             requeue_code=int(requeue) if requeue.isdigit() else None,
             time_slack_s=parse_duration(options.get("time_slack", "60"), "time_slack"),
             quarantine_s=parse_duration(options.get("quarantine", "300"), "quarantine"),
+            pending_limit_s=parse_duration(options.get("pending_limit", "60"), "pending_limit"),
         )
 
     # -- paths and environment ------------------------------------------------------------------
@@ -385,6 +392,9 @@ class SlurmBackend(BaseBackend):
                 out[job_id] = self._poll_step(handle, records)
                 continue
             record = records.get(str(handle["slurm_id"]))
+            if record is not None and self._pending_too_long(record, handle):
+                out[job_id] = PollResult(Liveness.REQUEUE, (None,) * int(handle["ranks"]))
+                continue
             phase = _phase(record)
             exit_code = (record.exit_code, record.signal) if record is not None else None
             out[job_id] = decide(
@@ -397,6 +407,18 @@ class SlurmBackend(BaseBackend):
             if record is not None and record.raw_state in ("NODE_FAIL", "BOOT_FAIL"):
                 self._quarantine_failed(record.nodes, float(handle.get("submitted", 0.0)))
         return out
+
+    def _pending_too_long(self, record: SlurmJobRecord, handle: Handle) -> bool:
+        """Cancel a job Slurm has kept pending past ``pending_limit_s`` (True: cancelled)."""
+        waited = time.time() - float(handle.get("submitted", time.time()))
+        if record.raw_state != "PENDING" or waited < self.pending_limit_s:
+            return False
+        try:
+            cancel(record.job_id)
+        except BackendError:
+            return False  # tried again at the next poll
+        # Slurm may have started it meanwhile: then the cancel ends it, and it reruns anyway.
+        return True
 
     def _quarantine_failed(self, nodes: Sequence[str], since: float) -> None:
         """Keep the node that failed under a job out of scheduling for ``quarantine_s``; all

@@ -128,6 +128,48 @@ def test_preempted_job_checkpoints_and_resumes(direct: SlurmRun, tmp_path: Path)
     assert "PREEMPTED" in [s for s, _ in direct.events(job_id)]
 
 
+class StaleView(SlurmBackend):
+    """The Slurm backend whose view of free nodes is stale until ``fresh`` is set: the race
+    where a node is taken between our sinfo and our sbatch, staged."""
+
+    fresh = False
+
+    def unavailable_nodes(self) -> frozenset[str]:
+        return super().unavailable_nodes() if self.fresh else frozenset()
+
+
+def test_a_job_slurm_keeps_pending_is_placed_again(slurm: LocalSlurm, tmp_path: Path) -> None:
+    names = CLUSTER.topology.node_names
+    busy = ",".join(names)  # every node taken by another user, for now
+    foreign = slurm_text(
+        "sbatch", "--parsable", "-N", str(len(names)), "-w", busy, "--exclusive",
+        "-o", "/dev/null", "--wrap", "sleep 60",
+    ).strip()  # fmt: skip
+    run = SlurmRun(tmp_path)
+    backend = StaleView(tmp_path / "stale", names, pending_limit_s=2)
+    run.daemon.backend = backend
+    try:
+        job_id = run.submit("pass")
+        run.tick_until(lambda: run.state(job_id) is S.RUNNING, "the job to be handed to Slurm")
+        first = run.row(job_id)["handle"]["slurm_id"]
+        # Slurm holds it PENDING (its node is busy); past pending_limit it comes back to us.
+        run.tick_until(
+            lambda: "PREEMPTED" in [s for s, _ in run.events(job_id)], "the job to be requeued"
+        )
+        subprocess.run(["scancel", foreign], check=True)
+        backend.fresh = True
+        run.finish(job_id)
+        assert run.state(job_id) is S.COMPLETED, run.events(job_id)
+        states = [s for s, _ in run.events(job_id)]
+        assert states.count("RUNNING") >= 2 and states[-1] == "COMPLETED"
+        assert slurm_text("squeue", "-h", "-t", "all", "-j", first, "-o", "%T").startswith(
+            "CANCELLED"
+        )
+    finally:
+        subprocess.run(["scancel", foreign], check=False)
+        run.stop()
+
+
 def test_a_program_exiting_3_on_its_own_fails(direct: SlurmRun) -> None:
     job_id = direct.submit("import sys; sys.exit(3)")
     direct.finish(job_id)
