@@ -238,8 +238,7 @@ class SlurmBackend(BaseBackend):
         return env
 
     def _time_limit(self, spec: LaunchSpec) -> float | None:
-        walltime = getattr(spec, "walltime_s", None)
-        return None if walltime is None else float(walltime) + self.time_slack_s
+        return None if spec.walltime_s is None else spec.walltime_s + self.time_slack_s
 
     # -- start ----------------------------------------------------------------------------------
 
@@ -315,7 +314,7 @@ class SlurmBackend(BaseBackend):
         if pilot_id is None or not self.pilot.running:
             # The allocation ended between the scheduling pass and now: the job never ran,
             # and its first poll says so (no launcher, allocation gone: REQUEUE).
-            return {"pilot": pilot_id or "", "srun": [0, 0]}
+            return {"pilot": "", "srun": [0, 0]}
         outside = set(spec.nodes) - set(self.pilot.nodes)
         if outside:
             raise BackendError(
