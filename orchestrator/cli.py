@@ -320,7 +320,7 @@ def demo(out: Path) -> None:
 
 
 import orchestrator.cli_jobs  # noqa: E402, F401 - registers the daemon and job commands
-import orchestrator.cli_report  # noqa: E402, F401 - registers report and predict
+from orchestrator import cli_report as _cli_report  # noqa: E402, F401 - report, predict
 from orchestrator import cli_sweep as _cli_sweep  # noqa: E402, F401 - registers `orch sweep`
 
 if __name__ == "__main__":  # pragma: no cover
