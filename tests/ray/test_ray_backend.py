@@ -186,6 +186,38 @@ def test_scripts_run_by_their_interpreter_and_a_missing_command_is_127(
         backend.forget(handle)
 
 
+ALLREDUCE = """
+import os
+import torch
+import torch.distributed as dist
+
+torch.set_num_threads(1)
+dist.init_process_group("gloo")  # env:// from MASTER_ADDR, MASTER_PORT, RANK, WORLD_SIZE
+t = torch.arange(4, dtype=torch.float32) * (dist.get_rank() + 1)
+dist.all_reduce(t)
+print(f"node={os.environ['ORCH_NODENAME']} sum={t.tolist()}", flush=True)
+dist.destroy_process_group()
+"""
+
+
+def test_a_two_node_job_runs_a_real_torch_allreduce(
+    ray_cluster: RayTestCluster, tmp_path: Path
+) -> None:
+    backend = RayBackend(tmp_path, _ray_cluster_of(["r2", "r3"]))
+    spec = LaunchSpec(1, 1, [sys.executable, "-c", ALLREDUCE], None, ["r3", "r2"])
+    handle = backend.start(spec)
+    _wait(lambda: backend.poll({1: handle})[1].liveness is Liveness.EXITED, "the job", 120)
+    codes = backend.poll({1: handle})[1].exit_codes
+    out, err = (Path(p).read_text() for p in backend.output_paths(1))
+    backend.forget(handle)
+    assert codes == (0, 0), err
+    # Ranks 0 and 1 (on r3, then r2) contribute 1x and 2x [0, 1, 2, 3]: the sum is 3x.
+    assert sorted(out.splitlines()) == [
+        "0: node=r3 sum=[0.0, 3.0, 6.0, 9.0]",
+        "1: node=r2 sum=[0.0, 3.0, 6.0, 9.0]",
+    ], err
+
+
 def test_a_node_held_by_someone_else_is_unavailable(ray_cluster: RayTestCluster) -> None:
     from ray.util.placement_group import placement_group, remove_placement_group
 
