@@ -320,7 +320,17 @@ def test_a_killed_daemon_process_finds_its_ray_job_again(
 ) -> None:
     root = tmp_path / "state"
     preset_file = tmp_path / "ray.yaml"
-    preset_file.write_text(yaml.safe_dump(preset(fetch_nodes())))
+    # The documented way: the preset printed from the running Ray cluster.
+    printed = subprocess.run(
+        [sys.executable, "-m", "launchers._ray_cluster", "--address", ray_cluster.address],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=REPO,
+        timeout=120,
+    )
+    assert yaml.safe_load(printed.stdout)["node_names"] == "r1,r2,r3,r4"
+    preset_file.write_text(printed.stdout)
     release = tmp_path / "release"
 
     def start() -> tuple[subprocess.Popen[bytes], DaemonClient]:
