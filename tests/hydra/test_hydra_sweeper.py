@@ -18,6 +18,7 @@ from sweep_test_helpers import objective_app, run, train_app
 
 from hydra_plugins.orch_optuna_sweeper._space import parse_space
 from hydra_plugins.orch_optuna_sweeper.orch_optuna_sweeper import OrchOptunaSweeper
+from orchestrator.demo import read_sweep
 from sweeps.nas import pareto_front
 from sweeps.trial_link import SweepConfigError, make_pruner, open_storage
 
@@ -222,6 +223,10 @@ def test_nas_pareto_front(tmp_path: Path) -> None:
         assert child.data.tags["orch.role"] == "trial"
         assert child.data.tags["orch.sweep_id"] == parent.data.tags["orch.sweep_id"]
         assert {"n_params", "latency_ms", "val_accuracy"} <= set(child.data.metrics)
+    # The demo's reader (orchestrator/demo.py) finds the latest sweep and its trials the same way.
+    summary_run, rows = read_sweep(f"sqlite:///{db}", "nas")
+    assert summary_run["run_id"] == parent.info.run_id
+    assert len(rows) == 3 and all(r.val_accuracy is not None for r in rows)
 
 
 @pytest.mark.parametrize(
