@@ -111,7 +111,10 @@ def test_direct_job_queued_in_pjm_is_cancelled_with_pjdel(emulator: Path, tmp_pa
     # Another job holds the whole emulated machine: ours waits in PJM's queue (QUE).
     blocker = tmp_path / "blocker.sh"
     blocker.write_text('#!/bin/sh\n#PJM -L "node=4x6x4"\nsleep 30\n')
-    out = subprocess.run(["pjsub", str(blocker)], capture_output=True, text=True, check=True)
+    # Run from tmp_path: PJM writes NAME.JOBID.out / .err into the submission folder.
+    out = subprocess.run(
+        ["pjsub", str(blocker)], capture_output=True, text=True, check=True, cwd=tmp_path
+    )
     blocker_id = parse_pjsub(out.stdout)
     run = Run(ContractHarness(name="pjm", cluster=TORUS, make_backend=PjmBackend), tmp_path)
     job_id = run.submit("pass", nodes=2)
