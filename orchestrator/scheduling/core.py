@@ -312,7 +312,8 @@ class _Pass:
     ) -> None:
         """Start later jobs that end by the shadow time, and (EASY, when ``at_shadow`` is given)
         jobs that only use nodes the head will not need then. Without ``at_shadow`` this is
-        RLScheduler's strict variant: no extra-nodes rule."""
+        RLScheduler's strict variant: no extra-nodes rule, and a job must end strictly before
+        the shadow time (their environment compares with ``<``)."""
         # A request that did not fit stays unfit for the rest of the pass (capacities only
         # shrink), and so does any box that contains it: remember failures per capacity.
         failed_now = _Failures()
@@ -324,7 +325,8 @@ class _Pass:
             request = job.request
             if request.node_count > self.cap.free_count:
                 continue
-            if self.now + request.estimate <= shadow:
+            end = self.now + request.estimate
+            if end < shadow or (end == shadow and at_shadow is not None):
                 if failed_now.covers(request):
                     continue
                 placement = self.cap.place(request)
@@ -355,7 +357,9 @@ class _Pass:
         for end, nodes in sorted(self.holders, key=lambda h: h[0]):
             if not math.isfinite(end):
                 break
-            if end > times[-1]:
+            # Step 0 is what is free now. A holder past its expected end (its end is clamped to
+            # now) still holds its nodes: they come back in a later step, at the same time.
+            if end > times[-1] or len(times) == 1:
                 times.append(end)
                 caps.append(caps[-1].copy())
             caps[-1].give(nodes)

@@ -9,6 +9,10 @@ nodes, ``s`` submit time, ``w`` wait so far), as in RLScheduler (Zhang et al., S
 * ``f1``: log10(r) * n + 870 * log10(s)   (Carastan-Santos and de Camargo, SC17)
 * ``wfp3``: -(w / r)^3 * n
 * ``unicep``: -w / (log2(n) * r)
+
+  (These are the published formulas, with the real wait. RLScheduler's environment code scores a
+  queued job with ``w = -1 - s``, its start time being still -1: the ``schedgym`` variant of
+  :mod:`orchestrator.simulate.protocol` reproduces that to match their table.)
 * ``multifactor``: -(priority), with Slurm's priority/multifactor
   (``PriorityWeightAge`` * age + ``PriorityWeightFairshare`` * fair share
   + ``PriorityWeightJobSize`` * size + ``PriorityWeightQOS`` * the job's own priority),

@@ -99,6 +99,7 @@ def simulate(
     backfill: Backfill | str = Backfill.EASY,
     kill_at_walltime: bool = True,
     commit_head: bool = False,
+    one_event_per_pass: bool = False,
     record_nodes: bool = False,
     skipped: Sequence[SkippedJob] = (),
     progress: ProgressCallback | None = None,
@@ -112,6 +113,11 @@ def simulate(
         backfill: Backfilling mode.
         kill_at_walltime: End a job at its walltime if it would run longer (state ``killed``).
         commit_head: Keep a blocked head job first until it starts (see ``SchedulerCore``).
+        one_event_per_pass: Take one event at a time, each followed by a scheduling pass: the
+            next arrival when it comes no later than the next completion, else that completion
+            (completions at the same time in the order their jobs started). By default every
+            event of a time is taken before one pass. RLScheduler's environment steps this way,
+            so jobs may be backfilled between two completions of the same second.
         record_nodes: Add a ``node_ids`` column (the nodes of each job) to the records.
         skipped: Jobs the workload conversion dropped; carried into the result.
         progress: Called as ``progress(done, total)`` every few hundred finished jobs.
@@ -155,7 +161,11 @@ def simulate(
         )
         fragmented_node_seconds += fragmented_now * (next_time - now)
         now = next_time
-        while ends and ends[0][0] <= now:
+        # One event at a time: an arrival at this time goes before any completion.
+        single_arrival = one_event_per_pass and (
+            arrival < total and jobs[arrival].request.submit_time <= now
+        )
+        while ends and ends[0][0] <= now and not single_arrival:
             _, _, job = heapq.heappop(ends)
             free[job.block.nodes] = True
             free_count += job.block.size
@@ -166,6 +176,8 @@ def simulate(
             done += 1
             if progress is not None and done % report_every == 0:
                 progress(done, total)
+            if one_event_per_pass:
+                break
         while arrival < total and jobs[arrival].request.submit_time <= now:
             job = jobs[arrival]
             if incremental:
@@ -176,11 +188,15 @@ def simulate(
             else:
                 pending.append(job)
             arrival += 1
+            if one_event_per_pass:
+                break
         if not pending:
             fragmented_now = 0
             continue
-        # A flat cluster with no free node cannot start anything: skip the pass.
-        if flat and free_count == 0:
+        # A flat cluster with no free node cannot start anything: skip the pass, unless a head
+        # is to be committed (with commit_head the first job in order is chosen now, even when
+        # it cannot start).
+        if flat and free_count == 0 and not commit_head:
             continue
         decisions = core.schedule(
             now,

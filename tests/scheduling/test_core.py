@@ -87,6 +87,16 @@ def test_easy_extra_nodes_rule_and_strict_variant() -> None:
     assert started(schedule(Backfill.STRICT, pending)) == []
 
 
+def test_strict_backfill_needs_an_end_strictly_before_the_shadow_time() -> None:
+    # B would end exactly at the shadow time (t=10): EASY takes it, RLScheduler's environment
+    # compares ``now + r < earliest start`` and does not.
+    pending = [job("A", 2, submit=0), job("B", 1, est=10, submit=1)]
+    assert started(schedule(Backfill.EASY, pending)) == ["B"]
+    assert started(schedule(Backfill.STRICT, pending)) == []
+    pending = [job("A", 2, submit=0), job("B", 1, est=9, submit=1)]
+    assert started(schedule(Backfill.STRICT, pending)) == ["B"]
+
+
 def test_easy_refuses_a_job_that_would_delay_the_head() -> None:
     # A needs all 4 nodes at t=10: no extra nodes, so a long 1-node job must wait.
     pending = [job("A", 4, submit=0), job("B", 1, est=50, submit=1), job("C", 1, est=3, submit=2)]
@@ -187,3 +197,13 @@ def test_multifactor_fair_share_and_age() -> None:
     # The job's own priority (Slurm's QOS factor) adds on top of age, fair share and size.
     boosted = job("boosted", 1, user="alice", priority=20000)
     assert ordering.sort([light, boosted], 0.0)[0].job_id == "boosted"
+
+
+def test_conservative_keeps_the_nodes_of_a_holder_past_its_expected_end() -> None:
+    # R was expected to end at 10 but still holds nodes 0-2 at t=20 (its completion not yet
+    # processed, or it overran its estimate). Only node 3 is free: A (2 nodes) must not start
+    # now; it is reserved for when R's nodes come back.
+    core = SchedulerCore(FLAT, make_ordering("fcfs", 4), Backfill.CONSERVATIVE)
+    d = core.schedule(20.0, [job("A", 2, est=5, submit=0), job("B", 1, est=5, submit=1)], RUN, FREE)
+    assert started(d) == ["B"]
+    assert {r.job_id: r.start_time for r in d.reservations} == {"A": 20.0}  # type: ignore[attr-defined]
