@@ -127,6 +127,14 @@ def _fmt(value: Any) -> str:
 @click.option("--protocol", type=click.Choice(["rlscheduler"]), help="Run an evaluation protocol.")
 @click.option("--first", type=click.IntRange(min=1), help="Protocol windows from the first N jobs.")
 @click.option(
+    "--variant",
+    type=click.Choice(["schedgym", "described"]),
+    default="schedgym",
+    show_default=True,
+    help="Protocol only: schedgym = their environment's behaviour (reproduces the published "
+    "table); described = the protocol as the traces README states it (see docs/simulation.md).",
+)
+@click.option(
     "--backfills",
     default="none,strict,easy,conservative",
     show_default=True,
@@ -152,6 +160,7 @@ def simulate(
     load: float,
     protocol: str | None,
     first: int | None,
+    variant: str,
     backfills: str,
     out: Path | None,
     plot: Path | None,
@@ -188,6 +197,7 @@ def simulate(
                     first=first,
                     procs_per_node=ppn,
                     backfills=modes,
+                    variant="schedgym" if variant == "schedgym" else "described",
                     progress=update,
                 )
             if plot is not None:
