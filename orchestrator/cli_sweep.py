@@ -177,3 +177,34 @@ def sweep_wait(state_dir: Path | None, sweep_id: str, timeout: float | None, pol
     Console(width=200).print(_table(manifest, states))
     if any(s["state"] != "COMPLETED" for s in states.values()):
         raise SystemExit(1)
+
+
+@sweep.command("storage-proxy")
+@click.option(
+    "--storage",
+    required=True,
+    help="The study storage the proxy serves: journal:PATH or a SQLAlchemy URL (sqlite:///ABS.db).",
+)
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=13000, show_default=True)
+def storage_proxy(storage: str, host: str, port: int) -> None:
+    """Serve a study storage over Optuna's gRPC proxy, for nodes without a shared file system
+    (sweeps then use hydra.sweeper.storage=grpc://HOST:PORT). Runs until interrupted."""
+    import optuna
+    import optuna.storages.journal
+
+    backend: optuna.storages.BaseStorage
+    if storage.startswith("journal:"):
+        path = Path(storage.removeprefix("journal:")).expanduser().absolute()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        backend = optuna.storages.JournalStorage(
+            optuna.storages.journal.JournalFileBackend(str(path))
+        )
+    elif "://" in storage:
+        backend = optuna.storages.RDBStorage(storage)
+    else:
+        raise click.BadParameter(
+            "expected journal:PATH or a SQLAlchemy URL", param_hint="--storage"
+        )
+    click.echo(f"serving {storage} on grpc://{host}:{port}", err=True)
+    optuna.storages.run_grpc_proxy_server(backend, host=host, port=port)

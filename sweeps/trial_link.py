@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import optuna.storages.journal
 
 from orchestrator.exceptions import OrchestratorError
 
@@ -66,7 +67,7 @@ def open_storage(spec: str) -> optuna.storages.BaseStorage:
     if spec.startswith("grpc://"):
         host, _, port = spec.removeprefix("grpc://").partition(":")
         try:
-            import grpc  # noqa: F401 - only to fail early with a clear message
+            import grpc  # type: ignore[import-untyped]  # noqa: F401 - fail early, clearly
         except ImportError as e:
             raise SweepConfigError(
                 "hydra.sweeper.storage",

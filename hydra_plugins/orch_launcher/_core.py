@@ -263,7 +263,7 @@ class OrchSweep:
                 return out
             if deadline is not None and time.monotonic() >= deadline:
                 return []
-            time.sleep(scheduler.pause_s(poll_s))
+            time.sleep(scheduler.pause_s(poll_s, len(by_id)))
         return []
 
     def _collect(self, job: PendingJob, ended: Ended) -> JobReturn:
@@ -341,4 +341,3 @@ def _tail(path: Path, size: int = 2000) -> str:
             return f.read().decode(errors="replace").strip()
     except OSError:
         return ""
-

@@ -91,7 +91,7 @@ class EmbeddedScheduler:
             out[job_id] = Ended(state.value, row["reason"], row["exit_code"])
         return out
 
-    def pause_s(self, poll_s: float) -> float:
+    def pause_s(self, poll_s: float, n_waiting: int) -> float:
         return min(poll_s, self.daemon.next_wakeup(time.time()))
 
     def cancel(self, job_id: int) -> None:
@@ -149,8 +149,9 @@ class RemoteScheduler:
                     self._ended[job_id] = Ended(doc["state"], doc["reason"], doc["exit_code"])
         return {i: self._ended[i] for i in ids if i in self._ended}
 
-    def pause_s(self, poll_s: float) -> float:
-        return max(poll_s, 0.2)
+    def pause_s(self, poll_s: float, n_waiting: int) -> float:
+        # One request per waiting job per poll: keep a big sweep from flooding the daemon.
+        return max(poll_s, 0.2, 0.01 * n_waiting)
 
     def cancel(self, job_id: int) -> None:
         self.client.action(job_id, "cancel")

@@ -35,8 +35,8 @@ class OrchLauncherConf:
     """Resources of each job and how the sweep waits for them.
 
     Attributes:
-        cluster: Cluster preset (``conf/cluster/``) of the embedded scheduler; with a daemon,
-            the daemon's own cluster is used and this must match it or be None.
+        cluster: Cluster preset (``conf/cluster/``) or YAML path of the embedded scheduler
+            (ignored with a daemon: the daemon schedules its own cluster).
         nodes: Nodes per job (or give ``shape``).
         shape: PJM-style shape on a torus cluster (``2x2x2:torus``).
         tasks_per_node: Processes per node (data-parallel ranks).

@@ -19,7 +19,7 @@ import os
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import optuna
 from hydra.core.utils import JobReturn, JobStatus
@@ -138,7 +138,7 @@ class AsyncSweep:
             study_name=name,
             sampler=make_sampler(self.p.get("sampler") or {}, n_objectives),
             pruner=make_pruner(pruner_spec),
-            directions=directions,
+            directions=cast(list[Any], directions),
             load_if_exists=True,
         )
         have = [d.name.lower() for d in study.directions]

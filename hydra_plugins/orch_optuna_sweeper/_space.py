@@ -65,7 +65,7 @@ def _distribution(override: Override) -> BaseDistribution:
     value = override.value()
     key = override.get_key_element()
     if isinstance(value, ChoiceSweep):
-        choices = list(value.list)
+        choices: list[Any] = list(value.list)
         if not all(isinstance(c, _PRIMITIVE) for c in choices):
             choices = list(override.sweep_string_iterator())
         return CategoricalDistribution(choices)
@@ -74,7 +74,8 @@ def _distribution(override: Override) -> BaseDistribution:
         if all(isinstance(v, int) for v in (value.start, value.stop, value.step)):
             last = list(value.range())[-1]
             return IntDistribution(int(value.start), int(last), step=int(value.step))
-        return CategoricalDistribution(list(override.sweep_iterator()))
+        floats: list[Any] = list(override.sweep_iterator())
+        return CategoricalDistribution(floats)
     if isinstance(value, IntervalSweep):
         assert value.start is not None and value.end is not None
         log = "log" in value.tags

@@ -6,6 +6,9 @@ the embedded scheduler; resume and failure handling use a tiny objective app.
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import optuna
@@ -14,7 +17,7 @@ from hydra.core.plugins import Plugins
 from hydra.plugins.sweeper import Sweeper
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
-from sweep_test_helpers import objective_app, run, train_app
+from sweep_test_helpers import free_port, objective_app, run, train_app, wait_port
 
 from hydra_plugins.orch_optuna_sweeper._space import parse_space
 from hydra_plugins.orch_optuna_sweeper.orch_optuna_sweeper import OrchOptunaSweeper
@@ -266,3 +269,46 @@ def test_bad_settings_name_the_field(tmp_path: Path) -> None:
             ),
             tmp_path,
         )
+
+
+def test_sweep_through_grpc_storage_proxy(tmp_path: Path) -> None:
+    """Nodes without a shared file system: `orch sweep storage-proxy` serves the study over
+    Optuna's gRPC proxy; the sweeper and the jobs (reporting, pruning) reach it by URL only."""
+    journal = tmp_path / "proxied.journal"
+    port = free_port()
+    orch = str(Path(sys.executable).parent / "orch")
+    argv = [orch, "sweep", "storage-proxy", f"--storage=journal:{journal}", f"--port={port}"]
+    proxy = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_port(port, proxy)
+        run(
+            train_app(
+                "hydra/launcher=orch",
+                "hydra/sweeper=orch_optuna",
+                "data=digits",
+                "max_steps=20",
+                "eval_every_steps=10",
+                "num_threads=1",
+                "tracking.enabled=false",
+                "optimizer.lr=choice(0.01, 0.05)",
+                "hydra.sweeper.study_name=proxied",
+                f"hydra.sweeper.storage=grpc://127.0.0.1:{port}",
+                "hydra.sweeper.n_trials=2",
+                "hydra.sweeper.n_jobs=2",
+                "hydra.sweeper.pruner.name=median",
+                f"hydra.sweep.dir={tmp_path}/sweep",
+            ),
+            tmp_path,
+            timeout=600,
+        )
+    finally:
+        proxy.send_signal(signal.SIGINT)
+        try:
+            proxy.wait(10)
+        except subprocess.TimeoutExpired:
+            proxy.kill()
+            proxy.wait()
+    study = _study(journal, "proxied")  # what the proxy wrote, read from its file
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
+    for t in study.trials:
+        assert {10, 20} <= set(t.intermediate_values)  # reported by the jobs through gRPC
