@@ -312,3 +312,50 @@ def test_sweep_through_grpc_storage_proxy(tmp_path: Path) -> None:
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
     for t in study.trials:
         assert {10, 20} <= set(t.intermediate_values)  # reported by the jobs through gRPC
+
+
+@pytest.mark.parametrize(
+    "pruner",
+    [
+        {"name": "median", "n_startup_trials": 3},
+        {"name": "asha", "min_resource": 1, "reduction_factor": 2},
+        {"name": "hyperband", "min_resource": 1, "max_resource": 8, "reduction_factor": 2},
+    ],
+)
+def test_trial_link_prunes_a_poor_trial(tmp_path: Path, pruner: dict[str, object]) -> None:
+    """The job's side, in this process: the study is opened from the environment alone, and the
+    pruner rebuilt from the study's ``orch.pruner`` stops a trial far below the finished ones."""
+    from sweeps.trial_link import ENV_STORAGE, ENV_STUDY, ENV_TRIAL_ID, TrialLink
+
+    storage = f"journal:{tmp_path}/link.journal"
+    study = optuna.create_study(
+        storage=open_storage(storage),
+        study_name="link",
+        direction="maximize",
+        pruner=make_pruner(pruner),
+    )
+    study.set_user_attr("orch.pruner", pruner)
+    study.set_user_attr("orch.report", "val_accuracy")
+    for _ in range(6):  # good trials, finished; SHA keeps its rungs when a trial asks
+        t = study.ask()
+        for step in range(1, 9):
+            t.report(0.9 + 0.01 * step, step)
+            t.should_prune()
+        study.tell(t, 0.98)
+    poor = study.ask()
+    # Hyperband sends a trial to one of its brackets by a hash of its number: it prunes only in
+    # brackets with early rungs, so the poor trial may have to run to its bracket's first rung.
+    env = {ENV_STORAGE: storage, ENV_STUDY: "link", ENV_TRIAL_ID: str(poor._trial_id)}
+    link = TrialLink.from_env(env)
+    assert link is not None
+    pruned_at = None
+    for step in range(1, 9):
+        if link.report({"val_accuracy": 0.1, "val_loss": 2.0}, step):
+            pruned_at = step
+            break
+    assert pruned_at is not None and pruned_at < 8
+    link.finish("pruned", {"steps": pruned_at, "val_accuracy": 0.1, "note": "text is dropped"})
+    attrs = study.trials[poor.number].user_attrs
+    assert attrs["orch.status"] == "pruned"
+    assert attrs["orch.metrics"] == {"steps": float(pruned_at), "val_accuracy": 0.1}
+    assert TrialLink.from_env({}) is None
