@@ -39,6 +39,11 @@ def report(
     log it on the sweep's parent run."""
     from orchestrator.reports import write_report
 
+    if tracking_uri is None and not Path("mlflow.db").exists():
+        raise click.ClickException(
+            "no ./mlflow.db here: run from the folder the sweep logged to, or give "
+            "--tracking-uri sqlite:///ABS/mlflow.db (or http://127.0.0.1:PORT)"
+        )
     target = out or Path(f"report-{experiment}")
     try:
         done = write_report(experiment, target, tracking_uri, parent_run, log_artifact=not no_log)
@@ -141,6 +146,8 @@ def predict(
     except OrchestratorError as e:
         raise click.ClickException(str(e)) from e
     points = []
+    if tracking_uri is None and not Path("mlflow.db").exists():
+        no_calibrate = True  # nothing logged here: do not create an empty store
     if not no_calibrate:
         client = connect(tracking_uri or default_tracking_uri())
         if experiments:
@@ -199,7 +206,8 @@ def predict(
     )
     console.print(
         f"{model} on {target.name} ({target.size} nodes, {net.source}); profile {source}; "
-        f"link alpha {net.link.alpha_s * 1e6:.3g} us, {1e-9 / net.link.beta_s_per_byte:.3g} GB/s"
+        f"link alpha {net.link.alpha_s * 1e6:.3g} us, {1e-9 / net.link.beta_s_per_byte:.3g} GB/s",
+        soft_wrap=True,
     )
     table = Table()
     for col in (

@@ -71,6 +71,10 @@ class Profile:
         inverse_units_per_s: ``d^3`` units per second of a factor's damped inverse.
         precondition_flops: FLOP/s of ``G^-1 V A^-1``.
         host_cores: Cores the ranks of a shared host effectively get (calibrated on 2 ranks).
+        sched_wait_s: On an oversubscribed shared host, the mean wait of one step of a
+            collective for a peer that is not running (about half a scheduler time slice):
+            1 ms, a constant fitted by hand to five 4-rank measurements here, not derived
+            (see docs/reports.md).
         calibrated_from: A note naming the runs the values came from.
     """
 
@@ -82,6 +86,7 @@ class Profile:
     inverse_units_per_s: float
     precondition_flops: float
     host_cores: float | None = None
+    sched_wait_s: float = 1.0e-3
     calibrated_from: str = "defaults"
 
     def scaled(self, node_flops: float) -> Profile:

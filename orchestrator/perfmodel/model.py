@@ -12,13 +12,15 @@ One step of our training job (``sweeps/train.py``) on each of ``p`` ranks, per-r
   broadcasting its share; every step: the preconditioning products.
 
 On a shared host (the ``local`` preset) ``p`` ranks time-share the cores: the step's work is
-stretched by ``max(1, p / host_cores)`` (``host_cores`` calibrated from 2-rank runs), while the
-all-reduce's own cost is added once.
+stretched by ``max(1, p / host_cores)`` (``host_cores`` calibrated from 2-rank runs), and every
+sequential step of a collective waits, with probability ``1 - host_cores / p``, half a
+scheduler slice for its peer to run.
 """
 
 from __future__ import annotations
 
 import heapq
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -154,6 +156,14 @@ def predict_step(
         # One rank's step was measured with whatever share of the host it got: it is the unit.
         # p ranks time-share host_cores (calibrated on 2 ranks; below 1 on a busy machine).
         stretch = max(1.0, p / profile.host_cores)
+        # Each sequential step of a collective waits for its peer to be scheduled, which is
+        # not running with probability 1 - cores/p.
+        steps = 4.0 * (p - 1)  # ring steps of the gradient and flag all-reduces
+        if optimizer == "kfac":
+            k = kfac or KfacSchedule()
+            steps += 2 * (p - 1) / k.factor_interval
+            steps += min(p, len(model.factor_dims)) * math.ceil(math.log2(p)) / k.inverse_interval
+        grads += steps * max(0.0, 1.0 - profile.host_cores / p) * profile.sched_wait_s
     return StepPrediction(
         nodes=p,
         batch_per_node=b,

@@ -4,6 +4,7 @@ logged as an artifact of the sweep's parent run so it shows in the MLflow UI.
 
 from __future__ import annotations
 
+import base64
 import html
 import math
 from dataclasses import dataclass
@@ -118,7 +119,7 @@ def write_report(
         paths.append(out / name)
     parent = _pick_parent(runs, parent_run_id)
     index = out / "index.html"
-    index.write_text(_render(experiment, uri, runs, t, tables, parent))
+    index.write_text(_render(out, experiment, uri, runs, t, tables, parent))
     logged = None
     if log_artifact and parent is not None:
         connect(uri).log_artifacts(parent, str(out), artifact_path=ARTIFACT_PATH)
@@ -127,6 +128,7 @@ def write_report(
 
 
 def _render(
+    out: Path,
     experiment: str,
     uri: str,
     runs: pd.DataFrame,
@@ -175,7 +177,14 @@ def _render(
         + ".</p>",
     ]
     for title, png, text, table in sections:
-        body += [f"<h2>{e(title)}</h2>", f"<p>{e(text)}</p>", f'<img src="{png}" alt="{e(title)}">']
+        # Inline (a data URI) so the page is whole on its own, e.g. in MLflow's artifact
+        # preview, which shows one file; the PNG files are written beside it as well.
+        data = base64.b64encode((out / png).read_bytes()).decode()
+        body += [
+            f"<h2>{e(title)}</h2>",
+            f"<p>{e(text)}</p>",
+            f'<img src="data:image/png;base64,{data}" alt="{e(title)}" data-file="{png}">',
+        ]
         body.append(_table(table))
     body += ["<h2>5. Best configurations</h2>", _table(tables["best"])]
     return (

@@ -57,7 +57,7 @@ def test_report_has_every_section_and_is_logged_on_the_parent(
     assert "5. Best configurations" in text
     for png in report.figures:
         assert png.stat().st_size > 10_000
-        assert f'src="{png.name}"' in text
+        assert f'data-file="{png.name}"' in text
 
     assert report.logged_to == kfac_vs_sgd
     listed = {a.path for a in connect(recorded.uri).list_artifacts(kfac_vs_sgd, "report")}
