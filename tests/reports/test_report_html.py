@@ -134,3 +134,27 @@ def test_pareto_front_keeps_only_undominated_trials() -> None:
     on = sorted(zip(front["val_accuracy"], front["latency_ms"], front["pareto"], strict=True))
     assert [(a, b) for a, b, p in on if p] == [(0.7, 0.5), (0.9, 1.0), (0.95, 2.0)]
     assert not math.isnan(front["latency_ms"].sum())
+
+
+def test_report_without_a_sweep_is_written_not_logged(tmp_path: Path) -> None:
+    # Two runs logged by hand (no sweep parent, no NAS trials): the sections without runs say
+    # so, and there is no run to attach the report to.
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = connect(uri)
+    exp = client.create_experiment("hand", artifact_location=(tmp_path / "art").as_uri())
+    for opt, sps in (("sgd", 1000.0), ("kfac", 500.0)):
+        run = client.create_run(exp, run_name=f"{opt}-run", tags={"world_size": "1"})
+        rid = run.info.run_id
+        client.log_param(rid, "batch_size", "64")
+        client.log_param(rid, "optimizer.name", opt)
+        client.log_param(rid, "model.name", "mlp")
+        client.log_metric(rid, "samples_per_sec", sps)
+        client.log_metric(rid, "val_accuracy", 0.9)
+        client.log_metric(rid, "train_accuracy", 0.95)
+        client.set_terminated(rid, "FINISHED")
+    report = write_report("hand", tmp_path / "out", uri)
+    assert report.logged_to is None
+    assert report.tables["pareto"].empty and report.tables["batch"]["reached"].sum() == 0
+    assert len(report.tables["scaling"]) == 2
+    assert report.tables["generalisation"]["gap"].round(6).tolist() == [0.05, 0.05]
+    assert "no runs for this table" in report.index.read_text()
