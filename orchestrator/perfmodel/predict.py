@@ -86,6 +86,9 @@ def machine_for(
         profile = profile.scaled(flops)
     elif net.shared_host_cores is None:
         profile = replace(profile, host_cores=None)
+    elif profile.host_cores is None:
+        # Uncalibrated: the ranks share the host's cores, all of them free.
+        profile = replace(profile, host_cores=float(net.shared_host_cores))
     return profile, net
 
 
