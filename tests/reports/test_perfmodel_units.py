@@ -170,3 +170,13 @@ def test_orch_predict_prints_measured_points_beside(recorded: Recorded) -> None:
     assert bad.exit_code == 2 and "--nodes" in bad.output
     too_many = CliRunner().invoke(main, [*args, "--cluster", "local", "--nodes", "8"])
     assert too_many.exit_code == 1 and "exceed cluster 'local'" in too_many.output
+
+
+def test_docstring_examples_hold() -> None:
+    import doctest
+
+    from orchestrator.perfmodel import collectives, model, predict, workloads
+
+    for module in (collectives, model, predict, workloads):
+        failed, tried = doctest.testmod(module)
+        assert tried > 0 and failed == 0, module.__name__
