@@ -181,11 +181,18 @@ class OrchSweep:
             InvalidRequestError: a resource field the scheduler refuses, named as
                 ``hydra.launcher.<field>``.
         """
-        scheduler = self._session()
+        return self.submit_prepared(self.prepare(items))
+
+    def prepare(
+        self, items: Sequence[tuple[list[str], int, dict[str, str]]]
+    ) -> list[tuple[PendingJob, dict[str, Any]]]:
+        """Compose and write what jobs need, without submitting them (a sweeper prepares the
+        next trial while the running ones run, and submits it the moment a slot frees)."""
+        self._session()
         self._write_shared()
         parent = self.open_parent_run(self.study)
         loader = self.hydra_context.config_loader
-        requests, pending = [], []
+        prepared: list[tuple[PendingJob, dict[str, Any]]] = []
         for overrides, idx, extra in items:
             sweep_config = loader.load_sweep_config(self.config, list(overrides))
             folder = self.folder / f"job-{idx}"
@@ -199,9 +206,20 @@ class OrchSweep:
             if parent is not None:
                 env["ORCH_PARENT_RUN_ID"] = parent.run_id
             env.update(extra)
-            requests.append(self._job_request(sweep_config, folder, env))
-            pending.append(PendingJob(-1, idx, list(overrides), folder, time.time(), env))
-            log.info("\t#%d : %s", idx, " ".join(filter_overrides(overrides)))
+            job = PendingJob(-1, idx, list(overrides), folder, time.time(), env)
+            prepared.append((job, self._job_request(sweep_config, folder, env)))
+        return prepared
+
+    def submit_prepared(
+        self, prepared: Sequence[tuple[PendingJob, dict[str, Any]]]
+    ) -> list[PendingJob]:
+        """Submit prepared jobs in one batch (see :meth:`submit`)."""
+        scheduler = self._session()
+        pending = [job for job, _ in prepared]
+        requests = [request for _, request in prepared]
+        for job in pending:
+            job.submitted = time.time()
+            log.info("\t#%d : %s", job.idx, " ".join(filter_overrides(job.overrides)))
         try:
             ids = scheduler.submit(requests)
         except InvalidRequestError as e:

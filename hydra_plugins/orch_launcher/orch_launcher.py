@@ -74,6 +74,16 @@ class OrchLauncher(Launcher):
         """Submit one job and return at once (for asynchronous sweepers)."""
         return self.sweep().submit([(list(overrides), job_idx, dict(env or {}))])[0]
 
+    def prepare(
+        self, overrides: Sequence[str], job_idx: int, env: Mapping[str, str] | None = None
+    ) -> Any:
+        """Compose one job without submitting it (submit later with :meth:`submit_prepared`)."""
+        return self.sweep().prepare([(list(overrides), job_idx, dict(env or {}))])
+
+    def submit_prepared(self, prepared: Any) -> PendingJob:
+        """Submit what :meth:`prepare` returned; returns at once."""
+        return self.sweep().submit_prepared(prepared)[0]
+
     def wait_any(
         self, pending: Sequence[PendingJob], timeout_s: float | None = None
     ) -> list[tuple[PendingJob, JobReturn]]:
