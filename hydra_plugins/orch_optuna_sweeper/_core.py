@@ -116,6 +116,8 @@ class AsyncSweep:
         self.sweeper = sweeper
         self.sweep_dir = Path(str(config.hydra.sweep.dir)).absolute()
         self.counts = {"n_complete": 0, "n_pruned": 0, "n_failed": 0}
+        self.planned = 0
+        """Trials this sweep runs (the failure budget is a share of them)."""
         self.last_error: BaseException | None = None
 
     # -- setup ----------------------------------------------------------------------------------
@@ -181,6 +183,7 @@ class AsyncSweep:
         earlier_failed = len(study.get_trials(deepcopy=False, states=(TrialState.FAIL,)))
         n_trials, n_jobs = int(self.p.get("n_trials", 20)), int(self.p.get("n_jobs", 2))
         to_start = max(0, n_trials - earlier)
+        self.planned = to_start
         log.info(
             "study %s (%s): %d trials done before, %d to run, %d at a time",
             study.study_name,
@@ -348,13 +351,17 @@ class AsyncSweep:
         return values
 
     def _check_failures(self) -> None:
+        """Stop once the failures exceed ``max_failure_rate`` of the trials this sweep runs: from
+        then on the sweep's rate cannot be met. Judging failed over *finished* trials instead
+        would depend on which trials happen to end first (one early failure is a rate of 1)."""
         finished = sum(self.counts.values())
         failed = self.counts["n_failed"]
         rate = float(self.p.get("max_failure_rate", 0.0))
-        if failed and failed / finished > rate:
+        if failed and failed > rate * max(self.planned, finished):
             raise SweepFailedError(
-                f"{failed} of {finished} trials failed, above max_failure_rate={rate:g} "
-                f"(raise hydra.sweeper.max_failure_rate to tolerate more); last: {self.last_error}"
+                f"{failed} trials failed ({finished} finished of {self.planned}), above "
+                f"max_failure_rate={rate:g} of the sweep's trials (raise "
+                f"hydra.sweeper.max_failure_rate to tolerate more); last: {self.last_error}"
             ) from self.last_error
 
     # -- results --------------------------------------------------------------------------------

@@ -67,7 +67,8 @@ class OrchOptunaSweeperConf:
         report: The metric the job reports at each evaluation for pruning.
         n_trials: Trials in the study in all (a resumed study counts its earlier ones).
         n_jobs: Trials running at once (slots).
-        max_failure_rate: Failed trials over finished ones above which the sweep stops.
+        max_failure_rate: Share of the sweep's trials allowed to fail; the sweep stops as
+            soon as more have failed.
         sampler: The sampler.
         pruner: The pruner.
         params: Search space in Hydra's override grammar: ``choice(a,b)``, ``range(1,5)``,
