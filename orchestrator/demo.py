@@ -62,6 +62,10 @@ def run_demo(out: Path, console: Console) -> None:
     summary["kfac_vs_sgd"] = [asdict(r) for r in rows]
     (out / "demo.json").write_text(json.dumps(summary, indent=2))
     console.print(f"numbers: {out / 'demo.json'}; MLflow store: {tracking_uri}")
+    from orchestrator.reports import write_report  # the report, logged on the sweep's parent run
+
+    report = write_report(EXPERIMENT, out / "report", tracking_uri)
+    console.print(f"report: {report.index} (also in MLflow, run {report.logged_to}, report/)")
 
 
 def simulation_phase(out: Path, console: Console) -> dict[str, Any]:
