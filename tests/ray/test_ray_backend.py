@@ -222,6 +222,9 @@ def test_a_node_held_by_someone_else_is_unavailable(ray_cluster: RayTestCluster)
     from ray.util.placement_group import placement_group, remove_placement_group
 
     backend = RayBackend(Path("/nonexistent"), _ray_cluster_of(["r1", "r2", "r3", "r4"]))
+    # Ray frees a removed placement group's resources a moment later: an earlier test's group
+    # may still hold its node (seen in CI), so start from an all-free cluster.
+    _wait(lambda: backend.unavailable_nodes() == frozenset(), "earlier tests' nodes to be free")
     other = placement_group([{"orch_node:r2": 1.0}])  # another user's job on r2
     try:
         import ray
