@@ -30,6 +30,13 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
+if __package__:
+    from launchers._rank_env import rank_environment
+else:
+    # Run as a script with ``python -I -S``: this folder is not on sys.path by itself.
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _rank_env import rank_environment
+
 POLL_S = 0.05
 RENDEZVOUS_S = 120.0
 
@@ -108,16 +115,7 @@ def main(args: list[str]) -> int:
     node_rank = rank // tpn
     env = dict(os.environ)
     env.update(job["env"])
-    env.update(
-        {
-            "ORCH_NODE_RANK": str(node_rank),
-            "ORCH_NODENAME": nodes[node_rank],
-            "ORCH_TASK_RANK": str(rank),
-            "RANK": str(rank),
-            "LOCAL_RANK": str(rank % tpn),
-            "GROUP_RANK": str(node_rank),
-        }
-    )
+    env.update(rank_environment(nodes, tpn, node_rank, rank % tpn))
     if job.get("rendezvous"):
         try:
             env["MASTER_ADDR"], env["MASTER_PORT"] = _rendezvous(folder / "master", rank)

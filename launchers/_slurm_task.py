@@ -24,6 +24,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+if __package__:
+    from launchers._rank_env import rank_environment
+else:
+    # Run as a script with ``python -I -S``: this folder is not on sys.path by itself.
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _rank_env import rank_environment
+
 _NOTED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
 
 
@@ -39,16 +46,10 @@ def rank_variables(env: dict[str, str]) -> dict[str, str]:
     tpn = int(env.get("ORCH_TASKS_PER_NODE", "1"))
     node = env.get("SLURMD_NODENAME", "")
     node_rank = nodes.index(node) if node in nodes else int(env.get("SLURM_NODEID", "0"))
-    local_rank = int(env.get("SLURM_LOCALID", "0"))
-    rank = node_rank * tpn + local_rank
-    return {
-        "RANK": str(rank),
-        "LOCAL_RANK": str(local_rank),
-        "GROUP_RANK": str(node_rank),
-        "ORCH_TASK_RANK": str(rank),
-        "ORCH_NODE_RANK": str(node_rank),
-        "ORCH_NODENAME": node or nodes[node_rank],
-    }
+    variables = rank_environment(nodes, tpn, node_rank, int(env.get("SLURM_LOCALID", "0")))
+    if node:
+        variables["ORCH_NODENAME"] = node
+    return variables
 
 
 def main(args: list[str]) -> int:

@@ -23,13 +23,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from launchers._base import BaseBackend, Handle, LaunchSpec, Liveness, PollResult
+from launchers._rank_env import rank_environment
 from orchestrator.exceptions import BackendError, InvalidRequestError
 from orchestrator.resources.hostlist import compress_hostlist
 
 if TYPE_CHECKING:
     from orchestrator.resources.cluster import Cluster
 
-__all__ = ["JobPaths", "LocalBackend", "atomic_write", "process_start_ticks"]
+__all__ = ["JobFolderBackend", "JobPaths", "LocalBackend", "atomic_write", "process_start_ticks"]
 
 TASK_SCRIPT = Path(__file__).resolve().parent / "_task.py"
 
@@ -94,6 +95,59 @@ class JobPaths:
         return self.attempt(attempt) / "abort"
 
 
+class JobFolderBackend(BaseBackend):
+    """What every backend of ours shares: a job's folder under ``root`` (:class:`JobPaths`), the
+    command a job runs, and the job-wide variables each of its tasks sees.
+
+    The per-task ones come from :func:`launchers._rank_env.rank_environment`, called where the
+    task starts (in the daemon, in a Ray actor, or in a wrapper on the compute node).
+    """
+
+    root: Path
+
+    def paths(self, job_id: int) -> JobPaths:
+        return JobPaths(self.root, job_id)
+
+    def output_paths(self, job_id: int) -> tuple[str, str]:
+        paths = self.paths(job_id)
+        return str(paths.stdout), str(paths.stderr)
+
+    def _argv(self, spec: LaunchSpec, paths: JobPaths) -> list[str]:
+        if spec.script is not None:
+            # The user submitted a script: it runs by its own #! line, or by /bin/sh.
+            atomic_write(paths.script, spec.script, mode=stat.S_IRWXU)
+            if spec.script.startswith("#!"):
+                return [str(paths.script)]
+            return ["/bin/sh", str(paths.script)]
+        if not spec.argv:
+            raise BackendError(f"job {spec.job_id}: neither a command nor a script to run")
+        return list(spec.argv)
+
+    @staticmethod
+    def _job_environment(spec: LaunchSpec) -> dict[str, str]:
+        """The job's own ``env`` with the job-wide variables laid over it (no ``MASTER_*``: where
+        rank 0 listens is each backend's business)."""
+        env = dict(spec.env)
+        n_nodes, tpn = len(spec.nodes), spec.tasks_per_node
+        env.update(
+            {
+                "ORCH_JOB_ID": str(spec.job_id),
+                "ORCH_JOB_NAME": spec.name,
+                "ORCH_ATTEMPT": str(spec.attempt),
+                "ORCH_NODELIST": compress_hostlist(spec.nodes),
+                # In node-rank order, for wrappers that must derive ranks from it.
+                "ORCH_NODES": ",".join(spec.nodes),
+                "ORCH_NUM_NODES": str(n_nodes),
+                "ORCH_TASKS_PER_NODE": str(tpn),
+                "ORCH_CPUS_PER_TASK": str(spec.cpus_per_task),
+                "WORLD_SIZE": str(n_nodes * tpn),
+                "LOCAL_WORLD_SIZE": str(tpn),
+                "OMP_NUM_THREADS": str(spec.cpus_per_task),
+            }
+        )
+        return env
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that is free now (for ``MASTER_PORT``)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -108,7 +162,7 @@ def _read_int(path: Path) -> int | None:
         return None
 
 
-class LocalBackend(BaseBackend):
+class LocalBackend(JobFolderBackend):
     """Runs jobs as local process groups.
 
     Args:
@@ -139,24 +193,6 @@ class LocalBackend(BaseBackend):
         inherit = options.get("inherit_env", "1").lower() not in ("0", "false", "no")
         return cls(root, inherit_env=inherit)
 
-    def paths(self, job_id: int) -> JobPaths:
-        return JobPaths(self.root, job_id)
-
-    def output_paths(self, job_id: int) -> tuple[str, str]:
-        paths = self.paths(job_id)
-        return str(paths.stdout), str(paths.stderr)
-
-    def _argv(self, spec: LaunchSpec, paths: JobPaths) -> list[str]:
-        if spec.script is not None:
-            # The user submitted a script: it runs by its own #! line, or by /bin/sh.
-            atomic_write(paths.script, spec.script, mode=stat.S_IRWXU)
-            if spec.script.startswith("#!"):
-                return [str(paths.script)]
-            return ["/bin/sh", str(paths.script)]
-        if not spec.argv:
-            raise BackendError(f"job {spec.job_id}: neither a command nor a script to run")
-        return list(spec.argv)
-
     def start(self, spec: LaunchSpec) -> Handle:
         paths = self.paths(spec.job_id)
         attempt_dir = paths.attempt(spec.attempt)
@@ -166,44 +202,19 @@ class LocalBackend(BaseBackend):
         except OSError as e:
             raise BackendError(f"job {spec.job_id}: cannot prepare {paths.folder}: {e}") from e
         base = dict(os.environ) if self.inherit_env else {"PATH": os.defpath}
-        base.update(spec.env)
-        n_nodes = len(spec.nodes)
+        base.update(self._job_environment(spec))
+        base.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())})
         tpn = spec.tasks_per_node
-        base.update(
-            {
-                "ORCH_JOB_ID": str(spec.job_id),
-                "ORCH_JOB_NAME": spec.name,
-                "ORCH_ATTEMPT": str(spec.attempt),
-                "ORCH_NODELIST": compress_hostlist(spec.nodes),
-                "ORCH_NUM_NODES": str(n_nodes),
-                "ORCH_TASKS_PER_NODE": str(tpn),
-                "ORCH_CPUS_PER_TASK": str(spec.cpus_per_task),
-                "MASTER_ADDR": "127.0.0.1",
-                "MASTER_PORT": str(free_port()),
-                "WORLD_SIZE": str(n_nodes * tpn),
-                "LOCAL_WORLD_SIZE": str(tpn),
-                "OMP_NUM_THREADS": str(spec.cpus_per_task),
-            }
-        )
         cwd = spec.workdir or str(paths.folder)
         tasks: list[list[int]] = []
         started: list[subprocess.Popen[bytes]] = []
         try:
             with open(paths.stdout, "ab") as out, open(paths.stderr, "ab") as err:
-                for node_rank, node in enumerate(spec.nodes):
+                for node_rank in range(len(spec.nodes)):
                     for local_rank in range(tpn):
                         rank = node_rank * tpn + local_rank
                         env = dict(base)
-                        env.update(
-                            {
-                                "ORCH_NODE_RANK": str(node_rank),
-                                "ORCH_NODENAME": node,
-                                "ORCH_TASK_RANK": str(rank),
-                                "RANK": str(rank),
-                                "LOCAL_RANK": str(local_rank),
-                                "GROUP_RANK": str(node_rank),
-                            }
-                        )
+                        env.update(rank_environment(spec.nodes, tpn, node_rank, local_rank))
                         cmd = [sys.executable, "-I", "-S", str(TASK_SCRIPT)]
                         cmd += [str(attempt_dir), str(rank), "--", *argv]
                         proc = subprocess.Popen(

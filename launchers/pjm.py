@@ -32,7 +32,6 @@ import math
 import os
 import shutil
 import signal
-import stat
 import subprocess
 import sys
 import time
@@ -40,7 +39,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from launchers._base import BaseBackend, Handle, LaunchSpec, Liveness, PollResult
+from launchers._base import Handle, LaunchSpec, Liveness, PollResult
 from launchers._pjm_text import (
     PjmError,
     PjmNoSuchJobError,
@@ -51,10 +50,9 @@ from launchers._pjm_text import (
     render_pjm_script,
     vcoord_file,
 )
-from launchers.local import JobPaths, atomic_write, free_port
+from launchers.local import JobFolderBackend, JobPaths, atomic_write, free_port
 from orchestrator.exceptions import BackendError, InvalidRequestError
 from orchestrator.resources.cluster import Cluster
-from orchestrator.resources.hostlist import compress_hostlist
 from orchestrator.resources.request import Shape, parse_duration, parse_shape
 from orchestrator.resources.topology import NodeResources, Torus3DTopology
 
@@ -147,7 +145,7 @@ def _extents(spec: LaunchSpec, shape: Shape | None) -> tuple[int, ...]:
     return extents if math.prod(extents) == len(spec.nodes) else (len(spec.nodes),)
 
 
-class PjmBackend(BaseBackend):
+class PjmBackend(JobFolderBackend):
     """Runs jobs through PJM, direct or inside a pilot allocation (see the module docstring).
 
     Args:
@@ -285,42 +283,11 @@ class PjmBackend(BaseBackend):
 
     # -- start ----------------------------------------------------------------------------------
 
-    def paths(self, job_id: int) -> JobPaths:
-        return JobPaths(self.root, job_id)
-
-    def output_paths(self, job_id: int) -> tuple[str, str]:
-        paths = self.paths(job_id)
-        return str(paths.stdout), str(paths.stderr)
-
-    def _argv(self, spec: LaunchSpec, paths: JobPaths) -> list[str]:
-        if spec.script is not None:
-            atomic_write(paths.script, spec.script, mode=stat.S_IRWXU)
-            if spec.script.startswith("#!"):
-                return [str(paths.script)]
-            return ["/bin/sh", str(paths.script)]
-        if not spec.argv:
-            raise BackendError(f"job {spec.job_id}: neither a command nor a script to run")
-        return list(spec.argv)
-
     def _prepare(self, spec: LaunchSpec, paths: JobPaths, coords: list[tuple[int, ...]]) -> Path:
         """Write the attempt's job file and rank placement; return the attempt folder."""
         folder = paths.attempt(spec.attempt)
         n_nodes, tpn = len(spec.nodes), spec.tasks_per_node
-        env = dict(spec.env)
-        env.update(
-            {
-                "ORCH_JOB_ID": str(spec.job_id),
-                "ORCH_JOB_NAME": spec.name,
-                "ORCH_ATTEMPT": str(spec.attempt),
-                "ORCH_NODELIST": compress_hostlist(spec.nodes),
-                "ORCH_NUM_NODES": str(n_nodes),
-                "ORCH_TASKS_PER_NODE": str(tpn),
-                "ORCH_CPUS_PER_TASK": str(spec.cpus_per_task),
-                "WORLD_SIZE": str(n_nodes * tpn),
-                "LOCAL_WORLD_SIZE": str(tpn),
-                "OMP_NUM_THREADS": str(spec.cpus_per_task),
-            }
-        )
+        env = self._job_environment(spec)
         rendezvous = self.master_addr == "rank0"
         if not rendezvous:
             env.update({"MASTER_ADDR": self.master_addr, "MASTER_PORT": str(free_port())})

@@ -31,7 +31,6 @@ import json
 import logging
 import os
 import signal
-import stat
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -48,12 +47,12 @@ from ray.util.placement_group import (
 )
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from launchers._base import BaseBackend, Handle, LaunchSpec, Liveness, PollResult
+from launchers._base import Handle, LaunchSpec, Liveness, PollResult
+from launchers._rank_env import rank_environment
 from launchers._ray_actor import TaskActor
 from launchers._ray_cluster import PoolNode, node_resource, pool_nodes
-from launchers.local import JobPaths, atomic_write
+from launchers.local import JobFolderBackend, atomic_write
 from orchestrator.exceptions import BackendError, InvalidRequestError
-from orchestrator.resources.hostlist import compress_hostlist
 
 if TYPE_CHECKING:
     from orchestrator.resources.cluster import Cluster
@@ -125,7 +124,7 @@ def _number(options: Mapping[str, str], key: str, default: float) -> float:
     return value
 
 
-class RayBackend(BaseBackend):
+class RayBackend(JobFolderBackend):
     """Runs jobs as placement groups of Ray actors on a running Ray cluster.
 
     Args:
@@ -268,41 +267,9 @@ class RayBackend(BaseBackend):
 
     # -- start --------------------------------------------------------------------------------
 
-    def paths(self, job_id: int) -> JobPaths:
-        return JobPaths(self.root, job_id)
-
-    def output_paths(self, job_id: int) -> tuple[str, str]:
-        paths = self.paths(job_id)
-        return str(paths.stdout), str(paths.stderr)
-
-    def _argv(self, spec: LaunchSpec, paths: JobPaths) -> list[str]:
-        if spec.script is not None:
-            atomic_write(paths.script, spec.script, mode=stat.S_IRWXU)
-            if spec.script.startswith("#!"):
-                return [str(paths.script)]
-            return ["/bin/sh", str(paths.script)]
-        if not spec.argv:
-            raise BackendError(f"job {spec.job_id}: neither a command nor a script to run")
-        return list(spec.argv)
-
     def _base_env(self, spec: LaunchSpec) -> dict[str, str]:
         env = dict(os.environ) if self.inherit_env else {"PATH": os.defpath}
-        env.update(spec.env)
-        tpn = spec.tasks_per_node
-        env.update(
-            {
-                "ORCH_JOB_ID": str(spec.job_id),
-                "ORCH_JOB_NAME": spec.name,
-                "ORCH_ATTEMPT": str(spec.attempt),
-                "ORCH_NODELIST": compress_hostlist(spec.nodes),
-                "ORCH_NUM_NODES": str(len(spec.nodes)),
-                "ORCH_TASKS_PER_NODE": str(tpn),
-                "ORCH_CPUS_PER_TASK": str(spec.cpus_per_task),
-                "WORLD_SIZE": str(len(spec.nodes) * tpn),
-                "LOCAL_WORLD_SIZE": str(tpn),
-                "OMP_NUM_THREADS": str(spec.cpus_per_task),
-            }
-        )
+        env.update(self._job_environment(spec))
         return env
 
     def start(self, spec: LaunchSpec) -> Handle:
@@ -367,16 +334,7 @@ class RayBackend(BaseBackend):
             for rank, actor in enumerate(actors):
                 node_rank, local_rank = divmod(rank, tpn)
                 env = dict(base)
-                env.update(
-                    {
-                        "ORCH_NODE_RANK": str(node_rank),
-                        "ORCH_NODENAME": spec.nodes[node_rank],
-                        "ORCH_TASK_RANK": str(rank),
-                        "RANK": str(rank),
-                        "LOCAL_RANK": str(local_rank),
-                        "GROUP_RANK": str(node_rank),
-                    }
-                )
+                env.update(rank_environment(spec.nodes, tpn, node_rank, local_rank))
                 starts.append(actor.start.remote(argv, env, cwd))
             ray.get(starts, timeout=self.start_timeout_s)
         except (RayError, BackendError) as e:

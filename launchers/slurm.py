@@ -22,7 +22,6 @@ import contextlib
 import hashlib
 import os
 import signal
-import stat
 import subprocess
 import sys
 import time
@@ -30,7 +29,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from launchers._base import BaseBackend, Handle, LaunchSpec, Liveness, PollResult
+from launchers._base import Handle, LaunchSpec, Liveness, PollResult
 from launchers._slurm_cli import (
     cancel,
     failed_nodes,
@@ -47,7 +46,7 @@ from launchers._slurm_text import (
     SlurmParseError,
     render_sbatch_script,
 )
-from launchers.local import JobPaths, atomic_write, free_port, process_start_ticks
+from launchers.local import JobFolderBackend, JobPaths, atomic_write, free_port, process_start_ticks
 from orchestrator.exceptions import BackendError, InvalidRequestError
 from orchestrator.resources.hostlist import compress_hostlist
 from orchestrator.resources.request import parse_duration
@@ -77,7 +76,7 @@ _KILL_EVERY_S = 2.0
 """A repeated SIGKILL (the daemon repeats it every tick) reaches scancel this often at most."""
 
 
-class SlurmBackend(BaseBackend):
+class SlurmBackend(JobFolderBackend):
     """Runs jobs as Slurm jobs (direct) or as steps of one held allocation (pilot).
 
     Args:
@@ -196,45 +195,11 @@ class SlurmBackend(BaseBackend):
 
     # -- paths and environment ------------------------------------------------------------------
 
-    def paths(self, job_id: int) -> JobPaths:
-        return JobPaths(self.root, job_id)
-
-    def output_paths(self, job_id: int) -> tuple[str, str]:
-        paths = self.paths(job_id)
-        return str(paths.stdout), str(paths.stderr)
-
-    def _argv(self, spec: LaunchSpec, paths: JobPaths) -> list[str]:
-        if spec.script is not None:
-            atomic_write(paths.script, spec.script, mode=stat.S_IRWXU)
-            if spec.script.startswith("#!"):
-                return [str(paths.script)]
-            return ["/bin/sh", str(paths.script)]
-        if not spec.argv:
-            raise BackendError(f"job {spec.job_id}: neither a command nor a script to run")
-        return list(spec.argv)
-
     def _environment(self, spec: LaunchSpec) -> dict[str, str]:
         """The job's variables; the wrapper adds the per-task ones (RANK, LOCAL_RANK, ...)."""
-        env = dict(spec.env)
-        n_nodes, tpn = len(spec.nodes), spec.tasks_per_node
-        env.update(
-            {
-                "ORCH_JOB_ID": str(spec.job_id),
-                "ORCH_JOB_NAME": spec.name,
-                "ORCH_ATTEMPT": str(spec.attempt),
-                "ORCH_NODELIST": compress_hostlist(spec.nodes),
-                "ORCH_NODES": ",".join(spec.nodes),
-                "ORCH_NUM_NODES": str(n_nodes),
-                "ORCH_TASKS_PER_NODE": str(tpn),
-                "ORCH_CPUS_PER_TASK": str(spec.cpus_per_task),
-                # The first node of ours hosts rank 0 (torch.distributed's env:// meets there).
-                "MASTER_ADDR": spec.nodes[0],
-                "MASTER_PORT": str(free_port()),
-                "WORLD_SIZE": str(n_nodes * tpn),
-                "LOCAL_WORLD_SIZE": str(tpn),
-                "OMP_NUM_THREADS": str(spec.cpus_per_task),
-            }
-        )
+        env = self._job_environment(spec)
+        # The first node of ours hosts rank 0 (torch.distributed's env:// meets there).
+        env.update({"MASTER_ADDR": spec.nodes[0], "MASTER_PORT": str(free_port())})
         return env
 
     def _time_limit(self, spec: LaunchSpec) -> float | None:

@@ -1,0 +1,31 @@
+"""The rank variables every backend gives each task (standard library only).
+
+Imported by the backends (``launchers._rank_env``) and by the per-task wrapper scripts that run
+on the compute nodes with ``python -I -S`` (which add this folder to ``sys.path`` themselves), so
+a task sees the same variables whichever backend started it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+__all__ = ["rank_environment"]
+
+
+def rank_environment(
+    nodes: Sequence[str], tasks_per_node: int, node_rank: int, local_rank: int
+) -> dict[str, str]:
+    """The per-task variables: ours (``ORCH_*``) and those ``torch.distributed``'s ``env://`` reads.
+
+    Ranks are numbered node by node in the order of ``nodes`` (our allocator's order, not the
+    batch system's), ``tasks_per_node`` consecutive ranks per node.
+    """
+    rank = node_rank * tasks_per_node + local_rank
+    return {
+        "ORCH_NODE_RANK": str(node_rank),
+        "ORCH_NODENAME": nodes[node_rank],
+        "ORCH_TASK_RANK": str(rank),
+        "RANK": str(rank),
+        "LOCAL_RANK": str(local_rank),
+        "GROUP_RANK": str(node_rank),
+    }
