@@ -434,9 +434,10 @@ def run_job(base: Path, jid: str) -> None:
             set_state(base, jid, state="CCL", end_code=1, end=time.time())
             return
         with locked(base):
-            used = sum(r["nodes"] for r in all_records(base) if r["state"] in RUNNING)
+            records = all_records(base)
+            used = sum(r["nodes"] for r in records if r["state"] in RUNNING)
             rec = load(base, jid)
-            if used + rec["nodes"] <= total:
+            if used + rec["nodes"] <= total and not _earlier_fits(records, rec, total - used):
                 rec["state"] = "RNA"
                 save(base, rec)
                 break
@@ -459,6 +460,24 @@ def run_job(base: Path, jid: str) -> None:
             f"NODE NUM (REQUIRE) : {rec['node_require']}\n"
             f"ELAPSE TIME (USE) : {fmt_elapse(rec['end'] - rec['start'])}\n"
         )
+
+
+def _earlier_fits(records: list[dict[str, Any]], rec: dict[str, Any], free: int) -> bool:
+    """Whether a job submitted before ``rec`` waits for nodes and fits in ``free`` now.
+
+    Each job has its own runner process, and which of them looks first is up to the OS; PJM
+    starts jobs in submission order, so a later job yields to an earlier one that fits (and
+    passes one that does not, as backfilling would). Steps waiting for their predecessor and
+    held jobs do not count.
+    """
+    key = (rec["seq"], rec.get("sub", 0))
+    return any(
+        (r["seq"], r.get("sub", 0)) < key
+        and r["state"] in ("ACC", "QUE")
+        and not r.get("after")
+        and r["nodes"] <= free
+        for r in records
+    )
 
 
 def step_deleted(sd: str | None, before: dict[str, Any]) -> bool:
