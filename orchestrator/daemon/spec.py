@@ -239,7 +239,11 @@ class JobSpec:
                 )
         values: dict[str, Any] = {}
         for name, f in FIELDS.items():
-            value = data.get(name, f.default)
+            # JSON null means "not given": the field's default (a null name or account crashed
+            # the checks below with a 500).
+            value = data.get(name)
+            if value is None:
+                value = f.default
             if value is not None:
                 ok = any(isinstance(value, t) for k in f.types for t in _JSON_TYPES[k])
                 # JSON true is a Python int too: a boolean is never a number here.

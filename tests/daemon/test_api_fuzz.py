@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from daemon_helpers import DaemonProcess
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from orchestrator.daemon.spec import FIELDS
@@ -33,6 +33,8 @@ payloads = st.dictionaries(
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(payloads, st.booleans())
+# Found by this test: an explicit null for a field with a default (a 500 before the fix).
+@example({"account": None, "name": None, "user": None, "hold": True}, True)
 def test_random_submissions_get_201_or_a_named_4xx(
     shared_daemon: DaemonProcess, payload: dict[str, Any], give_argv: bool
 ) -> None:
