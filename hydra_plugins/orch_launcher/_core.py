@@ -6,10 +6,13 @@ context, the task function and singletons pickled once, each job's composed conf
 ``<state dir>/sweeps/<sweep id>.json`` that ``orch sweep status / wait`` read, and the sweep's
 MLflow parent run when the app tracks to MLflow.
 
-Each job runs ``python -m hydra_plugins.orch_launcher._worker FOLDER`` on its allocated nodes;
-rank 0 writes the job's :class:`JobReturn` (pickled) into FOLDER. A job that ends without one
-(killed, timed out, crashed interpreter) becomes a FAILED record that says how it ended and
-quotes the end of its stderr: a failure is a record, never a crash of the sweep.
+Each job runs ``python -m hydra_plugins.orch_launcher._worker FOLDER`` on its allocated nodes,
+or, with the sweep's fork server (``fork_server``, the default), the thin client
+``_fsclient.py FOLDER``, which has the trial forked from a server that imported Hydra and the
+app once (see ``_forkserver``); rank 0 writes the job's :class:`JobReturn` (pickled) into
+FOLDER. A job that ends without one (killed, timed out, crashed interpreter) becomes a FAILED
+record that says how it ended and quotes the end of its stderr: a failure is a record, never a
+crash of the sweep.
 """
 
 from __future__ import annotations
@@ -19,7 +22,10 @@ import json
 import logging
 import os
 import pickle
+import shutil
+import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -52,6 +58,8 @@ RESULT = "result.pkl"
 CONFIG = "config.pkl"
 SHARED = "shared.pkl"
 SYS_PATH = "sys_path.json"
+FSCLIENT = Path(__file__).resolve().parent / "_fsclient.py"
+FORKSERVER_START_S = 60.0
 
 
 class JobFailedError(OrchestratorError):
@@ -105,6 +113,9 @@ class OrchSweep:
         self.jobs: list[dict[str, Any]] = []
         self.counts = {"n_trials": 0, "n_complete": 0, "n_failed": 0}
         self._shared_written = False
+        self._forkserver: subprocess.Popen[bytes] | None = None
+        self._forkserver_dir: Path | None = None
+        self._forkserver_ready = False
 
     # -- setup ----------------------------------------------------------------------------------
 
@@ -148,6 +159,68 @@ class OrchSweep:
         }
         _atomic_pickle(self.folder / SHARED, shared)
         self._shared_written = True
+        if self.params.get("fork_server", True) and not self.params.get("detach"):
+            self._start_forkserver()
+
+    def _start_forkserver(self) -> None:
+        # A private folder (mkdtemp: 0700) under the system's temp dir: a Unix socket path must
+        # be short (108 bytes), and only we may reach it (the server checks the peer's uid too).
+        self._forkserver_dir = Path(tempfile.mkdtemp(prefix="orch-fs-"))
+        env = dict(os.environ)
+        pythonpath = env.get("PYTHONPATH", "")
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_PLUGIN_ROOT), pythonpath) if p)
+        with open(self.folder / "forkserver.log", "ab") as log_file:
+            self._forkserver = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "hydra_plugins.orch_launcher._forkserver",
+                    str(self._forkserver_dir / "sock"),
+                    str(self.folder),
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=log_file,
+                env=env,
+                cwd=self.cwd,
+            )
+
+    def _forkserver_socket(self) -> str | None:
+        """The server's socket once it listens (waited for at the first job); None without one.
+
+        A server that fails to start costs speed, not trials: jobs run in fresh interpreters.
+        """
+        if self._forkserver is None or self._forkserver_dir is None:
+            return None
+        ready = self._forkserver_dir / "sock.ready"
+        deadline = time.monotonic() + FORKSERVER_START_S
+        while not self._forkserver_ready:
+            if ready.exists():
+                self._forkserver_ready = True
+            elif self._forkserver.poll() is not None or time.monotonic() > deadline:
+                log.warning(
+                    "orch sweep %s: the fork server did not start (see %s); every trial starts "
+                    "a fresh interpreter",
+                    self.sweep_id,
+                    self.folder / "forkserver.log",
+                )
+                self._stop_forkserver()
+                return None
+            else:
+                time.sleep(0.01)
+        return str(self._forkserver_dir / "sock")
+
+    def _stop_forkserver(self) -> None:
+        """Stop taking trials; running ones finish (the server exits after them)."""
+        server, self._forkserver = self._forkserver, None
+        if server is not None and server.poll() is None:
+            server.terminate()
+            try:
+                server.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                log.warning("the fork server still serves running trials; it ends after them")
+        if self._forkserver_dir is not None and (server is None or server.poll() is not None):
+            shutil.rmtree(self._forkserver_dir, ignore_errors=True)
 
     # -- submission -----------------------------------------------------------------------------
 
@@ -155,8 +228,12 @@ class OrchSweep:
         self, sweep_config: DictConfig, folder: Path, env: Mapping[str, str]
     ) -> dict[str, Any]:
         lc = sweep_config.hydra.launcher
+        if "ORCH_FORKSERVER" in env:
+            argv = [sys.executable, "-I", "-S", str(FSCLIENT), str(folder)]
+        else:
+            argv = [sys.executable, "-m", "hydra_plugins.orch_launcher._worker", str(folder)]
         request: dict[str, Any] = {
-            "argv": [sys.executable, "-m", "hydra_plugins.orch_launcher._worker", str(folder)],
+            "argv": argv,
             "name": str(lc.name)[:256],
             "tasks_per_node": int(lc.tasks_per_node),
             "cpus_per_task": int(lc.cpus_per_task),
@@ -205,6 +282,9 @@ class OrchSweep:
             env.update({"ORCH_SWEEP_ID": self.sweep_id, "ORCH_TRIAL": str(idx)})
             if parent is not None:
                 env["ORCH_PARENT_RUN_ID"] = parent.run_id
+            socket_path = self._forkserver_socket()
+            if socket_path is not None:
+                env["ORCH_FORKSERVER"] = socket_path
             env.update(extra)
             job = PendingJob(-1, idx, list(overrides), folder, time.time(), env)
             prepared.append((job, self._job_request(sweep_config, folder, env)))
@@ -346,6 +426,7 @@ class OrchSweep:
         if self.scheduler is not None:
             scheduler, self.scheduler = self.scheduler, None
             scheduler.close()
+        self._stop_forkserver()
 
 
 def _atomic_pickle(path: Path, obj: Any) -> None:

@@ -5,33 +5,49 @@ process group from the rank variables the backend exports) and, on rank 0, write
 :class:`~hydra.core.utils.JobReturn` to ``FOLDER/result.pkl``. Exits 1 when the task raised, so
 the scheduler records the job FAILED (and retries it by its policy) as well.
 
-Imports stay inside :func:`main`: Hydra imports every module under ``hydra_plugins`` at start-up.
+The sweep's fork server (``_forkserver``) calls :func:`load_shared` once and :func:`run` in each
+forked trial; this module's ``main`` does both in a fresh interpreter.
+
+Imports stay inside functions: Hydra imports every module under ``hydra_plugins`` at start-up.
 """
 
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 
-def main(folder_text: str) -> int:
+def load_shared(shared_dir_text: str) -> dict[str, Any]:
+    """The sweep's shared state (Hydra context, task function, singletons), with this
+    process's import path extended as the launcher's was, so the task function unpickles."""
     import json
+    import pickle
+    from pathlib import Path
+
+    shared_dir = Path(shared_dir_text)
+    for entry in json.loads((shared_dir / "sys_path.json").read_text()):
+        if entry not in sys.path:
+            sys.path.append(entry)
+    import cloudpickle  # type: ignore[import-untyped]  # noqa: F401 - pickles refer to it
+    import hydra.core.utils  # noqa: F401 - imported once here, not in each forked trial
+
+    with open(shared_dir / "shared.pkl", "rb") as f:
+        shared: dict[str, Any] = pickle.load(f)
+    return shared
+
+
+def run(folder_text: str, shared: dict[str, Any]) -> int:
+    """Run the job in ``folder_text``; its exit status (0 when the task completed)."""
     import os
     import pickle
     from pathlib import Path
 
-    folder = Path(folder_text)
-    shared_dir = folder.parent
-    for entry in json.loads((shared_dir / "sys_path.json").read_text()):
-        if entry not in sys.path:
-            sys.path.append(entry)
-
-    import cloudpickle  # type: ignore[import-untyped]
+    import cloudpickle
     from hydra.core.singleton import Singleton
     from hydra.core.utils import JobReturn, JobStatus, run_job, setup_globals
     from omegaconf import open_dict
 
-    with open(shared_dir / "shared.pkl", "rb") as f:
-        shared = pickle.load(f)
+    folder = Path(folder_text)
     with open(folder / "config.pkl", "rb") as f:
         job = pickle.load(f)
     Singleton.set_state(shared["singletons"])
@@ -71,6 +87,12 @@ def main(folder_text: str) -> int:
         tmp.write_bytes(data)
         tmp.replace(folder / "result.pkl")
     return 0 if ret.status is JobStatus.COMPLETED else 1
+
+
+def main(folder_text: str) -> int:
+    from pathlib import Path
+
+    return run(folder_text, load_shared(str(Path(folder_text).parent)))
 
 
 if __name__ == "__main__":

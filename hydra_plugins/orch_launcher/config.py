@@ -49,6 +49,10 @@ class OrchLauncherConf:
         detach: With a daemon: return right after submission (follow with ``orch sweep``).
         poll_s: How often the sweep asks whether jobs ended.
         env: Extra environment variables of every job.
+        fork_server: Start each trial forked from a per-sweep server that has imported Hydra
+            and the app once (about 0.2 s of CPU less per trial); the scheduler still starts,
+            signals and tracks every trial as its own job. A trial that cannot reach the server
+            (another host) runs in a fresh interpreter. Not used with ``detach``.
         scheduler: Where the scheduler runs.
     """
 
@@ -66,6 +70,7 @@ class OrchLauncherConf:
     detach: bool = False
     poll_s: float = 0.05
     env: dict[str, str] = field(default_factory=dict)
+    fork_server: bool = True
     scheduler: SchedulerConf = field(default_factory=SchedulerConf)
 
 

@@ -20,9 +20,12 @@ def test_discovery() -> None:
     assert OrchLauncher.__name__ in names
 
 
-@mark.parametrize("launcher_name, overrides", [("orch", [])])
+@mark.parametrize(
+    "launcher_name, overrides", [("orch", []), ("orch", ["hydra.launcher.fork_server=false"])]
+)
 class TestOrchLauncher(LauncherTestSuite):
-    """Sweeps of 1 and 2 jobs, strict configs, custom resolvers, hydra overrides."""
+    """Sweeps of 1 and 2 jobs, strict configs, custom resolvers, hydra overrides; trials forked
+    by the sweep's fork server (the default) and in fresh interpreters."""
 
 
 @mark.parametrize(
