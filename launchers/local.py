@@ -12,12 +12,14 @@ the variables ``torch.distributed``'s ``env://`` initialisation reads (``MASTER_
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
 import stat
 import subprocess
 import sys
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -33,6 +35,8 @@ if TYPE_CHECKING:
 __all__ = ["JobFolderBackend", "JobPaths", "LocalBackend", "atomic_write", "process_start_ticks"]
 
 TASK_SCRIPT = Path(__file__).resolve().parent / "_task.py"
+SPAWNER_SCRIPT = Path(__file__).resolve().parent / "_spawner.py"
+SPAWNER_TIMEOUT_S = 30.0
 
 
 def atomic_write(path: Path, data: str | bytes, mode: int = 0o644) -> None:
@@ -155,6 +159,93 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+class SpawnUncertainError(OSError):
+    """The request reached the spawner but no answer came back: the task may have started."""
+
+
+class Spawner:
+    """The client side of ``_spawner.py``: task supervisors forked from one helper process
+    instead of each started as a new interpreter (about 20 ms of CPU less per task).
+
+    Started on first use; a spawner that fails or dies is stopped and started again at the
+    next task, and the caller falls back to starting that task itself.
+    """
+
+    def __init__(self) -> None:
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._sock: socket.socket | None = None
+        self._lock = threading.Lock()
+
+    def _start(self) -> socket.socket:
+        mine, theirs = socket.socketpair()
+        try:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-I", "-S", str(SPAWNER_SCRIPT), str(theirs.fileno())],
+                pass_fds=(theirs.fileno(),),
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,  # a terminal's ^C is the daemon's, not the spawner's
+            )
+        finally:
+            theirs.close()
+        mine.settimeout(SPAWNER_TIMEOUT_S)
+        self._sock = mine
+        return mine
+
+    def spawn(
+        self, args: list[str], env: Mapping[str, str], cwd: str, stdout: int, stderr: int
+    ) -> tuple[int, int]:
+        """Fork a supervisor running ``_task.main(args)``; its pid and start ticks.
+
+        Raises:
+            SpawnUncertainError: the request was sent but not answered (the task may run).
+            OSError: the spawner failed before the task could start (it is stopped; the next
+                call starts a new one).
+        """
+        with self._lock:
+            sock = self._sock
+            if sock is None or self._proc is None or self._proc.poll() is not None:
+                self._stop()
+                sock = self._start()
+            body = json.dumps({"args": args, "env": dict(env), "cwd": cwd}).encode()
+            try:
+                socket.send_fds(sock, [f"{len(body)}\n".encode()], [stdout, stderr])
+                sock.sendall(body)
+            except OSError:
+                self._stop()  # an incomplete request starts nothing
+                raise
+            answer = b""
+            try:
+                while not answer.endswith(b"\n"):
+                    chunk = sock.recv(4096)
+                    if not chunk:
+                        raise OSError("the spawner exited")
+                    answer += chunk
+            except OSError as e:
+                self._stop()
+                raise SpawnUncertainError(f"no answer from the spawner: {e}") from e
+            word, _, rest = answer.decode(errors="replace").strip().partition(" ")
+            if word != "pid":
+                raise OSError(f"the spawner could not start the task: {rest}")
+            pid, ticks = rest.split()
+            return int(pid), int(ticks)
+
+    def _stop(self) -> None:
+        if self._sock is not None:
+            self._sock.close()  # the spawner exits when its end closes
+            self._sock = None
+        if self._proc is not None:
+            try:
+                self._proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+            self._proc = None
+
+    def close(self) -> None:
+        with self._lock:
+            self._stop()
+
+
 def _read_int(path: Path) -> int | None:
     try:
         return int(path.read_text().split()[0])
@@ -173,25 +264,32 @@ class LocalBackend(JobFolderBackend):
 
     name = "local"
 
-    def __init__(self, root: Path, *, inherit_env: bool = True) -> None:
+    def __init__(self, root: Path, *, inherit_env: bool = True, spawner: bool = True) -> None:
         self.root = Path(root)
         self.inherit_env = inherit_env
         # Children started by this daemon process, reaped on poll so none stays a zombie.
         self._children: dict[int, subprocess.Popen[bytes]] = {}
+        self._spawner = Spawner() if spawner else None
 
     @classmethod
     def create(cls, root: Path, cluster: Cluster, options: Mapping[str, str]) -> LocalBackend:
-        """``--backend local``; option ``inherit_env=0`` starts tasks from a clean environment."""
-        unknown = set(options) - {"inherit_env"}
+        """``--backend local``; option ``inherit_env=0`` starts tasks from a clean environment,
+        ``spawner=0`` starts each task's supervisor as a new interpreter (no spawner)."""
+        unknown = set(options) - {"inherit_env", "spawner"}
         if unknown:
             raise InvalidRequestError(
                 "backend-opt",
                 sorted(unknown)[0],
-                "the local backend knows only inherit_env",
+                "the local backend knows only inherit_env and spawner",
                 "inherit_env=0",
             )
         inherit = options.get("inherit_env", "1").lower() not in ("0", "false", "no")
-        return cls(root, inherit_env=inherit)
+        spawner = options.get("spawner", "1").lower() not in ("0", "false", "no")
+        return cls(root, inherit_env=inherit, spawner=spawner)
+
+    def close(self) -> None:
+        if self._spawner is not None:
+            self._spawner.close()
 
     def start(self, spec: LaunchSpec) -> Handle:
         paths = self.paths(spec.job_id)
@@ -207,7 +305,8 @@ class LocalBackend(JobFolderBackend):
         tpn = spec.tasks_per_node
         cwd = spec.workdir or str(paths.folder)
         tasks: list[list[int]] = []
-        started: list[subprocess.Popen[bytes]] = []
+        # A missing folder is refused here (BackendError), not in a forked supervisor.
+        spawner = self._spawner if os.path.isdir(cwd) else None
         try:
             with open(paths.stdout, "ab") as out, open(paths.stderr, "ab") as err:
                 for node_rank in range(len(spec.nodes)):
@@ -215,10 +314,23 @@ class LocalBackend(JobFolderBackend):
                         rank = node_rank * tpn + local_rank
                         env = dict(base)
                         env.update(rank_environment(spec.nodes, tpn, node_rank, local_rank))
-                        cmd = [sys.executable, "-I", "-S", str(TASK_SCRIPT)]
-                        cmd += [str(attempt_dir), str(rank), "--", *argv]
+                        args = [str(attempt_dir), str(rank), "--", *argv]
+                        if spawner is not None:
+                            try:
+                                pid, ticks = spawner.spawn(
+                                    args, env, cwd, out.fileno(), err.fileno()
+                                )
+                            except SpawnUncertainError as e:
+                                # Whatever of this attempt started must not run on.
+                                self.abort_start(spec.job_id, spec.attempt)
+                                raise BackendError(f"job {spec.job_id}: {e}") from e
+                            except OSError:
+                                spawner = None  # this job's other tasks: started by us
+                            else:
+                                tasks.append([pid, ticks])
+                                continue
                         proc = subprocess.Popen(
-                            cmd,
+                            [sys.executable, "-I", "-S", str(TASK_SCRIPT), *args],
                             env=env,
                             cwd=cwd,
                             stdin=subprocess.DEVNULL,
@@ -226,14 +338,12 @@ class LocalBackend(JobFolderBackend):
                             stderr=err,
                             start_new_session=True,
                         )
-                        started.append(proc)
                         self._children[proc.pid] = proc
                         # Our unreaped child: its /proc entry cannot vanish or be reused yet.
-                        ticks = process_start_ticks(proc.pid) or 0
-                        tasks.append([proc.pid, ticks])
+                        tasks.append([proc.pid, process_start_ticks(proc.pid) or 0])
         except OSError as e:
-            for proc in started:
-                _killpg(proc.pid, signal.SIGKILL)
+            for pid, _ in tasks:
+                _killpg(pid, signal.SIGKILL)
             raise BackendError(f"job {spec.job_id}: cannot start its tasks in {cwd}: {e}") from e
         return {"attempt": spec.attempt, "dir": str(attempt_dir), "tasks": tasks}
 

@@ -177,3 +177,38 @@ def test_atomic_write_leaves_no_temporary_files(tmp_path: Path) -> None:
     assert target.read_text() == "v19"
     assert os.stat(target).st_mode & 0o777 == 0o600
     assert [p.name for p in tmp_path.iterdir()] == ["f"]
+
+
+def _parent(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[1])
+
+
+def test_supervisors_come_from_the_spawner_and_survive_it(tmp_path: Path) -> None:
+    """Each task's supervisor is forked by the backend's spawner (not a new interpreter), leads
+    its own session, and keeps running when the spawner goes; a new spawner serves the next
+    task, and without the spawner the backend starts supervisors itself."""
+    backend = LocalBackend(tmp_path)
+    sleeper = [PY, "-c", "import time; time.sleep(30)"]
+    first = backend.start(LaunchSpec(1, 1, sleeper, None, ["n0"]))
+    pid = first["tasks"][0][0]
+    spawner = _parent(pid)
+    assert spawner != os.getpid() and os.getpgid(pid) == pid
+    with open(f"/proc/{spawner}/cmdline", "rb") as f:
+        assert b"_spawner.py" in f.read()
+    os.kill(spawner, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while process_start_ticks(spawner) is not None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert backend.poll({1: first})[1].liveness is Liveness.RUNNING  # the task lives on
+    quick = backend.start(LaunchSpec(2, 1, [PY, "-c", "print('again')"], None, ["n1"]))
+    assert _poll_until(backend, 2, quick).exit_codes == (0,)
+    assert "again" in JobPaths(tmp_path, 2).stdout.read_text()
+    backend.signal(first, signal.SIGTERM)
+    assert _poll_until(backend, 1, first).exit_codes == (128 + signal.SIGTERM,)
+    backend.close()
+
+    plain = LocalBackend(tmp_path / "plain", spawner=False)
+    handle = plain.start(LaunchSpec(3, 1, [PY, "-c", "pass"], None, ["n0"]))
+    assert _parent(handle["tasks"][0][0]) == os.getpid()
+    assert _poll_until(plain, 3, handle).exit_codes == (0,)
