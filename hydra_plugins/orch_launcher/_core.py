@@ -166,9 +166,7 @@ class OrchSweep:
         # A private folder (mkdtemp: 0700) under the system's temp dir: a Unix socket path must
         # be short (108 bytes), and only we may reach it (the server checks the peer's uid too).
         self._forkserver_dir = Path(tempfile.mkdtemp(prefix="orch-fs-"))
-        env = dict(os.environ)
-        pythonpath = env.get("PYTHONPATH", "")
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_PLUGIN_ROOT), pythonpath) if p)
+        env = {**os.environ, "PYTHONPATH": _pythonpath()}
         with open(self.folder / "forkserver.log", "ab") as log_file:
             self._forkserver = subprocess.Popen(
                 [
@@ -277,8 +275,7 @@ class OrchSweep:
             (folder / RESULT).unlink(missing_ok=True)  # a rerun must not read an old result
             _atomic_pickle(folder / CONFIG, {"config": sweep_config, "idx": idx})
             env = {str(k): str(v) for k, v in (self.params.get("env") or {}).items()}
-            pythonpath = os.environ.get("PYTHONPATH", "")
-            env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_PLUGIN_ROOT), pythonpath) if p)
+            env["PYTHONPATH"] = _pythonpath()
             env.update({"ORCH_SWEEP_ID": self.sweep_id, "ORCH_TRIAL": str(idx)})
             if parent is not None:
                 env["ORCH_PARENT_RUN_ID"] = parent.run_id
@@ -427,6 +424,13 @@ class OrchSweep:
             scheduler, self.scheduler = self.scheduler, None
             scheduler.close()
         self._stop_forkserver()
+
+
+def _pythonpath() -> str:
+    """This process's PYTHONPATH with the plugins' root in front (jobs and the fork server
+    import ``hydra_plugins.orch_launcher`` from it)."""
+    current = os.environ.get("PYTHONPATH", "")
+    return os.pathsep.join(p for p in (str(_PLUGIN_ROOT), current) if p)
 
 
 def _atomic_pickle(path: Path, obj: Any) -> None:
