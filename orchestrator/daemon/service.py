@@ -94,7 +94,9 @@ class LiveJob:
     handle: Handle | None = None
     kill_at: float | None = None
     killed: bool = False
-    failing: str | None = None
+    # The first task seen failing (rank, status): its status is the job's, not the 143 of
+    # the siblings we then stop.
+    failing: tuple[int, int] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -346,7 +348,7 @@ class Daemon:
             if result.liveness is Liveness.RUNNING:
                 if result.any_failed and job.failing is None:
                     # One task failed: stop the others, as Slurm's --kill-on-bad-exit.
-                    job.failing = _failure_text(result)
+                    job.failing = _first_failure(result)
                     self._signal(job, signal.SIGTERM, now)
                 self._escalate(job, now)
                 continue
@@ -366,12 +368,12 @@ class Daemon:
         if result.liveness is Liveness.REQUEUE:
             self._requeue(job, now)
             return
-        codes = [c for c in result.exit_codes if c is not None]
         if result.liveness is Liveness.EXITED and not result.any_failed:
             new, reason, exit_code = S.COMPLETED, "every task exited 0", 0
         elif result.liveness is Liveness.EXITED or result.any_failed:
-            exit_code = next(c for c in codes if c != 0)
-            new, reason = S.FAILED, job.failing or _failure_text(result)
+            rank, exit_code = job.failing or _first_failure(result)
+            how = f"signal {exit_code - 128}" if exit_code > 128 else f"status {exit_code}"
+            new, reason = S.FAILED, f"task {rank} exited with {how}"
         else:
             new, reason, exit_code = S.NODE_FAIL, "its processes vanished without a status", None
         with self.store.write() as conn:
@@ -591,8 +593,8 @@ class Daemon:
         return owners
 
 
-def _failure_text(result: PollResult) -> str:
-    bad = [(rank, c) for rank, c in enumerate(result.exit_codes) if c not in (None, 0)]
-    rank, code = bad[0]
-    how = f"signal {code - 128}" if code > 128 else f"status {code}"
-    return f"task {rank} exited with {how}"
+def _first_failure(result: PollResult) -> tuple[int, int]:
+    """(rank, status) of the lowest-ranked task that exited non-zero."""
+    return next(
+        (rank, code) for rank, code in enumerate(result.exit_codes) if code not in (None, 0)
+    )

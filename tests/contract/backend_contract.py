@@ -225,6 +225,22 @@ class BackendContract:
         assert run.state(bad) is S.FAILED, run.row(bad)
         assert run.row(bad)["exit_code"] == 7
 
+    def test_a_failed_task_stops_its_siblings_and_its_status_is_the_jobs(self, run: Run) -> None:
+        # Rank 0 would run for minutes: it ends only because rank 1 failed, and the job's
+        # status is rank 1's 7, not the signal status rank 0 ends with.
+        job_id = run.submit(
+            "import os, sys, time\n"
+            "if os.environ['RANK'] == '1':\n"
+            "    sys.exit(7)\n"
+            "time.sleep(300)\n",
+            nodes=2,
+            tasks_per_node=1,
+        )
+        run.finish(job_id)  # within the harness's timeout, far below the 300 s
+        row = run.row(job_id)
+        assert run.state(job_id) is S.FAILED, row
+        assert row["exit_code"] == 7, row
+
     def test_cancel_stops_every_task(self, run: Run) -> None:
         job_id = run.submit(run.report_code("import time; time.sleep(300)\n"), nodes=2)
         run.tick_until(lambda: len(run.reports_found()) == 2, "both tasks to start")
