@@ -39,6 +39,7 @@ from hydra.core.utils import JobReturn, JobStatus, filter_overrides
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
+from hydra_plugins.orch_launcher._compose_once import ComposedOnce
 from hydra_plugins.orch_launcher._scheduler import (
     EmbeddedScheduler,
     Ended,
@@ -266,10 +267,10 @@ class OrchSweep:
         self._session()
         self._write_shared()
         parent = self.open_parent_run(self.study)
-        loader = self.hydra_context.config_loader
+        composer = ComposedOnce.install(self.hydra_context.config_loader)
         prepared: list[tuple[PendingJob, dict[str, Any]]] = []
         for overrides, idx, extra in items:
-            sweep_config = loader.load_sweep_config(self.config, list(overrides))
+            sweep_config = composer.take(self.config, list(overrides))
             folder = self.folder / f"job-{idx}"
             folder.mkdir(parents=True, exist_ok=True)
             (folder / RESULT).unlink(missing_ok=True)  # a rerun must not read an old result

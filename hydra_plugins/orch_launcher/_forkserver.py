@@ -92,6 +92,7 @@ class Server:
         from hydra_plugins.orch_launcher import _worker
 
         self.shared = _worker.load_shared(shared_dir)
+        _worker.prime(self.shared)
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.listener.bind(path)
         self.listener.listen(64)

@@ -5,8 +5,8 @@ process group from the rank variables the backend exports) and, on rank 0, write
 :class:`~hydra.core.utils.JobReturn` to ``FOLDER/result.pkl``. Exits 1 when the task raised, so
 the scheduler records the job FAILED (and retries it by its policy) as well.
 
-The sweep's fork server (``_forkserver``) calls :func:`load_shared` once and :func:`run` in each
-forked trial; this module's ``main`` does both in a fresh interpreter.
+The sweep's fork server (``_forkserver``) calls :func:`load_shared` and :func:`prime` once and
+:func:`run` in each forked trial; this module's ``main`` does all in a fresh interpreter.
 
 Imports stay inside functions: Hydra imports every module under ``hydra_plugins`` at start-up.
 """
@@ -36,6 +36,17 @@ def load_shared(shared_dir_text: str) -> dict[str, Any]:
     return shared
 
 
+def prime(shared: dict[str, Any]) -> None:
+    """Set Hydra's singletons to the launcher's (which scans every plugin) and its resolvers:
+    once per process; trials forked from a primed server skip it."""
+    from hydra.core.singleton import Singleton
+    from hydra.core.utils import setup_globals
+
+    Singleton.set_state(shared["singletons"])
+    setup_globals()
+    shared["primed"] = True
+
+
 def run(folder_text: str, shared: dict[str, Any]) -> int:
     """Run the job in ``folder_text``; its exit status (0 when the task completed)."""
     import os
@@ -43,15 +54,14 @@ def run(folder_text: str, shared: dict[str, Any]) -> int:
     from pathlib import Path
 
     import cloudpickle
-    from hydra.core.singleton import Singleton
-    from hydra.core.utils import JobReturn, JobStatus, run_job, setup_globals
+    from hydra.core.utils import JobReturn, JobStatus, run_job
     from omegaconf import open_dict
 
     folder = Path(folder_text)
     with open(folder / "config.pkl", "rb") as f:
         job = pickle.load(f)
-    Singleton.set_state(shared["singletons"])
-    setup_globals()
+    if not shared.get("primed"):
+        prime(shared)
     config = job["config"]
     rank = int(os.environ.get("RANK", "0"))
     with open_dict(config.hydra.job):

@@ -46,9 +46,13 @@ class OrchLauncher(Launcher):
         task_function: TaskFunction,
         config: DictConfig,
     ) -> None:
+        from hydra_plugins.orch_launcher._compose_once import ComposedOnce
+
         self.config = config
         self.hydra_context = hydra_context
         self.task_function = task_function
+        # Before the sweeper checks its first batch: keep what that check composes.
+        ComposedOnce.install(hydra_context.config_loader)
 
     def sweep(self) -> OrchSweep:
         """The sweep's scheduler session, made on first use (one per launcher)."""
