@@ -594,7 +594,9 @@ class Daemon:
 
 
 def _first_failure(result: PollResult) -> tuple[int, int]:
-    """(rank, status) of the lowest-ranked task that exited non-zero."""
-    return next(
-        (rank, code) for rank, code in enumerate(result.exit_codes) if code not in (None, 0)
-    )
+    """(rank, status) of the task that failed first, as far as the statuses tell: the lowest
+    rank that did not end by SIGTERM (the signal we stop a failed task's siblings with; a
+    daemon restarted meanwhile no longer knows which failed first), else the lowest rank."""
+    failed = [(rank, c) for rank, c in enumerate(result.exit_codes) if c not in (None, 0)]
+    stopped = 128 + signal.SIGTERM
+    return next(((rank, c) for rank, c in failed if c != stopped), failed[0])

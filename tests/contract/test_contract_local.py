@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from backend_contract import BackendContract, ContractHarness
+from backend_contract import BackendContract, ContractHarness, Run
 
 from launchers.local import LocalBackend
 from orchestrator.resources.cluster import load_cluster
+from orchestrator.scheduling.job import JobState
 
 
 class TestLocalContract(BackendContract):
@@ -15,3 +16,26 @@ class TestLocalContract(BackendContract):
         return ContractHarness(
             name="local", cluster=load_cluster("local"), make_backend=LocalBackend
         )
+
+    def test_a_restart_while_the_siblings_stop_keeps_the_failed_tasks_status(
+        self, run: Run
+    ) -> None:
+        # The daemon that saw rank 1 fail and stopped rank 0 (SIGTERM) is gone before the job's
+        # end is recorded: the new one sees statuses (143, 7) and must still report rank 1's 7.
+        job_id = run.submit(
+            "import os, sys, time\n"
+            "if os.environ['RANK'] == '1':\n"
+            "    sys.exit(7)\n"
+            "time.sleep(300)\n",
+            nodes=2,
+            tasks_per_node=1,
+        )
+        run.tick_until(
+            lambda: job_id in run.daemon.active and run.daemon.active[job_id].failing is not None,
+            "rank 1's failure to be seen",
+        )
+        run.restart()
+        run.finish(job_id)
+        row = run.row(job_id)
+        assert JobState(row["state"]) is JobState.FAILED and row["exit_code"] == 7, row
+        assert "task 1 exited with status 7" in row["reason"], row
