@@ -70,7 +70,10 @@ class OrchLauncher(Launcher):
         self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
     ) -> Sequence[JobReturn]:
         """Submit every job, wait for all of them (unless ``detach``), return their records."""
-        return self.sweep().launch(job_overrides, initial_job_idx)
+        from hydra_plugins.orch_launcher._errors import compact_errors
+
+        with compact_errors():
+            return self.sweep().launch(job_overrides, initial_job_idx)
 
     def submit(
         self, overrides: Sequence[str], job_idx: int, env: Mapping[str, str] | None = None

@@ -39,7 +39,10 @@ class OrchOptunaSweeper(Sweeper):
         )
 
     def sweep(self, arguments: list[str]) -> Any:
-        from hydra_plugins.orch_optuna_sweeper._core import AsyncSweep
+        from hydra_plugins.orch_launcher._errors import compact_errors
 
         assert self.config is not None and self.launcher is not None
-        return AsyncSweep(self.params, self.config, self.launcher, self).run(arguments)
+        with compact_errors():
+            from hydra_plugins.orch_optuna_sweeper._core import AsyncSweep
+
+            return AsyncSweep(self.params, self.config, self.launcher, self).run(arguments)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -91,3 +92,12 @@ def test_detached_sweep_followed_by_cli(daemon: Daemon, tmp_path: Path) -> None:
 def test_bad_resources_name_the_field(tmp_path: Path) -> None:
     with pytest.raises(AssertionError, match=r"hydra\.launcher\.nodes"):
         run(objective_app("+x=0.1", "hydra/launcher=orch", "hydra.launcher.nodes=99"), tmp_path)
+    # Without HYDRA_FULL_ERROR the user sees the message alone, not Hydra's stack.
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    argv = objective_app("+x=0.1", "hydra/launcher=orch", "hydra.launcher.nodes=0")
+    proc = subprocess.run(
+        argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False
+    )
+    assert proc.returncode == 1
+    assert "InvalidRequestError: invalid hydra.launcher.nodes=0: must be >= 1" in proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
