@@ -92,6 +92,11 @@ class Run:
         spec = JobSpec.from_mapping({"argv": argv, "nodes": 1, **fields})
         return self.daemon.submit([spec])[0][0]
 
+    def submit_rank_1_failing(self) -> int:
+        """A 2-task job whose rank 1 exits 7 at once while rank 0 would sleep for 300 s."""
+        code = "import os, sys, time\nif os.environ['RANK'] == '1': sys.exit(7)\ntime.sleep(300)\n"
+        return self.submit(code, nodes=2, tasks_per_node=1)
+
     def state(self, job_id: int) -> JobState:
         return JobState(self.daemon.store.get_job(job_id)["state"])
 
@@ -226,16 +231,9 @@ class BackendContract:
         assert run.row(bad)["exit_code"] == 7
 
     def test_a_failed_task_stops_its_siblings_and_its_status_is_the_jobs(self, run: Run) -> None:
-        # Rank 0 would run for minutes: it ends only because rank 1 failed, and the job's
-        # status is rank 1's 7, not the signal status rank 0 ends with.
-        job_id = run.submit(
-            "import os, sys, time\n"
-            "if os.environ['RANK'] == '1':\n"
-            "    sys.exit(7)\n"
-            "time.sleep(300)\n",
-            nodes=2,
-            tasks_per_node=1,
-        )
+        # Rank 0 ends only because rank 1 failed, and the job's status is rank 1's 7, not the
+        # signal status rank 0 ends with.
+        job_id = run.submit_rank_1_failing()
         run.finish(job_id)  # within the harness's timeout, far below the 300 s
         row = run.row(job_id)
         assert run.state(job_id) is S.FAILED, row

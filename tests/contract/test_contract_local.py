@@ -22,14 +22,7 @@ class TestLocalContract(BackendContract):
     ) -> None:
         # The daemon that saw rank 1 fail and stopped rank 0 (SIGTERM) is gone before the job's
         # end is recorded: the new one sees statuses (143, 7) and must still report rank 1's 7.
-        job_id = run.submit(
-            "import os, sys, time\n"
-            "if os.environ['RANK'] == '1':\n"
-            "    sys.exit(7)\n"
-            "time.sleep(300)\n",
-            nodes=2,
-            tasks_per_node=1,
-        )
+        job_id = run.submit_rank_1_failing()
         run.tick_until(
             lambda: job_id in run.daemon.active and run.daemon.active[job_id].failing is not None,
             "rank 1's failure to be seen",
