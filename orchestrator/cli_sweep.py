@@ -1,9 +1,11 @@
 """``orch sweep list|status|wait``: follow a multirun submitted through ``hydra/launcher=orch``.
 
-The launcher writes a manifest per sweep, ``<state dir>/sweeps/<sweep id>.json`` (its jobs,
-their overrides and result folders); these commands read it and ask the scheduler how each job
-stands: the daemon over its API, or the store of an embedded scheduler. A sweep submitted with
-``hydra.launcher.detach=true`` is followed this way after the terminal that started it is gone.
+The launcher writes a manifest per sweep: ``<state dir>/sweeps/<sweep id>.json`` (where its
+scheduler is, its MLflow parent run) and ``<sweep id>.jobs.jsonl``, a line per job appended as
+it is submitted (id, overrides, result folder); these commands read them and ask the scheduler
+how each job stands: the daemon over its API, or the store of an embedded scheduler. A sweep
+submitted with ``hydra.launcher.detach=true`` is followed this way after the terminal that
+started it is gone.
 """
 
 from __future__ import annotations
@@ -52,7 +54,25 @@ def read_manifest(sweep_id: str, state_dir: Path) -> dict[str, Any]:
             f"no sweep of that id under {state_dir} (known: {', '.join(known[-5:]) or 'none'})",
             known[-1] if known else "3f2a9c1d",
         )
+    return _load_manifest(path)
+
+
+def _load_manifest(path: Path) -> dict[str, Any]:
+    """A manifest's header with its ``jobs`` read from the job lines beside it (manifests of
+    earlier versions hold the list inline)."""
     data: dict[str, Any] = json.loads(path.read_text())
+    jobs_file = data.get("jobs_file")
+    if jobs_file is not None:
+        data["jobs"] = []
+        try:
+            text = (path.parent / str(jobs_file)).read_text()
+        except FileNotFoundError:  # the header is written before the first job's line
+            text = ""
+        for line in text.splitlines():
+            try:
+                data["jobs"].append(json.loads(line))
+            except json.JSONDecodeError:  # a line torn by a crash mid-write: the job is lost
+                continue  # to the manifest, not to the scheduler
     return data
 
 
@@ -129,7 +149,7 @@ def sweep_list(state_dir: Path | None) -> None:
     table = Table(title=f"sweeps under {root}")
     for column in ("sweep", "created", "jobs", "sweep dir"):
         table.add_column(column)
-    manifests = [json.loads(p.read_text()) for p in (root / "sweeps").glob("*.json")]
+    manifests = [_load_manifest(p) for p in (root / "sweeps").glob("*.json")]
     for m in sorted(manifests, key=lambda m: float(m["created"])):
         created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(m["created"]))
         table.add_row(m["sweep_id"], created, str(len(m["jobs"])), m["sweep_dir"])

@@ -111,7 +111,8 @@ class OrchSweep:
         self.scheduler: EmbeddedScheduler | RemoteScheduler | None = None
         self.parent: ParentRun | None = None
         self.study = ""
-        self.jobs: list[dict[str, Any]] = []
+        self.created = time.time()
+        self._header_written: dict[str, Any] | None = None
         self.counts = {"n_trials": 0, "n_complete": 0, "n_failed": 0}
         self._shared_written = False
         self._forkserver: subprocess.Popen[bytes] | None = None
@@ -305,9 +306,10 @@ class OrchSweep:
             raise InvalidRequestError(
                 f"hydra.launcher.{name}", e.value, e.reason, f"hydra.launcher.{name}={e.example}"
             ) from e
+        entries = []
         for job, job_id in zip(pending, ids, strict=True):
             job.job_id = job_id
-            self.jobs.append(
+            entries.append(
                 {
                     "job_id": job_id,
                     "idx": job.idx,
@@ -316,28 +318,38 @@ class OrchSweep:
                 }
             )
         self.counts["n_trials"] += len(pending)
-        self._write_manifest()
+        self._write_manifest(entries)
         return pending
 
-    def _write_manifest(self) -> None:
+    def _write_manifest(self, entries: Sequence[Mapping[str, Any]]) -> None:
+        """Record submitted jobs: the sweep's header ``<id>.json`` (rewritten only when it
+        changes) and one line per job appended to ``<id>.jobs.jsonl``, so a sweep of n jobs
+        writes O(n), not the whole list at every submission (10,000 jobs: 23 min of JSON)."""
         scheduler = self._session()
-        manifest = {
+        folder = scheduler.root / "sweeps"
+        header = {
             "sweep_id": self.sweep_id,
             "mode": scheduler.mode,
             "url": scheduler.url,
             "state_dir": str(scheduler.root),
             "sweep_dir": str(self.sweep_dir),
-            "created": time.time(),
+            "created": self.created,
             "parent_run_id": self.parent.run_id if self.parent else None,
             "tracking_uri": self.parent.uri if self.parent else None,
             "study": self.study,
-            "jobs": self.jobs,
+            "jobs_file": f"{self.sweep_id}.jobs.jsonl",
         }
-        folder = scheduler.root / "sweeps"
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / f".{self.sweep_id}.json.tmp"
-        tmp.write_text(json.dumps(manifest, indent=1))
-        tmp.replace(folder / f"{self.sweep_id}.json")
+        if header != self._header_written:
+            folder.mkdir(parents=True, exist_ok=True)
+            tmp = folder / f".{self.sweep_id}.json.tmp"
+            tmp.write_text(json.dumps(header, indent=1))
+            tmp.replace(folder / f"{self.sweep_id}.json")
+            self._header_written = header
+        # One write per batch of whole lines: a crash leaves at most a torn last line, which
+        # the reader skips.
+        lines = "".join(json.dumps(entry) + "\n" for entry in entries)
+        with open(folder / str(header["jobs_file"]), "a") as f:
+            f.write(lines)
 
     # -- waiting --------------------------------------------------------------------------------
 
