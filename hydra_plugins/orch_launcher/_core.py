@@ -3,8 +3,9 @@
 Per sweep (one :class:`OrchSweep` per launcher object): a scheduler session (in-process or a
 daemon), a folder ``<sweep dir>/.orch_launcher/`` with what the job processes need (Hydra's
 context, the task function and singletons pickled once, each job's composed config), a manifest
-``<state dir>/sweeps/<sweep id>.json`` that ``orch sweep status / wait`` read, and the sweep's
-MLflow parent run when the app tracks to MLflow.
+``<state dir>/sweeps/<sweep id>.json`` with its job lines ``<sweep id>.jobs.jsonl`` that
+``orch sweep status / wait`` read, and the sweep's MLflow parent run when the app tracks to
+MLflow.
 
 Each job runs ``python -m hydra_plugins.orch_launcher._worker FOLDER`` on its allocated nodes,
 or, with the sweep's fork server (``fork_server``, the default), the thin client
