@@ -112,6 +112,8 @@ class OrchSweep:
         self.scheduler: EmbeddedScheduler | RemoteScheduler | None = None
         self.parent: ParentRun | None = None
         self.study = ""
+        # The launcher's setup installed it before the sweeper's first batch check; this finds it.
+        self.composer = ComposedOnce.install(hydra_context.config_loader)
         self.created = time.time()
         self._header_written: dict[str, Any] | None = None
         self.counts = {"n_trials": 0, "n_complete": 0, "n_failed": 0}
@@ -269,10 +271,9 @@ class OrchSweep:
         self._session()
         self._write_shared()
         parent = self.open_parent_run(self.study)
-        composer = ComposedOnce.install(self.hydra_context.config_loader)
         prepared: list[tuple[PendingJob, dict[str, Any]]] = []
         for overrides, idx, extra in items:
-            sweep_config = composer.take(self.config, list(overrides))
+            sweep_config = self.composer.take(self.config, list(overrides))
             folder = self.folder / f"job-{idx}"
             folder.mkdir(parents=True, exist_ok=True)
             (folder / RESULT).unlink(missing_ok=True)  # a rerun must not read an old result
