@@ -6,7 +6,9 @@ files and on text captured from the formats in RIKEN's Fugaku user guide (summar
 
 Quoting: every ``#PJM`` value is written inside double quotes and refused if it holds a double
 quote, a backslash, a dollar sign, a backquote or a newline; the job's command and environment are
-written with :func:`shlex.quote`, so no value is ever interpreted by a shell.
+written with :func:`~launchers._shell.shell_word` (:func:`shlex.quote`, or bash's ``$'...'`` for a
+value with a control character, so a newline in an argument never starts a line that pjsub could
+read as a directive), so no value is ever interpreted by a shell.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from launchers._shell import shell_word
 from orchestrator.exceptions import InvalidRequestError, OrchestratorError
 from orchestrator.resources.request import Shape
 from orchestrator.scheduling.job import JobState
@@ -207,7 +210,7 @@ def render_pjm_script(spec: PjmScript) -> str:
             lines.append(f'#PJM -x "{key}={value}"')
         else:
             # -x splits on commas and PJM's own quoting is not documented: export in the body.
-            exports.append(f"export {key}={shlex.quote(value)}")
+            exports.append(f"export {key}={shell_word(value, 'env')}")
     if spec.stdout:
         lines.append(f"#PJM -o {_directive_value('stdout', spec.stdout)}")
     if spec.stderr:
@@ -221,7 +224,7 @@ def render_pjm_script(spec: PjmScript) -> str:
         # A trapped signal waits for the foreground command; the command still gets it.
         lines.append("trap : TERM")
     lines.extend(exports)
-    command = " ".join(shlex.quote(a) for a in spec.argv)
+    command = " ".join(shell_word(a) for a in spec.argv)
     if spec.mpiexec:
         prefix = "mpiexec"
         if spec.vcoordfile:

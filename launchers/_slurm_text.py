@@ -1,7 +1,11 @@
 """Slurm's text formats: batch scripts we write, and sbatch / sacct / squeue output we read.
 
 Pure functions, no subprocess: the Slurm backend calls them; the tests check them on golden files
-and on captured output of Slurm 22.05. Every value in a generated script is quoted.
+and on captured output of Slurm 22.05. Every value in a generated script is quoted: ``#SBATCH``
+values with :func:`shlex.quote` (sbatch splits them itself, and a newline is refused), the
+command and the environment with :func:`~launchers._shell.shell_word`, which also keeps a carriage
+return or line feed inside an argument or value off the script's own lines (sbatch refuses a
+script that holds ``\\r\\n``).
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from launchers._shell import shell_word
 from orchestrator.exceptions import InvalidRequestError, OrchestratorError
 from orchestrator.resources.hostlist import compress_hostlist, expand_hostlist
 from orchestrator.scheduling.job import JobState
@@ -169,8 +174,8 @@ def render_sbatch_script(spec: SbatchScript) -> str:
     for key, value in sorted(spec.env.items()):
         if not _ENV_NAME.match(key):
             raise InvalidRequestError("env", key, "not a valid variable name", "OMP_NUM_THREADS")
-        lines.append(f"export {key}={shlex.quote(value)}")
-    command = " ".join(shlex.quote(a) for a in spec.argv)
+        lines.append(f"export {key}={shell_word(value, 'env')}")
+    command = " ".join(shell_word(a) for a in spec.argv)
     srun = " ".join(shlex.quote(o) for o in ("srun", *spec.srun_options))
     lines.append(f"{srun} {command}")
     return "\n".join(lines) + "\n"

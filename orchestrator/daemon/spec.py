@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from orchestrator.daemon.text_rules import check_text
 from orchestrator.exceptions import InvalidRequestError
 from orchestrator.resources.request import JobRequest, parse_duration
 
@@ -254,6 +255,10 @@ class JobSpec:
                         name, value, f"expected {' or '.join(f.types)}", f.example
                     )
             values[name] = value
+            if isinstance(value, str):
+                # Every string field is a name (one line of printable text) but the script;
+                # NUL and lone surrogates are refused everywhere (text_rules says why).
+                check_text(name, value, single_line=name != "script", example=f.example)
         argv, script = values["argv"], values["script"]
         if (argv is None) == (script is None):
             raise InvalidRequestError(
@@ -264,15 +269,16 @@ class JobSpec:
                 raise InvalidRequestError(
                     "argv", argv, "expected a non-empty list of strings", '["python", "train.py"]'
                 )
-            if any("\0" in a for a in argv) or sum(len(a) for a in argv) > MAX_ARGV_BYTES:
+            for item in argv:
+                # CR and LF are kept: a ``python -c`` program is one argument.
+                check_text("argv", item, example='["python", "train.py"]')
+            if sum(len(a) for a in argv) > MAX_ARGV_BYTES:
                 raise InvalidRequestError(
-                    "argv", argv[:3], "NUL byte or longer than 128 KiB", '["python", "train.py"]'
+                    "argv", argv[:3], "longer than 128 KiB", '["python", "train.py"]'
                 )
-        if script is not None and (len(script) > MAX_SCRIPT_BYTES or "\0" in script):
-            raise InvalidRequestError(
-                "script", script[:40], "NUL byte or longer than 1 MiB", "#!/bin/sh"
-            )
-        if len(values["name"]) > 256 or "\0" in values["name"]:
+        if script is not None and len(script) > MAX_SCRIPT_BYTES:
+            raise InvalidRequestError("script", script[:40], "longer than 1 MiB", "#!/bin/sh")
+        if len(values["name"]) > 256:
             raise InvalidRequestError(
                 "name", values["name"][:40], "at most 256 characters", "train"
             )
@@ -300,8 +306,10 @@ class JobSpec:
                 raise InvalidRequestError(
                     "env", {k: v}, "names like FOO_1, string values", '{"SEED": "1"}'
                 )
+            # CR and LF are kept: a PEM key or a JSON document is one value.
+            check_text(f"env.{k}", v, example="1")
         workdir = values["workdir"]
-        if workdir is not None and (not workdir.startswith("/") or "\0" in workdir):
+        if workdir is not None and not workdir.startswith("/"):
             raise InvalidRequestError("workdir", workdir, "must be an absolute path", "/tmp")
         walltime = parse_duration(values["time"], "time") if values["time"] is not None else None
         estimate = (

@@ -87,8 +87,9 @@ class Run:
         self.daemon = self.open()
         return self.daemon.recover()
 
-    def submit(self, code: str, **fields: Any) -> int:
-        argv = [self.harness.python, "-c", code]
+    def submit(self, code: str, *args: str, **fields: Any) -> int:
+        """Submit ``python -c code args...`` with the submission ``fields``."""
+        argv = [self.harness.python, "-c", code, *args]
         spec = JobSpec.from_mapping({"argv": argv, "nodes": 1, **fields})
         return self.daemon.submit([spec])[0][0]
 
@@ -216,6 +217,29 @@ class BackendContract:
         for rank in range(h.nodes):
             assert f"out-of-rank-{rank}" in out and f"out-of-rank-{rank}" not in err
             assert f"err-of-rank-{rank}" in err and f"err-of-rank-{rank}" not in out
+
+    def test_crlf_in_argv_and_env_reach_the_task_intact(self, run: Run) -> None:
+        # Newlines are legitimate in arguments and values (``python -c`` programs, PEM keys),
+        # and so are the characters a shell would act on: every backend passes them unchanged.
+        seen = run.root / "seen.json"
+        args = ["a\nb\r\nc", "\r\n", "", "tail\n", 'it\'s $HOME `id` \\ "q" *']
+        env = {
+            "PEM": "-----BEGIN-----\r\nabc\n-----END-----\n",
+            "LONE_CR": "x\ry",
+            "SHELLISH": "$(id) 'q' ${HOME}",
+        }
+        code = (
+            "import json, os, sys\n"
+            f"names = {sorted(env)!r}\n"
+            f"open({str(seen)!r}, 'w').write(json.dumps(\n"
+            "    [sys.argv[1:], {k: os.environ.get(k) for k in names}]))\n"
+        )
+        job_id = run.submit(code, *args, env=env)
+        run.finish(job_id)
+        assert run.state(job_id) is S.COMPLETED, run.row(job_id)
+        got_args, got_env = json.loads(seen.read_text())
+        assert got_args == args
+        assert got_env == env
 
     def test_exit_codes_decide_the_end_state(self, run: Run) -> None:
         ok = run.submit("pass")
