@@ -129,6 +129,13 @@ class BaseBackend(ABC):
         """After a daemon crash during :meth:`start`: stop whatever of that attempt runs and make
         sure nothing of it starts later."""
 
+    def ended_attempt(self, job_id: int, attempt: int, ntasks: int) -> PollResult | None:
+        """After :meth:`abort_start`: how the attempt ended when every one of its ``ntasks``
+        tasks had already ended with a recorded status (a daemon killed after the launch but
+        before recording it RUNNING), else None. The daemon then records that end instead of
+        failing the attempt, so work that succeeded is not run again."""
+        return None
+
     @classmethod
     def create(cls, root: Path, cluster: Cluster, options: Mapping[str, str]) -> BaseBackend:
         """Build the backend for a daemon whose state folder is ``root``.

@@ -116,6 +116,18 @@ class JobFolderBackend(BaseBackend):
         paths = self.paths(job_id)
         return str(paths.stdout), str(paths.stderr)
 
+    def ended_attempt(self, job_id: int, attempt: int, ntasks: int) -> PollResult | None:
+        """Read the attempt's ``task-<rank>.rc`` files: every node-side supervisor of ours
+        writes the task's status first on its line, once the task has ended."""
+        paths = self.paths(job_id)
+        codes: list[int | None] = []
+        for rank in range(ntasks):
+            code = _read_int(paths.rc_file(attempt, rank))
+            if code is None:
+                return None
+            codes.append(code)
+        return PollResult(Liveness.EXITED, tuple(codes), 0) if codes else None
+
     def _argv(self, spec: LaunchSpec, paths: JobPaths) -> list[str]:
         if spec.script is not None:
             # The user submitted a script: it runs by its own #! line, or by /bin/sh.

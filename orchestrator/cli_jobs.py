@@ -220,6 +220,12 @@ def daemon_status(state_dir: Path | None) -> None:
         f"{nodes['allocated']}/{nodes['size']} nodes allocated, store {health['store']}, "
         f"up {health['uptime_s']:.0f} s"
     )
+    if health.get("store_fault"):
+        click.echo(
+            f"degraded: the job store refuses writes ({health['store_fault']}); jobs are "
+            "served, changes are refused until it takes writes again",
+            err=True,
+        )
 
 
 def daemon_process() -> int:

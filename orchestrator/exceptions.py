@@ -16,6 +16,7 @@ __all__ = [
     "JobStateError",
     "OrchestratorError",
     "StoreError",
+    "StoreUnavailableError",
     "TraceFormatError",
 ]
 
@@ -87,6 +88,19 @@ class JobStateError(OrchestratorError):
 
 class StoreError(OrchestratorError):
     """The job store cannot be opened, migrated or written."""
+
+
+class StoreUnavailableError(StoreError):
+    """A write to the job store failed for a reason outside the job (disk full, database locked,
+    connection lost): nothing of the change was stored; the same change may succeed later.
+
+    Args:
+        cause: The database's own words (``database or disk is full``).
+    """
+
+    def __init__(self, cause: str) -> None:
+        self.cause = cause
+        super().__init__(f"the job store cannot be written: {cause}")
 
 
 class BackendError(OrchestratorError):

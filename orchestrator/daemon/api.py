@@ -31,6 +31,7 @@ from orchestrator.exceptions import (
     JobNotFoundError,
     JobStateError,
     OrchestratorError,
+    StoreUnavailableError,
 )
 from orchestrator.scheduling.job import JobState
 
@@ -38,6 +39,8 @@ __all__ = ["MAX_BATCH", "MAX_BODY", "MAX_PAGE", "ApiServer", "UnixApiServer"]
 
 MAX_BODY = 8 * 1024 * 1024
 MAX_BATCH = 10_000
+STORE_RETRY_AFTER_S = 5
+"""Seconds a client is told to wait (``Retry-After``) when the store refuses writes."""
 MAX_PAGE = 10_000
 """Most jobs in one listing; ``next_offset`` pages through the rest."""
 WEB = Path(__file__).resolve().parent / "web"
@@ -53,10 +56,17 @@ class ApiError(Exception):
     """An HTTP error with a JSON body (raised inside handlers only)."""
 
     def __init__(
-        self, status: int, code: str, message: str, field: str | None = None, example: str = ""
+        self,
+        status: int,
+        code: str,
+        message: str,
+        field: str | None = None,
+        example: str = "",
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status, self.code, self.field, self.example = status, code, field, example
+        self.headers = headers or {}
 
 
 class ApiServer(ThreadingHTTPServer):
@@ -140,8 +150,16 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- plumbing -----------------------------------------------------------------------------
 
-    def _send(self, status: int, body: bytes, content_type: str) -> None:
+    def _send(
+        self,
+        status: int,
+        body: bytes,
+        content_type: str,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         self.send_response(status)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "no-store")
@@ -166,7 +184,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(body)
         else:
-            self._json(e.status, {"error": doc})
+            self._send(e.status, json.dumps({"error": doc}).encode(), "application/json", e.headers)
         if e.status in (HTTPStatus.UNAUTHORIZED, HTTPStatus.REQUEST_ENTITY_TOO_LARGE):
             # The body was not read: the connection cannot carry another request.
             self.close_connection = True
@@ -234,6 +252,14 @@ class _Handler(BaseHTTPRequestHandler):
                 raise ApiError(HTTPStatus.NOT_FOUND, "not_found", str(e)) from e
             except JobStateError as e:
                 raise ApiError(HTTPStatus.CONFLICT, "wrong_state", str(e)) from e
+            except StoreUnavailableError as e:
+                # Nothing was stored: the same request may be sent again (idempotency key).
+                raise ApiError(
+                    HTTPStatus.SERVICE_UNAVAILABLE,
+                    "store_unavailable",
+                    f"{e}; nothing was changed, retry later",
+                    headers={"Retry-After": str(STORE_RETRY_AFTER_S)},
+                ) from e
             except OrchestratorError as e:
                 raise ApiError(HTTPStatus.BAD_REQUEST, "rejected", str(e)) from e
         except ApiError as e:
@@ -421,8 +447,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _health(self) -> dict[str, Any]:
         daemon = self.server.daemon
+        fault = daemon.store_fault
         return {
-            "status": "ok",
+            # Degraded: reads are served, changes answer 503 until the store takes writes.
+            "status": "ok" if fault is None else "degraded",
+            "store_fault": fault,
             "pid": os.getpid(),
             "cluster": daemon.cluster.name,
             "nodes": daemon.cluster.size,

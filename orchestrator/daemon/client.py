@@ -22,6 +22,9 @@ from orchestrator.exceptions import DaemonError, InvalidRequestError, Orchestrat
 
 __all__ = ["ApiError", "DaemonClient", "default_state_dir"]
 
+STORE_WAIT_S = 30.0
+"""How long a request keeps asking a daemon whose store refuses writes (503, ``Retry-After``)."""
+
 
 def default_state_dir() -> Path:
     """``$ORCH_STATE_DIR``, else ``~/.orch``."""
@@ -120,6 +123,7 @@ class DaemonClient:
         if data is not None or method == "POST":
             send["Content-Length"] = str(len(data or b""))
         attempts = self.retries + 1 if retry else 1
+        give_up_at = time.monotonic() + STORE_WAIT_S
         last: Exception | None = None
         for attempt in range(attempts):
             try:
@@ -138,6 +142,11 @@ class DaemonClient:
                     self._rediscover()
                 continue
             content_type = response.getheader("Content-Type", "")
+            wait = _retry_after(response) if response.status == 503 else None
+            if wait is not None and attempt + 1 < attempts and time.monotonic() + wait < give_up_at:
+                # The daemon stored nothing (its store refuses writes): ask again when it says.
+                time.sleep(wait)
+                continue
             if response.status >= 400:
                 try:
                     err = json.loads(payload)["error"]
@@ -256,3 +265,12 @@ class _UnixConnection(http.client.HTTPConnection):
         sock.settimeout(self.timeout)
         sock.connect(self.path)
         self.sock = sock
+
+
+def _retry_after(response: http.client.HTTPResponse) -> float | None:
+    """The seconds of a ``Retry-After`` header (capped), None without one."""
+    text = response.getheader("Retry-After", "")
+    try:
+        return min(max(float(text), 0.1), 5.0)
+    except ValueError:
+        return None

@@ -5,19 +5,31 @@ Functions of a :class:`~orchestrator.daemon.service.Daemon`, called by its tick 
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from typing import TYPE_CHECKING
 
 from launchers._base import LaunchSpec
-from orchestrator.exceptions import BackendError, IllegalTransitionError, JobNotFoundError
+from orchestrator.daemon.table import LiveJob
+from orchestrator.exceptions import BackendError, JobNotFoundError
 from orchestrator.resources.topology import Block
 from orchestrator.scheduling.job import JobState
 
 if TYPE_CHECKING:
-    from orchestrator.daemon.service import Daemon, LiveJob
+    from orchestrator.daemon.service import Daemon
 
-__all__ = ["Holder", "dependency_state", "schedule", "settle_dependencies", "start_job"]
+__all__ = [
+    "Holder",
+    "dependency_state",
+    "record_starts",
+    "schedule",
+    "settle_dependencies",
+    "start_job",
+]
 
 S = JobState
+
+log = logging.getLogger("orchestrator.daemon")
 
 
 class Holder:
@@ -59,36 +71,29 @@ def settle_dependencies(daemon: Daemon, job: LiveJob, now: float) -> bool:
             continue
         ok = state is S.COMPLETED
         if (kind == "afterok" and not ok) or (kind == "afternotok" and ok):
-            with daemon.store.write() as conn:
-                daemon.store.transition(
-                    conn,
-                    job.job_id,
-                    S.PENDING,
-                    S.CANCELLED,
-                    f"dependency never satisfied: {kind}:{dep} ended {state}",
-                    now,
-                    end_time=now,
-                )
-            job.state = S.CANCELLED
-            daemon.finished[job.job_id] = S.CANCELLED
-            del daemon.waiting[job.job_id]
-            daemon.dependent.discard(job.job_id)
-            daemon.dirty = True
+            daemon.table.move(
+                job,
+                S.CANCELLED,
+                f"dependency never satisfied: {kind}:{dep} ended {state}",
+                now,
+                end_time=now,
+            )
             return False
     if waiting:
         return False
     job.dependency = ()
-    daemon.dependent.discard(job.job_id)
+    daemon.table.dependent.discard(job.job_id)
     return True
 
 
 def schedule(daemon: Daemon, now: float) -> None:
     cfg = daemon.config
-    running = list(daemon.active.values()) + list(daemon.draining.values())
+    table = daemon.table
+    running = list(table.holders())
     user_jobs: dict[str, int] = {}
     user_nodes: dict[str, int] = {}
     array_active: dict[int, int] = {}
-    for job in daemon.active.values():
+    for job in table.active.values():
         user = job.request.user
         user_jobs[user] = user_jobs.get(user, 0) + 1
         user_nodes[user] = user_nodes.get(user, 0) + (job.block.size if job.block else 0)
@@ -96,16 +101,16 @@ def schedule(daemon: Daemon, now: float) -> None:
             array_active[job.array_id] = array_active.get(job.array_id, 0) + 1
     # Dependencies are settled even while the cluster is full, so a job whose dependency
     # can never be satisfied is cancelled as soon as that is known.
-    for job_id in list(daemon.dependent):
-        job_or_none = daemon.waiting.get(job_id)
+    for job_id in list(table.dependent):
+        job_or_none = table.waiting.get(job_id)
         if job_or_none is None or not job_or_none.dependency:
-            daemon.dependent.discard(job_id)
+            table.dependent.discard(job_id)
         elif job_or_none.state is S.PENDING:
             settle_dependencies(daemon, job_or_none, now)
     daemon.backend.demand(
         sum(
             j.request.node_count
-            for j in daemon.waiting.values()
+            for j in table.waiting.values()
             if j.state is S.PENDING and j.not_before <= now and not j.dependency
         )
     )
@@ -114,7 +119,7 @@ def schedule(daemon: Daemon, now: float) -> None:
         daemon.head = None
         return
     eligible: list[LiveJob] = []
-    for job in daemon.waiting.values():
+    for job in table.waiting.values():
         if job.state is not S.PENDING or job.not_before > now or job.dependency:
             continue
         if (
@@ -136,7 +141,7 @@ def schedule(daemon: Daemon, now: float) -> None:
     )
     daemon.head = int(decisions.head) if decisions.head is not None else None
     for start in decisions.starts:
-        job = daemon.waiting[int(start.job_id)]
+        job = table.waiting[int(start.job_id)]
         user = job.request.user
         if job.array_limit is not None and job.array_id is not None:
             if array_active.get(job.array_id, 0) >= job.array_limit:
@@ -153,34 +158,50 @@ def schedule(daemon: Daemon, now: float) -> None:
 
 
 def start_job(daemon: Daemon, job: LiveJob, block: Block, now: float) -> None:
-    nodes = [int(n) for n in block.nodes]
-    if not daemon.free[nodes].all():  # the core never does this; refuse rather than share
-        raise IllegalTransitionError(f"job {job.job_id} was given nodes already held")
-    names = [daemon.cluster.topology.node_name(n) for n in nodes]
+    """Allocate ``block`` to ``job`` (STARTING, stored first), launch it, record it RUNNING.
+
+    A launch the backend refuses ends the attempt FAILED (retried by policy). When the store
+    refuses the RUNNING record (or the failure's), the outcome is kept on the job and
+    :func:`record_starts` stores it at a later tick.
+    """
     attempt = job.attempts + 1
-    with daemon.store.write() as conn:
-        daemon.store.transition(
-            conn,
-            job.job_id,
-            S.PENDING,
-            S.STARTING,
-            f"attempt {attempt} on {len(nodes)} nodes",
-            now,
-            attempts=attempt,
-            start_time=now,
-            end_time=None,
-            exit_code=None,
-        )
-        daemon.store.allocate(conn, daemon.cluster_id, job.job_id, attempt, nodes, names, now)
-    del daemon.waiting[job.job_id]
-    job.state, job.attempts, job.start_time, job.block = S.STARTING, attempt, now, block
-    daemon.free[nodes] = False
-    daemon.active[job.job_id] = job
+    nodes = [int(n) for n in block.nodes]
+    names = [daemon.cluster.topology.node_name(n) for n in nodes]
+    # Read before the job moves: what it runs never changes once submitted.
+    spec = _launch_spec(daemon, job, attempt, names)
+    daemon.table.move(
+        job,
+        S.STARTING,
+        f"attempt {attempt} on {len(nodes)} nodes",
+        now,
+        block=block,
+        attempts=attempt,
+        start_time=now,
+        end_time=None,
+        exit_code=None,
+    )
+    try:
+        job.handle = daemon.backend.start(spec)
+    except BackendError as e:
+        job.launch_error = str(e)
+    except Exception as e:
+        # Not the backend's documented refusal: whatever of the attempt started must not run
+        # on, and the job must not stay STARTING for ever.
+        log.exception("job %d: starting attempt %d failed", job.job_id, attempt)
+        with contextlib.suppress(Exception):
+            daemon.backend.abort_start(job.job_id, attempt)
+        job.launch_error = f"cannot start it: {type(e).__name__}: {e}"
+    else:
+        daemon.started_total += 1
+    record_start(daemon, job, now)
+
+
+def _launch_spec(daemon: Daemon, job: LiveJob, attempt: int, names: list[str]) -> LaunchSpec:
     row = daemon.store.get_job(job.job_id)
     env = dict(row["env"])
     if job.array_id is not None:
         env["ORCH_ARRAY_JOB_ID"] = str(job.array_id)
-    spec = LaunchSpec(
+    return LaunchSpec(
         job_id=job.job_id,
         attempt=attempt,
         argv=row["argv"],
@@ -194,24 +215,21 @@ def start_job(daemon: Daemon, job: LiveJob, block: Block, now: float) -> None:
         walltime_s=job.request.walltime_s,
         shape=str(job.request.shape) if job.request.shape is not None else None,
     )
-    try:
-        handle = daemon.backend.start(spec)
-    except BackendError as e:
-        del daemon.active[job.job_id]
-        with daemon.store.write() as conn:
-            daemon.store.release(conn, job.job_id, now)
-            daemon.end_attempt(conn, job, S.FAILED, str(e), now, None)
-        daemon.release_nodes(job)
-        return
-    with daemon.store.write() as conn:
-        daemon.store.transition(
-            conn,
-            job.job_id,
-            S.STARTING,
-            S.RUNNING,
-            f"running on {','.join(names)}",
-            now,
-            handle=handle,
-        )
-    job.state, job.handle = S.RUNNING, handle
-    daemon.started_total += 1
+
+
+def record_start(daemon: Daemon, job: LiveJob, now: float) -> None:
+    """Store how a launch went: RUNNING with its handle, or the failed attempt's end."""
+    if job.launch_error is not None:
+        with daemon.table.change() as change:
+            daemon.end_attempt(change, job, S.FAILED, job.launch_error, None, now)
+    elif job.handle is not None:
+        nodes = job.block.nodes.tolist() if job.block is not None else []
+        names = ",".join(daemon.cluster.topology.node_name(int(n)) for n in nodes)
+        daemon.table.move(job, S.RUNNING, f"running on {names}", now, handle=job.handle)
+
+
+def record_starts(daemon: Daemon, now: float) -> None:
+    """Store the launches whose outcome the store refused at an earlier tick."""
+    for job in list(daemon.table.active.values()):
+        if job.state is S.STARTING and (job.handle is not None or job.launch_error is not None):
+            record_start(daemon, job, now)

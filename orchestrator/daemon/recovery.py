@@ -16,11 +16,12 @@ import numpy as np
 from launchers._base import Liveness, PollResult
 from orchestrator.daemon.rows import request_of
 from orchestrator.daemon.spec import parse_dependency
+from orchestrator.daemon.table import LiveJob
 from orchestrator.resources.topology import Block
 from orchestrator.scheduling.job import JobState
 
 if TYPE_CHECKING:
-    from orchestrator.daemon.service import Daemon, LiveJob
+    from orchestrator.daemon.service import Daemon
 
 __all__ = ["live_job", "recover", "stop_with_requeue"]
 
@@ -29,8 +30,6 @@ S = JobState
 
 def live_job(row: dict[str, Any]) -> LiveJob:
     """The daemon's mirror of a stored job."""
-    from orchestrator.daemon.service import LiveJob
-
     return LiveJob(
         job_id=int(row["id"]),
         request=request_of(row),
@@ -47,70 +46,90 @@ def live_job(row: dict[str, Any]) -> LiveJob:
 
 
 def recover(daemon: Daemon, now: float) -> dict[str, int]:
-    """Rebuild ``daemon``'s mirror from its store (see :meth:`Daemon.recover`)."""
-    store, backend = daemon.store, daemon.backend
-    counts = {"waiting": 0, "reattached": 0, "aborted": 0, "draining": 0, "leaked": 0}
-    daemon.waiting.clear()
-    daemon.active.clear()
-    daemon.draining.clear()
-    daemon.dependent.clear()
-    daemon.free[:] = True
+    """Rebuild ``daemon``'s mirror from its store (see :meth:`Daemon.recover`).
+
+    Memory is first rebuilt to equal the store (nothing is written); the repairs (aborted
+    starts, drains, leaks) then go through the table like any change, so a store that refuses
+    them leaves memory equal to the store, and calling this again resumes the work.
+    """
+    store, backend, table = daemon.store, daemon.backend, daemon.table
+    counts = {"waiting": 0, "reattached": 0, "aborted": 0, "ended": 0, "draining": 0, "leaked": 0}
+    table.clear()
     held = store.held_nodes(daemon.cluster_id)
+
+    def hold(job: LiveJob, nodes: list[int]) -> None:
+        job.block = Block(nodes=np.asarray(nodes, dtype=np.int64))
+        table.free[nodes] = False
+
+    starting: list[LiveJob] = []
     live_states = [s.value for s in (S.PENDING, S.HELD, S.STARTING, S.RUNNING)]
     for row in list(store.iter_live(live_states)):
         job = live_job(row)
         if job.state.is_waiting:
-            daemon.waiting[job.job_id] = job
+            table.waiting[job.job_id] = job
             if job.not_before > now:
                 daemon.next_retry = min(daemon.next_retry, job.not_before)
             if job.dependency:
-                daemon.dependent.add(job.job_id)
+                table.dependent.add(job.job_id)
             counts["waiting"] += 1
-        elif job.state is S.STARTING:
-            # Killed between allocating and recording the launch: make sure nothing of that
-            # attempt runs, now or later, then fail it (the retry policy may requeue it).
-            backend.abort_start(job.job_id, job.attempts)
-            with store.write() as conn:
-                store.release(conn, job.job_id, now)
-                daemon.end_attempt(
-                    conn, job, S.NODE_FAIL, "daemon restarted while starting it", now, None
-                )
-            counts["aborted"] += 1
+            continue
+        hold(job, held.pop(job.job_id, []))
+        table.active[job.job_id] = job
+        if job.state is S.STARTING:
+            starting.append(job)
         else:
-            nodes = held.get(job.job_id, [])
-            job.block = Block(nodes=np.asarray(nodes, dtype=np.int64))
-            daemon.free[nodes] = False
-            daemon.active[job.job_id] = job
             counts["reattached"] += 1
+    leaked: list[tuple[int, list[int]]] = []
     held_rows = {r["id"]: r for r in store.list_jobs(ids=list(held))}
     for job_id, nodes in held.items():
         held_row = held_rows.get(job_id)
-        if held_row is None or job_id in daemon.active:
-            continue
-        if JobState(held_row["state"]).is_finished and held_row["handle"]:
+        if held_row is not None and JobState(held_row["state"]).is_finished and held_row["handle"]:
             # Cancelled or timed out, processes perhaps still alive: drain again.
             drained = live_job(held_row)
-            drained.block = Block(nodes=np.asarray(nodes, dtype=np.int64))
+            hold(drained, nodes)
             drained.kill_at = now + daemon.config.grace_s
+            table.draining[job_id] = drained
             backend.signal(held_row["handle"], signal.SIGTERM)
-            daemon.draining[job_id] = drained
-            daemon.free[nodes] = False
             counts["draining"] += 1
         else:
-            with store.write() as conn:
-                store.release(conn, job_id, now)
-            counts["leaked"] += 1
+            table.free[nodes] = False
+            leaked.append((job_id, nodes))
+    # Memory equals the store from here on; the repairs below are ordinary changes.
+    for job_id, nodes in leaked:
+        with table.change() as change:
+            store.release(change.conn, job_id, now)
+        table.free[nodes] = True
+        counts["leaked"] += 1
+    for job in starting:
+        # Killed between allocating and recording the launch: make sure nothing of that
+        # attempt runs, now or later. An attempt whose every task had already ended is
+        # recorded as it ended (rerunning work that succeeded would be wrong); any other
+        # fails as NODE_FAIL (the retry policy may requeue it).
+        backend.abort_start(job.job_id, job.attempts)
+        ended = backend.ended_attempt(job.job_id, job.attempts, job.ntasks)
+        with table.change() as change:
+            if ended is not None:
+                # It did run: the event log says so before it says how it ended.
+                change.move(job, S.RUNNING, "launched before the daemon restarted", now)
+                new, reason, exit_code = daemon.outcome(job, ended)
+                reason += " (recorded after a daemon restart)"
+                counts["ended"] += 1
+            else:
+                new, reason, exit_code = S.NODE_FAIL, "daemon restarted while starting it", None
+                counts["aborted"] += 1
+            daemon.end_attempt(change, job, new, reason, exit_code, now)
+    table.dirty = True
     return counts
 
 
 def stop_with_requeue(daemon: Daemon, now: float, timeout_s: float) -> int:
     """Terminate every running job, record it PREEMPTED and requeue it; returns how many."""
-    store, backend = daemon.store, daemon.backend
-    for job in daemon.active.values():
+    backend, table = daemon.backend, daemon.table
+    for job in table.active.values():
         if job.handle is not None:
             backend.signal(job.handle, signal.SIGTERM)
     deadline = time.monotonic() + timeout_s
-    alive = dict(daemon.active)
+    alive = dict(table.active)
     while alive and time.monotonic() < deadline:
         results = backend.poll({i: j.handle for i, j in alive.items() if j.handle is not None})
         gone = PollResult(Liveness.EXITED)
@@ -122,13 +141,9 @@ def stop_with_requeue(daemon: Daemon, now: float, timeout_s: float) -> int:
         if job.handle is not None:
             backend.signal(job.handle, signal.SIGKILL)
     count = 0
-    for job_id, job in list(daemon.active.items()):
-        with store.write() as conn:
-            store.release(conn, job_id, now)
-            store.transition(conn, job_id, job.state, S.PREEMPTED, "daemon stopped (requeue)", now)
-            store.transition(
-                conn, job_id, S.PREEMPTED, S.PENDING, "requeued after preemption", now, handle=None
-            )
-        del daemon.active[job_id]
+    for job in list(table.active.values()):
+        with table.change() as change:
+            change.move(job, S.PREEMPTED, "daemon stopped (requeue)", now)
+            change.move(job, S.PENDING, "requeued after preemption", now, handle=None)
         count += 1
     return count

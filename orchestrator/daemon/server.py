@@ -23,7 +23,7 @@ from launchers.local import atomic_write, process_start_ticks
 from orchestrator.daemon.api import ApiServer, UnixApiServer
 from orchestrator.daemon.files import DaemonFiles, ensure_token
 from orchestrator.daemon.service import Daemon, DaemonConfig
-from orchestrator.exceptions import DaemonError
+from orchestrator.exceptions import DaemonError, StoreUnavailableError
 from orchestrator.resources.cluster import Cluster
 from orchestrator.store import Store, sqlite_url
 
@@ -72,14 +72,14 @@ def serve(
         os.close(lock_fd)
         raise
     daemon = Daemon(store, cluster, runner, config)
-    counts = daemon.recover()
+    stop = stop or threading.Event()
+    counts = _recover(daemon, stop)
     log.info("recovered: %s", counts)
     server: ApiServer | UnixApiServer
     if socket_path is not None:
         server = UnixApiServer(daemon, token, socket_path)
     else:
         server = ApiServer(daemon, token, host, port)
-    stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: stop.set())
@@ -116,3 +116,14 @@ def serve(
         files.info.unlink(missing_ok=True)
         store.close()
         os.close(lock_fd)
+
+
+def _recover(daemon: Daemon, stop: threading.Event) -> dict[str, int]:
+    """Recover, waiting for a store that refuses writes (a full disk) to take them again."""
+    while True:
+        try:
+            return daemon.recover()
+        except StoreUnavailableError:
+            # Logged once by the job table; recovery resumes where it stood.
+            if stop.wait(2.0):
+                raise

@@ -8,8 +8,14 @@ row written before the daemon acts on it, so a daemon killed at any moment resta
 (:meth:`Daemon.recover`).
 
 The daemon keeps the non-finished jobs in memory (it is the store's only writer, so the mirror
-stays exact) and the store is the truth. A job's nodes are released only once the backend says
-its processes are gone: a cancelled or timed-out job *drains* with its nodes held.
+stays exact) and the store is the truth: :class:`~orchestrator.daemon.table.JobTable` owns that
+mirror, and changes it only after the store took the change. A job's nodes are released only
+once the backend says its processes are gone: a cancelled or timed-out job *drains* with its
+nodes held.
+
+When the store refuses writes (disk full, database locked) the tick skips what it could not
+record and tries again at the next one; the API's changes get
+:class:`~orchestrator.exceptions.StoreUnavailableError` (503); reads go on.
 """
 
 from __future__ import annotations
@@ -20,25 +26,24 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from sqlalchemy import Connection
 
-from launchers._base import BaseBackend, Handle, Liveness, PollResult
-from orchestrator.daemon.dispatch import schedule
+from launchers._base import BaseBackend, Liveness, PollResult
+from orchestrator.daemon.dispatch import record_starts, schedule
 from orchestrator.daemon.recovery import recover, stop_with_requeue
 from orchestrator.daemon.rows import expand_dependency, job_row, regroup
 from orchestrator.daemon.spec import JobSpec
+from orchestrator.daemon.table import Change, JobTable, LiveJob
 from orchestrator.exceptions import (
     InvalidRequestError,
     JobStateError,
+    StoreUnavailableError,
 )
 from orchestrator.resources.cluster import Cluster
-from orchestrator.resources.request import JobRequest
-from orchestrator.resources.topology import Block
 from orchestrator.scheduling.core import SchedulerCore
 from orchestrator.scheduling.job import JobState
 from orchestrator.scheduling.policies import Backfill, make_ordering
@@ -76,30 +81,6 @@ class DaemonConfig:
     on_stop: str = "keep"
 
 
-@dataclass(eq=False)
-class LiveJob:
-    """The daemon's mirror of a job that is waiting, running or draining."""
-
-    job_id: int
-    request: JobRequest
-    state: JobState
-    array_id: int | None = None
-    array_limit: int | None = None
-    dependency: tuple[tuple[str, int], ...] = ()
-    max_retries: int = 0
-    attempts: int = 0
-    not_before: float = 0.0
-    start_time: float = math.nan
-    block: Block | None = None
-    handle: Handle | None = None
-    kill_at: float | None = None
-    killed: bool = False
-    # The first task seen failing (rank, status): its status is the job's, not the 143 of
-    # the siblings we then stop.
-    failing: tuple[int, int] | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
 class Daemon:
     """Drives the scheduler core with a clock, a store and a backend.
 
@@ -133,26 +114,44 @@ class Daemon:
         self.cluster_id = store.ensure_cluster(
             cluster.name, cluster.topology.kind, cluster.size, cluster.topology.describe()
         )
+        self.table = JobTable(store, self.cluster_id, cluster.topology)
         self.lock = threading.RLock()
         self.wake = threading.Event()
-        self.waiting: dict[int, LiveJob] = {}
-        self.active: dict[int, LiveJob] = {}
-        self.draining: dict[int, LiveJob] = {}
-        self.free = np.ones(cluster.size, dtype=bool)
-        self.finished: dict[int, JobState] = {}
-        self.dependent: set[int] = set()
         self.next_retry = math.inf
         """When the earliest retry backoff ends."""
         self.head: int | None = None
         """The first job in order that could not start at the last pass."""
-        """Waiting jobs whose dependencies are not settled yet."""
-        self.dirty = True
         self._next_pass = 0.0
         self.ticks = 0
         self.started_total = 0
         self.last_tick_s = 0.0
 
-    # -- recovery -----------------------------------------------------------------------------
+    # The table's views, under the names the API, the launcher and the tests read.
+
+    @property
+    def waiting(self) -> dict[int, LiveJob]:
+        return self.table.waiting
+
+    @property
+    def active(self) -> dict[int, LiveJob]:
+        return self.table.active
+
+    @property
+    def draining(self) -> dict[int, LiveJob]:
+        return self.table.draining
+
+    @property
+    def finished(self) -> dict[int, JobState]:
+        return self.table.finished
+
+    @property
+    def free(self) -> npt.NDArray[np.bool_]:
+        return self.table.free
+
+    @property
+    def store_fault(self) -> str | None:
+        """Why the store refuses writes right now (None: it takes them)."""
+        return self.table.fault
 
     # -- submission and user actions ----------------------------------------------------------
 
@@ -172,6 +171,7 @@ class Daemon:
         Raises:
             InvalidRequestError: a request impossible on this cluster, or a dependency on an
                 unknown job; nothing is stored.
+            StoreUnavailableError: the store refused the write; nothing is stored.
         """
         now = self.clock()
 
@@ -194,36 +194,35 @@ class Daemon:
             groups.append([job_row(spec, deps, index, now, self.cluster_id) for index in indices])
         n_rows = sum(len(g) for g in groups)
         keys = [f"{idempotency_key}:{k}" for k in range(n_rows)] if idempotency_key else []
-        with self.lock:
-            with self.store.write() as conn:
-                if keys:
-                    earlier = self.store.find_idempotent(conn, keys[:1])
-                    if earlier is not None:
-                        found = self.store.find_idempotent(conn, keys) or []
-                        return regroup(found, [len(g) for g in groups])
-                    k = 0
-                    for group in groups:
-                        for row in group:
-                            row["idempotency_key"] = keys[k]
-                            k += 1
-                ids = [
-                    self.store.insert_jobs(conn, group, now, array=spec.array is not None)
-                    for spec, group in zip(specs, groups, strict=True)
-                ]
+        with self.lock, self.table.change() as change:
+            conn = change.conn
+            if keys:
+                earlier = self.store.find_idempotent(conn, keys[:1])
+                if earlier is not None:
+                    found = self.store.find_idempotent(conn, keys) or []
+                    return regroup(found, [len(g) for g in groups])
+                k = 0
+                for group in groups:
+                    for row in group:
+                        row["idempotency_key"] = keys[k]
+                        k += 1
+            ids = [
+                self.store.insert_jobs(conn, group, now, array=spec.array is not None)
+                for spec, group in zip(specs, groups, strict=True)
+            ]
             for spec, deps, group, group_ids in zip(specs, expanded, groups, ids, strict=True):
                 for row, job_id in zip(group, group_ids, strict=True):
-                    self.waiting[job_id] = LiveJob(
-                        job_id=job_id,
-                        request=spec.request,
-                        state=JobState(row["state"]),
-                        array_id=group_ids[0] if spec.array else None,
-                        array_limit=row["array_limit"],
-                        dependency=deps,
-                        max_retries=spec.retries,
+                    change.add(
+                        LiveJob(
+                            job_id=job_id,
+                            request=spec.request,
+                            state=JobState(row["state"]),
+                            array_id=group_ids[0] if spec.array else None,
+                            array_limit=row["array_limit"],
+                            dependency=deps,
+                            max_retries=spec.retries,
+                        )
                     )
-                    if deps:
-                        self.dependent.add(job_id)
-            self.dirty = True
         self.wake.set()
         return ids
 
@@ -234,25 +233,22 @@ class Daemon:
         Raises:
             JobNotFoundError: no such job.
             JobStateError: the job has already ended.
+            StoreUnavailableError: the store refused the write; nothing changed.
         """
         now = self.clock()
         with self.lock:
-            job = self.waiting.get(job_id) or self.active.get(job_id)
+            job = self.table.get(job_id)
             if job is None:
                 self._raise_not_live(job_id, "cancel")
             assert job is not None
-            with self.store.write() as conn:
-                self.store.transition(
-                    conn, job_id, job.state, S.CANCELLED, reason, now, end_time=now
-                )
-            self.finished[job_id] = S.CANCELLED
-            if job.state.is_waiting:
-                del self.waiting[job_id]
-            else:
-                del self.active[job_id]
-                self._drain(job, now)
-            job.state = S.CANCELLED
-            self.dirty = True
+            running = job.handle is not None
+            # The handle is stored with the end: a daemon restarted while the job drains
+            # finds its processes again (a start not yet recorded RUNNING has it in memory only).
+            self.table.move(
+                job, S.CANCELLED, reason, now, end_time=now, drain=running, handle=job.handle
+            )
+            if running:
+                self._signal(job, signal.SIGTERM, now)
         self.wake.set()
         return S.CANCELLED
 
@@ -283,10 +279,7 @@ class Daemon:
                     job.state if job is not None else JobState(self.store.get_job(job_id)["state"])
                 )
                 raise JobStateError(f"job {job_id} is {state}, not {old}: cannot make it {new}")
-            with self.store.write() as conn:
-                self.store.transition(conn, job_id, old, new, reason, now)
-            job.state = new
-            self.dirty = True
+            self.table.move(job, new, reason, now)
         self.wake.set()
         return new
 
@@ -297,53 +290,68 @@ class Daemon:
     # -- the tick -----------------------------------------------------------------------------
 
     def tick(self, now: float) -> None:
-        """One round: poll, record endings, enforce walltimes, settle dependencies, schedule."""
+        """One round: poll, record endings, enforce walltimes, settle dependencies, schedule.
+
+        A store that refuses a write stops the round where it stands (memory still equals the
+        store); the next round tries the same changes again.
+        """
         with self.lock:
             t0 = time.perf_counter()
-            self._poll(now)
-            self._walltimes(now)
-            if now >= self.next_retry:
-                # A retry's backoff is over: schedule now, and find the next one.
-                self.dirty = True
-                later = [j.not_before for j in self.waiting.values() if j.not_before > now]
-                self.next_retry = min(later, default=math.inf)
-            if self.dirty or now >= self._next_pass:
-                self.dirty = False
-                self._next_pass = now + self.config.reschedule_s
-                schedule(self, now)
+            # A refused write is logged once by the table; memory is unchanged.
+            with contextlib.suppress(StoreUnavailableError):
+                self._round(now)
             self.ticks += 1
             self.last_tick_s = time.perf_counter() - t0
+
+    def _round(self, now: float) -> None:
+        record_starts(self, now)
+        self._poll(now)
+        self._walltimes(now)
+        if now >= self.next_retry:
+            # A retry's backoff is over: schedule now, and find the next one.
+            self.table.dirty = True
+            later = [j.not_before for j in self.waiting.values() if j.not_before > now]
+            self.next_retry = min(later, default=math.inf)
+        if self.table.dirty or now >= self._next_pass:
+            self.table.dirty = False
+            self._next_pass = now + self.config.reschedule_s
+            try:
+                schedule(self, now)
+            except StoreUnavailableError:
+                self.table.dirty = True  # the pass did not finish: run it again next time
+                raise
+
+    @property
+    def dirty(self) -> bool:
+        """Something changed since the last scheduling pass."""
+        return self.table.dirty
+
+    @dirty.setter
+    def dirty(self, value: bool) -> None:
+        self.table.dirty = value
 
     def next_wakeup(self, now: float) -> float:
         """Seconds until the tick would have something time-driven to do (capped)."""
         with self.lock:
             due = [self._next_pass, self.next_retry]
-            due += [
-                j.kill_at
-                for j in (*self.active.values(), *self.draining.values())
-                if j.kill_at is not None
-            ]
+            due += [j.kill_at for j in self.table.holders() if j.kill_at is not None]
             due += [
                 j.start_time + j.request.walltime_s
                 for j in self.active.values()
                 if j.request.walltime_s is not None
             ]
-            if self.active or self.draining:
+            if self.active or self.draining or self.store_fault is not None:
                 due.append(now + 0.2)
         return max(0.0, min(due) - now)
 
     def _poll(self, now: float) -> None:
-        handles = {
-            i: j.handle
-            for i, j in (*self.active.items(), *self.draining.items())
-            if j.handle is not None
-        }
+        handles = {j.job_id: j.handle for j in self.table.holders() if j.handle is not None}
         if not handles:
             return
         results = self.backend.poll(handles)
         for job_id, job in list(self.active.items()):
             result = results.get(job_id)
-            if result is None:
+            if result is None or job.state is not S.RUNNING:
                 continue
             if result.liveness is Liveness.RUNNING:
                 if result.any_failed and job.failing is None:
@@ -352,137 +360,100 @@ class Daemon:
                     self._signal(job, signal.SIGTERM, now)
                 self._escalate(job, now)
                 continue
-            del self.active[job_id]
             self._finish(job, result, now)
         for job_id, job in list(self.draining.items()):
             result = results.get(job_id)
             if result is None or result.liveness is not Liveness.RUNNING:
-                del self.draining[job_id]
-                self._free(job, now)
+                with self.table.change() as change:
+                    change.drained(job, now)
                 if job.handle is not None:
                     self.backend.forget(job.handle)
             else:
                 self._escalate(job, now)
 
     def _finish(self, job: LiveJob, result: PollResult, now: float) -> None:
+        handle = job.handle
         if result.liveness is Liveness.REQUEUE:
             self._requeue(job, now)
-            return
+        else:
+            with self.table.change() as change:
+                self.end_attempt(change, job, *self.outcome(job, result), now)
+        if handle is not None:
+            self.backend.forget(handle)
+
+    def outcome(self, job: LiveJob, result: PollResult) -> tuple[JobState, str, int | None]:
+        """The end state, reason and exit code of an attempt whose tasks have all ended."""
         if result.liveness is Liveness.EXITED and not result.any_failed:
-            new, reason, exit_code = S.COMPLETED, "every task exited 0", 0
-        elif result.liveness is Liveness.EXITED or result.any_failed:
+            return S.COMPLETED, "every task exited 0", 0
+        if result.liveness is Liveness.EXITED or result.any_failed:
             rank, exit_code = job.failing or _first_failure(result)
             how = f"signal {exit_code - 128}" if exit_code > 128 else f"status {exit_code}"
-            new, reason = S.FAILED, f"task {rank} exited with {how}"
-        else:
-            new, reason, exit_code = S.NODE_FAIL, "its processes vanished without a status", None
-        with self.store.write() as conn:
-            self.store.release(conn, job.job_id, now)
-            self.end_attempt(conn, job, new, reason, now, exit_code)
-        self.release_nodes(job)
-        if job.handle is not None:
-            self.backend.forget(job.handle)
+            return S.FAILED, f"task {rank} exited with {how}", exit_code
+        return S.NODE_FAIL, "its processes vanished without a status", None
 
     def _requeue(self, job: LiveJob, now: float) -> None:
         """The engine ended the attempt through no fault of the job: queue it again at once
         (a retry is not spent; a checkpointing job resumes)."""
-        with self.store.write() as conn:
-            self.store.release(conn, job.job_id, now)
-            self.store.transition(
-                conn, job.job_id, job.state, S.PREEMPTED, "ended by the engine (requeue)", now
-            )
-            self.store.transition(
-                conn, job.job_id, S.PREEMPTED, S.PENDING, "requeued", now, handle=None
-            )
-        self.release_nodes(job)
-        if job.handle is not None:
-            self.backend.forget(job.handle)
-        job.state, job.handle, job.failing, job.kill_at, job.killed = (
-            S.PENDING,
-            None,
-            None,
-            None,
-            False,
-        )
-        # Attempts count every start (handles and output folders are per attempt); the retry
-        # budget grows by one so this requeue does not spend it. Kept in memory only: after a
-        # daemon restart the stored budget applies.
-        job.max_retries += 1
-        self.waiting[job.job_id] = job
-        self.dirty = True
+        with self.table.change() as change:
+            change.move(job, S.PREEMPTED, "ended by the engine (requeue)", now)
+            change.move(job, S.PENDING, "requeued", now, handle=None)
+
+            def spare_the_retry() -> None:
+                # Attempts count every start (handles and output folders are per attempt); the
+                # retry budget grows by one so this requeue does not spend it. Kept in memory
+                # only: after a daemon restart the stored budget applies.
+                job.max_retries += 1
+
+            change.after(spare_the_retry)
 
     def end_attempt(
         self,
-        conn: Connection,
+        change: Change,
         job: LiveJob,
         new: JobState,
         reason: str,
-        now: float,
         exit_code: int | None,
+        now: float,
     ) -> None:
-        """Record an attempt's end; requeue by the retry policy (same transaction)."""
-        self.store.transition(
-            conn, job.job_id, job.state, new, reason, now, end_time=now, exit_code=exit_code
-        )
-        job.state = new
-        retry = new in (S.FAILED, S.NODE_FAIL) and job.attempts <= job.max_retries
-        if retry:
+        """Record an attempt's end in ``change``; requeue by the retry policy (same
+        transaction). The job's nodes are freed as it leaves its active state."""
+        change.move(job, new, reason, now, end_time=now, exit_code=exit_code)
+        if new in (S.FAILED, S.NODE_FAIL) and job.attempts <= job.max_retries:
             delay = min(
                 self.config.retry_backoff_s * 2 ** max(job.attempts - 1, 0),
                 self.config.max_backoff_s,
             )
-            job.not_before = now + delay
-            self.next_retry = min(self.next_retry, job.not_before)
-            self.store.transition(
-                conn,
-                job.job_id,
-                new,
+            not_before = now + delay
+            change.move(
+                job,
                 S.PENDING,
                 f"requeued: retry {job.attempts} of {job.max_retries} in {delay:g}s ({reason})",
                 now,
-                not_before=job.not_before,
+                not_before=not_before,
                 handle=None,
             )
-            job.state = S.PENDING
-            job.handle, job.block, job.kill_at, job.killed, job.failing = (
-                None,
-                None,
-                None,
-                False,
-                None,
-            )
-            self.waiting[job.job_id] = job
-        else:
-            self.finished[job.job_id] = new
-        self.dirty = True
+
+            def wake_for_retry() -> None:
+                self.next_retry = min(self.next_retry, not_before)
+
+            change.after(wake_for_retry)
 
     def _walltimes(self, now: float) -> None:
-        for job_id, job in list(self.active.items()):
+        for job in list(self.active.values()):
             limit = job.request.walltime_s
             if limit is None or now < job.start_time + limit or job.state is not S.RUNNING:
                 continue
-            with self.store.write() as conn:
-                self.store.transition(
-                    conn,
-                    job_id,
-                    S.RUNNING,
-                    S.TIMEOUT,
-                    f"walltime {limit:g}s reached: SIGTERM, SIGKILL after {self.config.grace_s:g}s",
-                    now,
-                    end_time=now,
-                )
-            job.state = S.TIMEOUT
-            self.finished[job_id] = S.TIMEOUT
-            del self.active[job_id]
-            self._drain(job, now)
-            self.dirty = True
-
-    def _drain(self, job: LiveJob, now: float) -> None:
-        if job.handle is None:
-            self._free(job, now)
-            return
-        self._signal(job, signal.SIGTERM, now)
-        self.draining[job.job_id] = job
+            self.table.move(
+                job,
+                S.TIMEOUT,
+                f"walltime {limit:g}s reached: SIGTERM, SIGKILL after {self.config.grace_s:g}s",
+                now,
+                end_time=now,
+                drain=job.handle is not None,
+                handle=job.handle,
+            )
+            if job.handle is not None:
+                self._signal(job, signal.SIGTERM, now)
 
     def _signal(self, job: LiveJob, signum: int, now: float) -> None:
         assert job.handle is not None
@@ -495,12 +466,6 @@ class Daemon:
             # Repeated every tick until the processes are gone.
             self.backend.signal(job.handle, signal.SIGKILL)
             job.killed = True
-
-    def _free(self, job: LiveJob, now: float) -> None:
-        with self.store.write() as conn:
-            self.store.release(conn, job.job_id, now)
-        self.release_nodes(job)
-        self.dirty = True
 
     def schedulable(self) -> npt.NDArray[np.bool_]:
         """Free nodes the backend can give now (not down, drained or busy with other users'
@@ -515,30 +480,26 @@ class Daemon:
                     free[index_of(name)] = False
         return free
 
-    def release_nodes(self, job: LiveJob) -> None:
-        """Mark the job's nodes free in memory (the store row is released by the caller)."""
-        if job.block is not None:
-            self.free[job.block.nodes] = True
-            job.block = None
-
     # -- recovery and stop --------------------------------------------------------------------
 
     def recover(self, now: float | None = None) -> dict[str, int]:
         """Rebuild the in-memory mirror from the store after a (possibly violent) restart.
 
-        Jobs caught while STARTING are aborted and failed as NODE_FAIL (retried by policy);
+        Jobs caught while STARTING are aborted; an attempt every task of which had already
+        ended is recorded as it ended, any other fails as NODE_FAIL (retried by policy).
         RUNNING jobs are re-attached by their handle (the next tick's poll tells whether their
         processes still live, by pid plus start time); finished jobs still holding nodes drain
         again; any other held node is a leak and is released.
 
         Returns:
-            Counts of what was found (waiting, reattached, aborted, draining, leaked).
+            Counts of what was found (waiting, reattached, aborted, ended, draining, leaked).
+
+        Raises:
+            StoreUnavailableError: the store refused a write; call again once it takes writes.
         """
         now = self.clock() if now is None else now
         with self.lock:
-            counts = recover(self, now)
-            self.dirty = True
-        return counts
+            return recover(self, now)
 
     def stop(self, requeue: bool | None = None, timeout_s: float | None = None) -> int:
         """Graceful stop. With requeue (default: ``config.on_stop == "requeue"``) running jobs
@@ -586,7 +547,7 @@ class Daemon:
         """Per node index, the id of the job holding it (None: free)."""
         owners: list[int | None] = [None] * self.cluster.size
         with self.lock:
-            for job in (*self.active.values(), *self.draining.values()):
+            for job in self.table.holders():
                 if job.block is not None:
                     for n in job.block.nodes:
                         owners[int(n)] = job.job_id

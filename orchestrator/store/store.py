@@ -23,9 +23,14 @@ from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.migration import MigrationContext
 from sqlalchemy import Connection, Engine, create_engine, event, func, insert, select, update
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
-from orchestrator.exceptions import IllegalTransitionError, JobNotFoundError, StoreError
+from orchestrator.exceptions import (
+    IllegalTransitionError,
+    JobNotFoundError,
+    StoreError,
+    StoreUnavailableError,
+)
 from orchestrator.scheduling.job import JobState, check_transition
 from orchestrator.store.schema import allocations, clusters, events, jobs, metadata
 
@@ -93,9 +98,17 @@ class Store:
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
-        """One write transaction (serialised within this process)."""
-        with self._lock, self.engine.begin() as conn:
-            yield conn
+        """One write transaction (serialised within this process).
+
+        Raises:
+            StoreUnavailableError: the database refused the write for a reason of its own (disk
+                full, locked, connection lost); the transaction was rolled back whole.
+        """
+        try:
+            with self._lock, self.engine.begin() as conn:
+                yield conn
+        except OperationalError as e:
+            raise StoreUnavailableError(_cause(e)) from e
 
     # -- clusters -----------------------------------------------------------------------------
 
@@ -325,6 +338,11 @@ class Store:
                 select(allocations).where(allocations.c.job_id == job_id).order_by(allocations.c.id)
             ).all()
         return [dict(r._mapping) for r in rows]
+
+
+def _cause(error: OperationalError) -> str:
+    """The database's own message, without SQLAlchemy's statement and link."""
+    return str(error.orig).strip().splitlines()[0] if error.orig is not None else str(error)
 
 
 def rows_by_id(rows: Iterable[Mapping[str, Any]]) -> dict[int, Mapping[str, Any]]:
