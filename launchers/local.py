@@ -48,6 +48,12 @@ def atomic_write(path: Path, data: str | bytes, mode: int = 0o644) -> None:
     os.replace(tmp, path)
 
 
+def _owner_only(path: str, flags: int) -> int:
+    """An ``opener`` that creates the file readable and writable by its owner only, and never
+    writes through a link a job put in its place."""
+    return os.open(path, flags | os.O_NOFOLLOW, 0o600)
+
+
 def process_start_ticks(pid: int) -> int | None:
     """The start time of a live process in clock ticks since boot (None if gone or a zombie).
 
@@ -307,7 +313,9 @@ class LocalBackend(JobFolderBackend):
         paths = self.paths(spec.job_id)
         attempt_dir = paths.attempt(spec.attempt)
         try:
-            attempt_dir.mkdir(parents=True, exist_ok=True)
+            # The job's folder holds its output (which may hold secrets): owner only.
+            for folder in (paths.folder.parent, paths.folder, attempt_dir):
+                folder.mkdir(mode=0o700, parents=True, exist_ok=True)
             argv = self._argv(spec, paths)
         except OSError as e:
             raise BackendError(f"job {spec.job_id}: cannot prepare {paths.folder}: {e}") from e
@@ -320,7 +328,10 @@ class LocalBackend(JobFolderBackend):
         # A missing folder is refused here (BackendError), not in a forked supervisor.
         spawner = self._spawner if os.path.isdir(cwd) else None
         try:
-            with open(paths.stdout, "ab") as out, open(paths.stderr, "ab") as err:
+            with (
+                open(paths.stdout, "ab", opener=_owner_only) as out,
+                open(paths.stderr, "ab", opener=_owner_only) as err,
+            ):
                 for node_rank in range(len(spec.nodes)):
                     for local_rank in range(tpn):
                         rank = node_rank * tpn + local_rank

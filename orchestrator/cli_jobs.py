@@ -61,7 +61,26 @@ def daemon() -> None:
 @state_dir_option
 @click.option("--cluster", default="local", show_default=True, help="Cluster preset or YAML.")
 @click.option("--nodes", type=click.IntRange(min=1), help="A flat local cluster of N nodes.")
-@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to bind; one that is not loopback needs --expose.",
+)
+@click.option(
+    "--expose",
+    is_flag=True,
+    help="Allow a --host that is not loopback: the job list and the status page are then open "
+    "to the network, output and changes need the token (sent in clear over plain HTTP).",
+)
+@click.option(
+    "--allow-host",
+    "allow_host",
+    multiple=True,
+    metavar="NAME",
+    help="Accept this name in the Host header too (repeatable); by default only loopback "
+    "names, the bound address and IP addresses (against DNS rebinding).",
+)
 @click.option("--port", type=click.IntRange(0, 65535), default=0, help="0: any free port.")
 @click.option(
     "--socket",
@@ -94,26 +113,49 @@ def daemon() -> None:
 @click.option("--foreground", is_flag=True, help="Run in this process (logs on stderr).")
 def daemon_start(state_dir: Path | None, foreground: bool, **options: Any) -> None:
     """Start the daemon (in the background unless --foreground)."""
-    from orchestrator.daemon.files import read_daemon_info
+    from orchestrator.daemon.files import (
+        DaemonFiles,
+        exposure_warning,
+        is_loopback,
+        prepare_state_dir,
+        read_daemon_info,
+    )
 
     root = (state_dir or default_state_dir()).resolve()
+    host = options["host"]
+    if options["socket_path"] is None and not is_loopback(host):
+        if not options["expose"]:
+            raise click.ClickException(
+                f"{exposure_warning(host)}; add --expose if that is what you want"
+            )
+        if not foreground:  # in the foreground the daemon's log says it
+            click.echo(f"warning: {exposure_warning(host)}", err=True)
     if foreground:
         _run_foreground(root, **options)
         return
     info = read_daemon_info(root)
     if info is not None:
         raise click.ClickException(f"a daemon already runs on {root}: pid {info['pid']}")
-    root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        former = prepare_state_dir(root)
+    except OrchestratorError as e:
+        raise click.ClickException(str(e)) from e
+    if former is not None:
+        click.echo(f"state folder {root} tightened from mode {former:o} to 700", err=True)
     # The same options, for the same command in the foreground of a detached process.
     argv = [sys.executable, "-m", "orchestrator.daemon", "--state-dir", str(root)]
     names = {"store_url": "store", "socket_path": "socket"}
     for name, value in options.items():
+        flag = "--" + names.get(name, name).replace("_", "-")
         if isinstance(value, tuple):  # a repeatable option
             for item in value:
-                argv += ["--" + name.replace("_", "-"), str(item)]
+                argv += [flag, str(item)]
+        elif isinstance(value, bool):
+            argv += [flag] if value else []
         elif value is not None:
-            argv += ["--" + names.get(name, name).replace("_", "-"), str(value)]
-    with open(root / "daemon.log", "ab") as log_file:
+            argv += [flag, str(value)]
+    log_fd = os.open(DaemonFiles(root).log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    with open(log_fd, "ab") as log_file:
         proc = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file, start_new_session=True
         )
@@ -136,6 +178,8 @@ def _run_foreground(
     cluster: str,
     nodes: int | None,
     host: str,
+    expose: bool,
+    allow_host: tuple[str, ...],
     port: int,
     socket_path: Path | None,
     store_url: str | None,
@@ -173,6 +217,8 @@ def _run_foreground(
             pool,
             store_url=store_url,
             host=host,
+            expose=expose,
+            allowed_hosts=allow_host,
             port=port,
             socket_path=socket_path.resolve() if socket_path is not None else None,
             config=config,

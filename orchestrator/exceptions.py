@@ -10,6 +10,7 @@ __all__ = [
     "BackendError",
     "ClusterConfigError",
     "DaemonError",
+    "IdempotencyKeyReusedError",
     "IllegalTransitionError",
     "InvalidRequestError",
     "JobNotFoundError",
@@ -42,7 +43,33 @@ class InvalidRequestError(OrchestratorError, ValueError):
         self.example = example
         # An example may name another field ("nodes=4" to replace a shape on a flat cluster).
         shown = example if "=" in example else f"{field}={example}"
-        super().__init__(f"invalid {field}={value!r}: {reason} (for example: {shown})")
+        super().__init__(f"invalid {field}={_short_repr(value)}: {reason} (for example: {shown})")
+
+
+def _short_repr(value: object, most: int = 200) -> str:
+    """``repr(value)``, cut to ``most`` characters: an error never echoes a megabyte back (nor
+    fails on an integer too long for ``repr``)."""
+    try:
+        text = repr(value)
+    except ValueError:
+        return f"<{type(value).__name__} too long to show>"
+    return text if len(text) <= most else text[: most - 3] + "..."
+
+
+class IdempotencyKeyReusedError(OrchestratorError):
+    """An idempotency key came again with another request than the one it was first sent with:
+    a retry must repeat its request exactly, a new request needs a new key.
+
+    Args:
+        key: The client's key.
+    """
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        super().__init__(
+            f"Idempotency-Key {_short_repr(key)} was already used for another request (another "
+            "body or route); a retry must send the same request, a new request needs a new key"
+        )
 
 
 class ClusterConfigError(OrchestratorError, ValueError):

@@ -1,22 +1,36 @@
 """The daemon's HTTP JSON API on loopback (standard library server, one thread per connection).
 
-Reads are open (the status page uses them); every change needs ``Authorization: Bearer TOKEN``,
-checked before the body is read, so a request without a valid token changes nothing (401). A
-body over the size limit is refused unread (413). A malformed body, an unknown field or an
-impossible request is refused with 4xx naming the field, and nothing is stored: the daemon
-validates everything before its one write transaction.
+Who may read what: the job list, a job's document, the allocation, health, metrics and the
+status page are open to whoever reaches the port (``squeue`` shows the queue to everyone too); a
+job's output (it may hold secrets) and every change need ``Authorization: Bearer TOKEN``, the
+token being readable by the daemon's owner only. The token is checked before the body is read,
+so a request without a valid token changes nothing (401). Output is read only from a regular
+file below the state folder, never through a link, a hard link or a FIFO a job put there (403).
+
+Over TCP, a request whose ``Host`` is not one of the daemon's names (loopback names, the bound
+address, an IP address, or a name given with ``--allow-host``) is refused with 421: a web page
+that rebinds its own DNS name to 127.0.0.1 reads nothing. A body over the size limit is refused
+unread (413). A malformed body, an unknown field or an impossible request is refused with 4xx
+naming the field, and nothing is stored: the daemon validates everything before its one write
+transaction. An ``Idempotency-Key`` sent again with another request is refused (409).
 """
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import hmac
+import ipaddress
 import json
 import logging
 import os
+import re
 import socket
 import socketserver
+import stat
 import time
 import traceback
+from collections.abc import Sequence
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -24,9 +38,10 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from orchestrator.daemon.service import Daemon
-from orchestrator.daemon.spec import JobSpec
+from orchestrator.daemon.spec import JobSpec, json_int
 from orchestrator.daemon.views import job_document, layout, metrics_text, openapi_document
 from orchestrator.exceptions import (
+    IdempotencyKeyReusedError,
     InvalidRequestError,
     JobNotFoundError,
     JobStateError,
@@ -77,17 +92,28 @@ class ApiServer(ThreadingHTTPServer):
         token: The bearer token every change must carry.
         host: Address to bind (loopback by default).
         port: Port (0: any free one; see :attr:`url`).
+        allowed_hosts: Names accepted in the ``Host`` header besides ``localhost``, ``host``
+            and IP addresses (which a DNS-rebinding page cannot send).
     """
 
     daemon_threads = True
     allow_reuse_address = True
     request_queue_size = 256
 
-    def __init__(self, daemon: Daemon, token: str, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        daemon: Daemon,
+        token: str,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        allowed_hosts: Sequence[str] = (),
+    ) -> None:
         self.daemon = daemon
         self.token = token.encode()
         self.started = time.time()
         self.host = host
+        names = {"localhost", host, *allowed_hosts}
+        self.allowed_hosts: frozenset[str] | None = frozenset(_host_name(n) for n in names)
         super().__init__((host, port), _Handler)
 
     def get_request(self) -> tuple[socket.socket, Any]:
@@ -114,6 +140,8 @@ class UnixApiServer(socketserver.ThreadingUnixStreamServer):
 
     daemon_threads = True
     request_queue_size = 256
+    allowed_hosts: frozenset[str] | None = None
+    """Any ``Host``: a web page cannot reach a Unix socket."""
 
     def __init__(self, daemon: Daemon, token: str, path: Path) -> None:
         self.daemon = daemon
@@ -198,8 +226,31 @@ class _Handler(BaseHTTPRequestHandler):
             raise ApiError(
                 HTTPStatus.UNAUTHORIZED,
                 "unauthorized",
-                "a valid 'Authorization: Bearer <token>' header is needed for changes; the token "
-                "is in the daemon's state folder (file 'token')",
+                "a valid 'Authorization: Bearer <token>' header is needed for changes and job "
+                "output; the token is in the daemon's state folder (file 'token')",
+            )
+
+    def _check_host(self) -> None:
+        """Refuse a ``Host`` that is not one of this daemon's names (DNS rebinding)."""
+        allowed = self.server.allowed_hosts
+        if allowed is None:
+            return
+        # No Host at all (HTTP/1.0): no browser sends such a request.
+        for header in self.headers.get_all("Host") or ():
+            name = _host_name(header)
+            if name in allowed or _is_ip_address(name):
+                continue
+            address = self.server.server_address
+            port = address[1] if isinstance(address, tuple) else 0
+            raise ApiError(
+                HTTPStatus.MISDIRECTED_REQUEST,
+                "misdirected",
+                f"Host {header[:100]!r} is not a name of this daemon, so the request may come "
+                "from a web page that rebound its own name to this address; use "
+                f"http://127.0.0.1:{port}/, or start the daemon with --allow-host NAME to "
+                "accept another name",
+                field="Host",
+                example=f"127.0.0.1:{port}",
             )
 
     def _body(self) -> Any:
@@ -221,8 +272,9 @@ class _Handler(BaseHTTPRequestHandler):
         raw = self.rfile.read(length)
         self._body_read = True
         try:
-            return json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+            # An integer too long for any field is kept as text and refused naming its field.
+            return json.loads(raw, parse_int=json_int)
+        except (UnicodeDecodeError, ValueError, RecursionError) as e:
             raise ApiError(
                 HTTPStatus.BAD_REQUEST,
                 "malformed_json",
@@ -250,6 +302,14 @@ class _Handler(BaseHTTPRequestHandler):
                 ) from e
             except JobNotFoundError as e:
                 raise ApiError(HTTPStatus.NOT_FOUND, "not_found", str(e)) from e
+            except IdempotencyKeyReusedError as e:
+                raise ApiError(
+                    HTTPStatus.CONFLICT,
+                    "idempotency_key_reused",
+                    str(e),
+                    field="Idempotency-Key",
+                    example="a new key for each new request, e.g. a UUID",
+                ) from e
             except JobStateError as e:
                 raise ApiError(HTTPStatus.CONFLICT, "wrong_state", str(e)) from e
             except StoreUnavailableError as e:
@@ -288,6 +348,7 @@ class _Handler(BaseHTTPRequestHandler):
     # -- routes -------------------------------------------------------------------------------
 
     def _route(self, method: str) -> None:
+        self._check_host()
         url = urlsplit(self.path)
         parts = [p for p in url.path.split("/") if p]
         query = {k: v[-1] for k, v in parse_qs(url.query).items()}
@@ -335,6 +396,7 @@ class _Handler(BaseHTTPRequestHandler):
         if len(rest) == 2 and rest[0] == "jobs":
             return self._json(HTTPStatus.OK, self._show(_job_id(rest[1])))
         if len(rest) == 3 and rest[0] == "jobs" and rest[2] == "output":
+            self._authorize()  # output may hold secrets: the daemon's owner only
             return self._json(HTTPStatus.OK, self._output(_job_id(rest[1]), query))
         raise ApiError(HTTPStatus.NOT_FOUND, "no_route", f"no route {url.path}")
 
@@ -364,7 +426,9 @@ class _Handler(BaseHTTPRequestHandler):
             specs = [JobSpec.from_mapping(item, f"jobs[{i}].", now) for i, item in enumerate(items)]
         else:
             specs = [JobSpec.from_mapping(body, "", now)]
-        ids = daemon.submit(specs, idempotency_key=key)
+        # The key stands for this request: sent again with another one, it is refused (409).
+        fingerprint = _fingerprint("batch" if batch else "job", body) if key is not None else None
+        ids = daemon.submit(specs, idempotency_key=key, fingerprint=fingerprint)
         if batch:
             return self._json(HTTPStatus.CREATED, {"job_ids": ids})
         return self._json(HTTPStatus.CREATED, {"job_ids": ids[0]})
@@ -433,10 +497,11 @@ class _Handler(BaseHTTPRequestHandler):
         data = b""
         if paths is not None:
             path = Path(paths[0] if stream == "stdout" else paths[1])
-            if path.exists():
-                with path.open("rb") as f:
-                    f.seek(offset)
-                    data = f.read(limit)
+            # Every backend with output on this machine keeps it below its root, the state folder.
+            root = getattr(daemon.backend, "root", None)
+            data = _read_output(
+                path, root if isinstance(root, Path) else path.parent, offset, limit
+            )
         finished = JobState(row["state"]).is_finished
         return {
             "data": data.decode(errors="replace"),
@@ -497,8 +562,13 @@ class _Handler(BaseHTTPRequestHandler):
         }
 
 
+_NUMBER = re.compile(r"[0-9]{1,18}")
+"""A number in a path or query: ASCII digits only (``str.isdigit`` takes ``²``, ``int`` takes
+``٣``), and few enough of them for a 64-bit column and a file offset."""
+
+
 def _job_id(text: str) -> int:
-    if not text.isdigit() or len(text) > 18:
+    if not _NUMBER.fullmatch(text):
         raise InvalidRequestError("job_id", text, "must be a job number", "12")
     return int(text)
 
@@ -507,9 +577,85 @@ def _int_param(query: dict[str, str], name: str) -> int | None:
     if name not in query:
         return None
     text = query[name]
-    if not text.isdigit() or len(text) > 18:
+    if not _NUMBER.fullmatch(text):
         raise InvalidRequestError(name, text, "must be a non-negative integer", "10")
     return int(text)
+
+
+def _host_name(header: str) -> str:
+    """The name of a ``Host`` header, lower case, without port, brackets or final dot."""
+    text = header.strip().lower()
+    if text.startswith("["):
+        text = text[1:].partition("]")[0]
+    elif text.count(":") == 1:  # one colon: name:port (more: a bare IPv6 address)
+        text = text.partition(":")[0]
+    return text.rstrip(".")
+
+
+def _is_ip_address(name: str) -> bool:
+    """Whether ``name`` is an IP address: a DNS-rebinding page sends its own name, never one."""
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+def _fingerprint(route: str, body: Any) -> str:
+    """What an idempotency key stands for: the route and the decoded body (key order and
+    spacing aside)."""
+    text = json.dumps([route, body], sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _read_output(path: Path, root: Path, offset: int, limit: int) -> bytes:
+    """At most ``limit`` bytes at ``offset`` of a job's output file below ``root``.
+
+    Each folder from ``root`` down and the file itself are opened without following a link
+    (``O_NOFOLLOW``, one component at a time, so a link swapped in meanwhile is refused too), and
+    the file must be a regular file with one name: a job cannot make the daemon serve the token
+    or another file by putting a symbolic link, a hard link or a FIFO in its output's place.
+
+    Raises:
+        ApiError: 403, the path is not such a file.
+    """
+    refused = ApiError(
+        HTTPStatus.FORBIDDEN,
+        "output_refused",
+        f"{path} is not a regular file of the job's own (it is, or lies behind, a link, a hard "
+        "link or a FIFO, likely put there by the job): the daemon serves output only from the "
+        "files it made",
+    )
+    parts = path.relative_to(root).parts if path.is_relative_to(root) else ()
+    if not parts or os.pardir in parts:
+        raise refused
+    try:
+        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return b""
+    try:
+        for name in parts[:-1]:
+            flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+            inner = os.open(name, flags, dir_fd=fd)
+            os.close(fd)
+            fd = inner
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+        inner = os.open(parts[-1], flags, dir_fd=fd)
+        os.close(fd)
+        fd = inner
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_nlink > 1:
+            raise refused
+        # Past the end there is nothing (yet); never seek there (lseek refuses huge offsets).
+        return os.pread(fd, limit, offset) if offset < info.st_size else b""
+    except FileNotFoundError:
+        return b""  # not written yet
+    except OSError as e:
+        if e.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise refused from None
+        raise
+    finally:
+        os.close(fd)
 
 
 def _known(query: dict[str, str], names: tuple[str, ...]) -> None:

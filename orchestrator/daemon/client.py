@@ -218,7 +218,7 @@ class DaemonClient:
             InvalidRequestError: naming ``job_id``.
         """
         head, sep, index = text.partition("_")
-        if not head.isdigit() or (sep and not index.isdigit()):
+        if not _is_number(head) or (sep and not _is_number(index)):
             raise InvalidRequestError("job_id", text, "expected ID or ARRAYID_INDEX", "12_3")
         if not sep:
             return int(head)
@@ -241,6 +241,11 @@ class DaemonClient:
             if time.monotonic() > deadline:
                 raise DaemonError(f"job {job_id} still {doc['state']} after {timeout_s}s")
             time.sleep(poll_s)
+
+
+def _is_number(text: str) -> bool:
+    """ASCII digits, few enough for a job id (``str.isdigit`` takes ``²``, ``int`` does not)."""
+    return 0 < len(text) <= 18 and text.isascii() and text.isdigit()
 
 
 def _parse_url(url: str) -> tuple[str, int, str | None]:

@@ -5,9 +5,11 @@ Standard library only (plus the pid/start-time probe), so the CLI starts fast.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import secrets
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,7 +17,14 @@ from typing import Any
 from launchers.local import process_start_ticks
 from orchestrator.exceptions import DaemonError
 
-__all__ = ["DaemonFiles", "ensure_token", "read_daemon_info"]
+__all__ = [
+    "DaemonFiles",
+    "ensure_token",
+    "exposure_warning",
+    "is_loopback",
+    "prepare_state_dir",
+    "read_daemon_info",
+]
 
 
 @dataclass(frozen=True)
@@ -43,6 +52,84 @@ class DaemonFiles:
     @property
     def database(self) -> Path:
         return self.root / "orch.db"
+
+    @property
+    def owner_only(self) -> tuple[Path, ...]:
+        """The daemon's own files, all of them 0600 (the SQLite sidecars follow the database)."""
+        db = self.database
+        wal, shm = db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")
+        return (self.token, self.info, self.lock, self.log, db, wal, shm)
+
+
+def prepare_state_dir(root: Path) -> int | None:
+    """Make the state folder, or check and tighten an existing one: it holds the token, the job
+    store (every job's command and environment) and the jobs' output.
+
+    A new folder is made 0700. An existing one must be the caller's and writable by the caller
+    alone (someone else could have planted files in it); then it is tightened to 0700 and the
+    daemon's files in it (:attr:`DaemonFiles.owner_only`) to 0600.
+
+    Returns:
+        The folder's former mode if it was tightened, else None.
+
+    Raises:
+        DaemonError: ``root`` is not a folder, is another user's, or others may write to it.
+    """
+    root.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        root.mkdir(mode=0o700, exist_ok=True)
+    except FileExistsError:  # a file of that name
+        raise DaemonError(
+            f"state folder {root} is not a folder: give another --state-dir"
+        ) from None
+    info = root.stat()
+    if not stat.S_ISDIR(info.st_mode):
+        raise DaemonError(f"state folder {root} is not a folder: give another --state-dir")
+    uid = os.geteuid()
+    if info.st_uid != uid:
+        raise DaemonError(
+            f"state folder {root} is owned by uid {info.st_uid}, not by you (uid {uid}): the "
+            "daemon keeps its token, the job store and the jobs' output there; use a folder of "
+            "your own (--state-dir or ORCH_STATE_DIR)"
+        )
+    mode = stat.S_IMODE(info.st_mode)
+    if mode & 0o022:
+        raise DaemonError(
+            f"state folder {root} is writable by group or others (mode {mode:o}): someone else "
+            f"may have planted files in it; check its contents, then run chmod 700 {root}"
+        )
+    if mode != 0o700:
+        os.chmod(root, 0o700)
+    for path in DaemonFiles(root).owner_only:
+        try:
+            st = path.lstat()
+        except FileNotFoundError:
+            continue
+        if stat.S_ISREG(st.st_mode) and st.st_uid == uid and st.st_mode & 0o077:
+            os.chmod(path, 0o600)
+    return mode if mode != 0o700 else None
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a name or an address, IPv6 with or without brackets) is loopback."""
+    if host.lower().rstrip(".") == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def exposure_warning(host: str) -> str:
+    """What binding the API to a non-loopback ``host`` exposes (said at start with --expose,
+    refused without it)."""
+    return (
+        f"--host {host} is not a loopback address: the API and the status page are reachable "
+        "from the network, where anyone who reaches the port reads the job list (names, users, "
+        "commands), the allocation and the status page; job output and every change need the "
+        "token, which travels in clear over plain HTTP (prefer --socket, or an SSH tunnel to "
+        "127.0.0.1)"
+    )
 
 
 def ensure_token(path: Path) -> str:

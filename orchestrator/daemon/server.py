@@ -1,9 +1,10 @@
 """Run a daemon process: state folder, token, lock, recovery, the tick loop and the API.
 
-The state folder holds ``orch.db`` (the default SQLite store), ``token`` (0600, made at first
-start), ``daemon.json`` (pid, start time and URL of the running daemon, written atomically once
-the API listens), ``daemon.lock`` (one daemon per folder) and ``jobs/`` (the local backend's
-per-job layout).
+The state folder (0700, made or tightened at start; a folder of someone else's or one others may
+write is refused) holds ``orch.db`` (the default SQLite store), ``token`` (made at first start),
+``daemon.json`` (pid, start time and URL of the running daemon, written atomically once the API
+listens), ``daemon.lock`` (one daemon per folder) and ``jobs/`` (the local backend's per-job
+layout). The daemon's files are 0600, its folders 0700.
 """
 
 from __future__ import annotations
@@ -15,13 +16,19 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from launchers import make_backend
 from launchers.local import atomic_write, process_start_ticks
 from orchestrator.daemon.api import ApiServer, UnixApiServer
-from orchestrator.daemon.files import DaemonFiles, ensure_token
+from orchestrator.daemon.files import (
+    DaemonFiles,
+    ensure_token,
+    exposure_warning,
+    is_loopback,
+    prepare_state_dir,
+)
 from orchestrator.daemon.service import Daemon, DaemonConfig
 from orchestrator.exceptions import DaemonError, StoreUnavailableError
 from orchestrator.resources.cluster import Cluster
@@ -45,25 +52,40 @@ def serve(
     stop: threading.Event | None = None,
     backend: str = "local",
     backend_options: Mapping[str, str] | None = None,
+    expose: bool = False,
+    allowed_hosts: Sequence[str] = (),
 ) -> None:
     """Run a daemon until SIGTERM or SIGINT (or ``stop`` is set).
 
     Args:
         backend: The backend's name (:data:`launchers.BACKENDS`).
         backend_options: Its ``--backend-opt`` pairs.
+        expose: Allow a ``host`` that is not loopback (see :func:`exposure_warning`).
+        allowed_hosts: Names accepted in the ``Host`` header besides the loopback ones, the
+            bound address and IP addresses.
 
     Raises:
-        DaemonError: another daemon holds the state folder.
+        DaemonError: another daemon holds the state folder; the folder is another user's or
+            others may write to it; a non-loopback ``host`` without ``expose``.
         InvalidRequestError: an unknown backend or backend option.
     """
+    if socket_path is None and not is_loopback(host):
+        if not expose:
+            raise DaemonError(exposure_warning(host) + "; add --expose if that is what you want")
+        log.warning("warning: %s", exposure_warning(host))
     files = DaemonFiles(root)
-    root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    former = prepare_state_dir(root)
+    if former is not None:
+        log.warning("state folder %s tightened from mode %o to 700", root, former)
     lock_fd = os.open(files.lock, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         raise DaemonError(f"another daemon already runs on {root} (see {files.info})") from None
     token = ensure_token(files.token)
+    if store_url is None:
+        # SQLite gives its -wal and -shm files the database's mode: all three are 0600.
+        os.close(os.open(files.database, os.O_WRONLY | os.O_CREAT, 0o600))
     store = Store(store_url or sqlite_url(files.database))
     try:
         runner = make_backend(backend, root, cluster, backend_options)
@@ -79,7 +101,7 @@ def serve(
     if socket_path is not None:
         server = UnixApiServer(daemon, token, socket_path)
     else:
-        server = ApiServer(daemon, token, host, port)
+        server = ApiServer(daemon, token, host, port, allowed_hosts)
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: stop.set())

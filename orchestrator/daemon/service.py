@@ -39,6 +39,7 @@ from orchestrator.daemon.rows import expand_dependency, job_row, regroup
 from orchestrator.daemon.spec import JobSpec
 from orchestrator.daemon.table import Change, JobTable, LiveJob
 from orchestrator.exceptions import (
+    IdempotencyKeyReusedError,
     InvalidRequestError,
     JobStateError,
     StoreUnavailableError,
@@ -156,7 +157,10 @@ class Daemon:
     # -- submission and user actions ----------------------------------------------------------
 
     def submit(
-        self, specs: Sequence[JobSpec], idempotency_key: str | None = None
+        self,
+        specs: Sequence[JobSpec],
+        idempotency_key: str | None = None,
+        fingerprint: str | None = None,
     ) -> list[list[int]]:
         """Store a batch of submissions atomically: all of them, or none.
 
@@ -164,6 +168,8 @@ class Daemon:
             specs: Validated submissions (an array submission makes one job per index).
             idempotency_key: A client's key for this batch; repeating it returns the first
                 batch's ids without storing anything (a retry after a lost reply).
+            fingerprint: What the key stands for (a hash of the request): the key repeated
+                with another fingerprint is refused. None: not compared.
 
         Returns:
             Per submission, the ids of the jobs it made.
@@ -172,6 +178,7 @@ class Daemon:
             InvalidRequestError: a request impossible on this cluster, or a dependency on an
                 unknown job; nothing is stored.
             StoreUnavailableError: the store refused the write; nothing is stored.
+            IdempotencyKeyReusedError: the key came before with another fingerprint.
         """
         now = self.clock()
 
@@ -199,12 +206,16 @@ class Daemon:
             if keys:
                 earlier = self.store.find_idempotent(conn, keys[:1])
                 if earlier is not None:
+                    stored = self.store.idempotency_fingerprint(conn, keys[0])
+                    if fingerprint is not None and stored is not None and stored != fingerprint:
+                        raise IdempotencyKeyReusedError(idempotency_key or "")
                     found = self.store.find_idempotent(conn, keys) or []
                     return regroup(found, [len(g) for g in groups])
                 k = 0
                 for group in groups:
                     for row in group:
                         row["idempotency_key"] = keys[k]
+                        row["idempotency_fingerprint"] = fingerprint
                         k += 1
             ids = [
                 self.store.insert_jobs(conn, group, now, array=spec.array is not None)

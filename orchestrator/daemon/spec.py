@@ -27,6 +27,8 @@ __all__ = [
     "MAX_ARRAY_SIZE",
     "ArraySpec",
     "JobSpec",
+    "OversizedInt",
+    "json_int",
     "json_schema",
     "parse_array",
     "parse_dependency",
@@ -37,7 +39,31 @@ MAX_ARRAY_INDEX = 1_000_000
 MAX_ID = 2**62
 MAX_ARGV_BYTES = 128 * 1024
 MAX_SCRIPT_BYTES = 1024 * 1024
+MAX_JSON_INT_DIGITS = 300
+"""Longer JSON integers are out of range for every field (and for a float): they stay text."""
 DEPENDENCY_KINDS = ("afterok", "afterany", "afternotok")
+
+
+class OversizedInt:
+    """A JSON integer too long for any field, kept as its text: never converted (``int`` refuses
+    more than 4,300 digits, ``float`` overflows), refused naming its field."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return f"<integer of {len(self.text.lstrip('-'))} digits>"
+
+
+def json_int(text: str) -> int | OversizedInt:
+    """``parse_int`` for :func:`json.loads`: an ``int``, or an :class:`OversizedInt`."""
+    return OversizedInt(text) if len(text) > MAX_JSON_INT_DIGITS else int(text)
+
+
+def _digits(text: str, most: int) -> bool:
+    """Whether ``text`` is 1 to ``most`` ASCII digits (``str.isdigit`` takes ``²``, ``int`` and
+    ``\\d`` take ``٣``; more digits than a field can use are refused before ``int`` runs)."""
+    return 0 < len(text) <= most and text.isascii() and text.isdigit()
 
 
 @dataclass(frozen=True)
@@ -120,7 +146,7 @@ class ArraySpec:
     limit: int | None = None
 
 
-_ARRAY_PART = re.compile(r"^(\d+)(?:-(\d+)(?::(\d+))?)?$")
+_ARRAY_PART = re.compile(r"^([0-9]+)(?:-([0-9]+)(?::([0-9]+))?)?$")
 
 
 def parse_array(text: str) -> ArraySpec:
@@ -132,7 +158,7 @@ def parse_array(text: str) -> ArraySpec:
     body, sep, limit_text = text.strip().partition("%")
     limit: int | None = None
     if sep:
-        if not limit_text.isdigit() or int(limit_text) < 1:
+        if not _digits(limit_text, 9) or int(limit_text) < 1:
             raise InvalidRequestError(
                 "array", text, "the %N limit must be an integer >= 1", "0-99%8"
             )
@@ -142,6 +168,10 @@ def parse_array(text: str) -> ArraySpec:
         m = _ARRAY_PART.match(part.strip())
         if m is None:
             raise InvalidRequestError("array", text, f"cannot parse {part!r}", "0-99%8")
+        if any(g is not None and len(g) > 9 for g in m.groups()):
+            raise InvalidRequestError(
+                "array", text, f"indices must be at most {MAX_ARRAY_INDEX}", "0-99%8"
+            )
         lo = int(m.group(1))
         hi = int(m.group(2)) if m.group(2) is not None else lo
         step = int(m.group(3)) if m.group(3) is not None else 1
@@ -175,7 +205,7 @@ def parse_dependency(text: str) -> tuple[tuple[str, int], ...]:
                 f"unknown kind {kind!r} (known: {', '.join(DEPENDENCY_KINDS)})",
                 "afterok:12",
             )
-        if not ids or not all(i.isdigit() and int(i) < MAX_ID for i in ids):
+        if not ids or not all(_digits(i, 19) and int(i) < MAX_ID for i in ids):
             raise InvalidRequestError(
                 "dependency", text, f"{kind} needs job ids, e.g. {kind}:12:13", "afterok:12"
             )
@@ -245,6 +275,8 @@ class JobSpec:
             value = data.get(name)
             if value is None:
                 value = f.default
+            if isinstance(value, OversizedInt):
+                raise InvalidRequestError(name, value, "out of range", f.example)
             if value is not None:
                 ok = any(isinstance(value, t) for k in f.types for t in _JSON_TYPES[k])
                 # JSON true is a Python int too: a boolean is never a number here.

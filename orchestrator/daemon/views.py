@@ -137,6 +137,7 @@ def _op(
         op["responses"] = {
             "201": {"description": "Created"},
             "413": {"description": "Payload too large"},
+            "409": {"description": "Idempotency-Key already used for another request"},
             "422": {
                 "description": "Invalid field",
                 "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
@@ -145,6 +146,7 @@ def _op(
     if auth:
         op["security"] = [{"bearer": []}]
         op["responses"]["401"] = {"description": "Missing or wrong bearer token"}
+    op["responses"]["421"] = {"description": "Host is not a name of this daemon (DNS rebinding)"}
     if params:
         op["parameters"] = params
     return op
@@ -171,6 +173,9 @@ def openapi_document() -> dict[str, Any]:
             ("offset", "integer"),
         )
     ]
+    # Output may hold secrets: the token's owner only, and never through a link (403).
+    output = _op("A slice of the job's stdout or stderr", auth=True, params=job_id)
+    output["responses"]["403"] = {"description": "The output file is a link, not the job's own"}
     paths: dict[str, Any] = {
         "/api/v1/health": {"get": _op("Liveness and basic facts")},
         "/api/v1/openapi.json": {"get": _op("This document")},
@@ -195,9 +200,7 @@ def openapi_document() -> dict[str, Any]:
             )
         },
         "/api/v1/jobs/{job_id}": {"get": _op("A job with its events", params=job_id)},
-        "/api/v1/jobs/{job_id}/output": {
-            "get": _op("A slice of the job's stdout or stderr", params=job_id)
-        },
+        "/api/v1/jobs/{job_id}/output": {"get": output},
         "/api/v1/nodes": {"get": _op("The allocation: which job holds each node")},
         "/api/v1/status": {"get": _op("Queue, running jobs and allocation (status page)")},
     }

@@ -64,7 +64,8 @@ class Shape:
         return text + (":strict" if self.strict else "")
 
 
-_DIM = re.compile(r"\d+")
+_DIM = re.compile(r"[0-9]{1,9}")
+"""An extent: ASCII digits (``\\d`` takes ``٣``), few enough for ``int`` to be cheap."""
 
 
 def parse_shape(text: str) -> Shape:
@@ -86,7 +87,10 @@ def parse_shape(text: str) -> Shape:
     for p in parts:
         if not _DIM.fullmatch(p.strip()):
             raise InvalidRequestError(
-                "shape", text, f"extent {p!r} is not a positive integer", _SHAPE_EXAMPLE
+                "shape",
+                text,
+                f"extent {p[:20]!r} is not a positive integer (at most 9 digits)",
+                _SHAPE_EXAMPLE,
             )
         value = int(p)
         if value < 1:
@@ -113,7 +117,9 @@ def parse_shape(text: str) -> Shape:
     return Shape(tuple(extents), mode or ShapeMode.MESH, strict)
 
 
-_DURATION = re.compile(r"^(?:(\d+)-)?(?:(\d+):)?(?:(\d+):)?(\d+)$")
+_GROUP = "([0-9]{1,12})"
+_DURATION = re.compile(f"^(?:{_GROUP}-)?(?:{_GROUP}:)?(?:{_GROUP}:)?{_GROUP}$")
+"""ASCII digits (``\\d`` takes ``٣``), at most 12 in a group: the seconds stay a finite float."""
 
 
 def parse_duration(value: str | float | int, field_name: str = "walltime") -> float:
@@ -124,9 +130,13 @@ def parse_duration(value: str | float | int, field_name: str = "walltime") -> fl
     if isinstance(value, bool):
         raise InvalidRequestError(field_name, value, "expected a duration", "1:00:00")
     if isinstance(value, int | float):
-        if not math.isfinite(value) or value <= 0:
+        try:
+            seconds = float(value)
+        except OverflowError:  # an int beyond a float's range
+            raise InvalidRequestError(field_name, value, "too large", "3600") from None
+        if not math.isfinite(seconds) or seconds <= 0:
             raise InvalidRequestError(field_name, value, "must be > 0 seconds", "3600")
-        return float(value)
+        return seconds
     match = _DURATION.match(str(value).strip())
     if not match:
         raise InvalidRequestError(

@@ -8,7 +8,8 @@
   released makes the database itself refuse to give a node to two jobs.
 * ``events``: the append-only log of state transitions (time, old state, new state, reason).
 
-The migration ``0001_initial`` creates exactly these tables; a test compares the two.
+The migrations (``0001_initial``, then ``0002_idempotency_fingerprint``) create exactly these
+tables; a test compares the two.
 """
 
 from __future__ import annotations
@@ -77,6 +78,8 @@ jobs = Table(
     Column("end_time", Float, nullable=True),
     Column("handle", JSON, nullable=True),
     Column("idempotency_key", String(128), nullable=True, unique=True),
+    # SHA-256 (hex) of the request the key came with: the same key with another request is a 409.
+    Column("idempotency_fingerprint", String(64), nullable=True),
     Index("ix_jobs_state", "state"),
     Index("ix_jobs_user", "user"),
     Index("ix_jobs_array_id", "array_id"),

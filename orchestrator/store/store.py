@@ -138,6 +138,13 @@ class Store:
         by_key = {r[1]: int(r[0]) for r in rows}
         return [by_key[k] for k in keys if k in by_key]
 
+    def idempotency_fingerprint(self, conn: Connection, key: str) -> str | None:
+        """The fingerprint stored with idempotency key ``key`` (None: none, or no such key)."""
+        found = conn.execute(
+            select(jobs.c.idempotency_fingerprint).where(jobs.c.idempotency_key == key)
+        ).first()
+        return None if found is None else found[0]
+
     def insert_jobs(
         self, conn: Connection, rows: Sequence[Row], now: float, *, array: bool = False
     ) -> list[int]:
@@ -243,7 +250,7 @@ class Store:
     def iter_live(self, states: Iterable[str], batch: int = 5000) -> Iterator[Row]:
         """Jobs in ``states`` without their command, script and environment (recovery needs
         only what scheduling reads), streamed in batches."""
-        heavy = {"argv", "script", "env", "workdir", "idempotency_key"}
+        heavy = {"argv", "script", "env", "workdir", "idempotency_key", "idempotency_fingerprint"}
         columns = [c for c in jobs.c if c.name not in heavy]
         query = select(*columns).where(jobs.c.state.in_(list(states))).order_by(jobs.c.id)
         with self.engine.connect() as conn:
