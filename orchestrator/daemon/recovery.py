@@ -36,7 +36,12 @@ def live_job(row: dict[str, Any]) -> LiveJob:
         state=JobState(row["state"]),
         array_id=row["array_id"],
         array_limit=row["array_limit"],
-        dependency=parse_dependency(row["dependency"]) if row["dependency"] else (),
+        # A job that started had its dependencies met: a retry must not wait on them again.
+        dependency=(
+            parse_dependency(row["dependency"])
+            if row["dependency"] and JobState(row["state"]).is_waiting
+            else ()
+        ),
         max_retries=row["max_retries"],
         attempts=row["attempts"],
         not_before=row["not_before"],

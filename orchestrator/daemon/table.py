@@ -159,6 +159,8 @@ class Change:
             table.active.pop(job_id, None)
             if new in WAITING:
                 table.waiting[job_id] = job
+                if job.dependency:
+                    table.dependent.add(job_id)
                 job.handle, job.kill_at, job.killed, job.failing = None, None, False, None
                 job.launch_error = None
             elif new in ACTIVE:
