@@ -115,7 +115,9 @@ def test_refused_start_with_retries_gives_its_nodes_back(tmp_path: Path) -> None
     assert daemon.free.all()
 
 
-def test_full_disk_keeps_memory_equal_to_the_store_and_resumes(tmp_path: Path) -> None:
+def test_full_disk_keeps_memory_equal_to_the_store_and_resumes(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """Bug 2: with the disk full, a job that ended was dropped from memory but stayed RUNNING
     in the store with its nodes held, even after space returned."""
     daemon, clock = make(tmp_path)
@@ -132,6 +134,8 @@ def test_full_disk_keeps_memory_equal_to_the_store_and_resumes(tmp_path: Path) -
         daemon.tick(clock())
         time.sleep(0.05)
     assert daemon.store_fault == "database or disk is full"
+    refused = [r for r in caplog.records if "disk is full" in r.getMessage()]
+    assert len(refused) == 1 and refused[0].levelname == "ERROR"  # once, not once per tick
     assert state(daemon, job) is S.RUNNING and job in daemon.active  # memory = store
     assert list(daemon.store.held_nodes(daemon.cluster_id)) == [job]
     with pytest.raises(StoreUnavailableError, match="disk is full"):
@@ -142,6 +146,7 @@ def test_full_disk_keeps_memory_equal_to_the_store_and_resumes(tmp_path: Path) -
     run_until(daemon, clock, lambda: state(daemon, after).is_finished)
     assert state(daemon, job) is S.COMPLETED and state(daemon, after) is S.COMPLETED
     assert daemon.store_fault is None
+    assert any("takes writes again" in r.getMessage() for r in caplog.records)
     assert daemon.free.all() and daemon.store.held_nodes(daemon.cluster_id) == {}
 
 
