@@ -26,7 +26,7 @@ test: $(STAMP)
 	bash scripts/install-system-deps.sh
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q --durations=20
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
