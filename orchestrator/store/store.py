@@ -11,6 +11,7 @@ event, all in the caller's transaction.
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -22,7 +23,18 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.migration import MigrationContext
-from sqlalchemy import Connection, Engine, create_engine, event, func, insert, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Update,
+    bindparam,
+    create_engine,
+    event,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from orchestrator.exceptions import (
@@ -188,17 +200,22 @@ class Store:
                 ``old`` (someone else moved it first).
         """
         check_transition(old, new)
+        values = {"state": new.value, "reason": reason, **fields}
         result = conn.execute(
-            update(jobs)
-            .where(jobs.c.id == job_id, jobs.c.state == old.value)
-            .values(state=new.value, reason=reason, **fields)
+            _update_job_in_state(tuple(sorted(values))),
+            {"_job_id": job_id, "_old_state": old.value, **values},
         )
         if result.rowcount != 1:
             raise IllegalTransitionError(f"job {job_id} is no longer {old} (wanted {old} -> {new})")
         conn.execute(
-            insert(events).values(
-                job_id=job_id, time=now, old_state=old.value, new_state=new.value, reason=reason
-            )
+            _INSERT_EVENT,
+            {
+                "job_id": job_id,
+                "time": now,
+                "old_state": old.value,
+                "new_state": new.value,
+                "reason": reason,
+            },
         )
 
     def update_job(self, conn: Connection, job_id: int, **fields: Any) -> None:
@@ -319,11 +336,7 @@ class Store:
 
     def release(self, conn: Connection, job_id: int, now: float) -> int:
         """Release every node ``job_id`` holds; returns how many."""
-        result = conn.execute(
-            update(allocations)
-            .where(allocations.c.job_id == job_id, allocations.c.released_at.is_(None))
-            .values(released_at=now)
-        )
+        result = conn.execute(_RELEASE, {"_job_id": job_id, "_now": now})
         return int(result.rowcount)
 
     def held_nodes(self, cluster_id: int) -> dict[int, list[int]]:
@@ -345,6 +358,29 @@ class Store:
                 select(allocations).where(allocations.c.job_id == job_id).order_by(allocations.c.id)
             ).all()
         return [dict(r._mapping) for r in rows]
+
+
+# The daemon's hot writes as statements built once (their parameters bound at each call):
+# building and keying a statement per call cost twice the write itself (1.1 ms against 0.36 ms
+# for an attempt's two moves and its release on SQLite).
+
+_INSERT_EVENT = insert(events)
+
+_RELEASE = (
+    update(allocations)
+    .where(allocations.c.job_id == bindparam("_job_id"), allocations.c.released_at.is_(None))
+    .values(released_at=bindparam("_now"))
+)
+
+
+@functools.lru_cache(maxsize=64)
+def _update_job_in_state(columns: tuple[str, ...]) -> Update:
+    """``UPDATE jobs SET <columns> WHERE id = :_job_id AND state = :_old_state``."""
+    return (
+        update(jobs)
+        .where(jobs.c.id == bindparam("_job_id"), jobs.c.state == bindparam("_old_state"))
+        .values({name: bindparam(name) for name in columns})
+    )
 
 
 def _cause(error: OperationalError) -> str:

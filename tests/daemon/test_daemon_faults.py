@@ -20,6 +20,7 @@ from sqlalchemy import event
 
 from launchers._base import Handle, LaunchSpec
 from launchers.local import LocalBackend
+from orchestrator.daemon import api
 from orchestrator.daemon.api import ApiServer
 from orchestrator.daemon.client import DaemonClient
 from orchestrator.daemon.service import Daemon, DaemonConfig
@@ -163,9 +164,10 @@ def served(tmp_path: Path) -> Iterator[tuple[Daemon, FullDisk, ApiServer]]:
 
 
 def test_full_disk_answers_changes_503_with_retry_after_and_reads_go_on(
-    served: tuple[Daemon, FullDisk, ApiServer],
+    served: tuple[Daemon, FullDisk, ApiServer], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     daemon, full, server = served
+    monkeypatch.setattr(api, "STORE_RETRY_AFTER_S", 1)  # the client waits what it is told
     host, port = server.server_address[:2]
     full.set(True)
     conn = http.client.HTTPConnection(str(host), int(port), timeout=10)
@@ -175,7 +177,7 @@ def test_full_disk_answers_changes_503_with_retry_after_and_reads_go_on(
     response = conn.getresponse()
     error = json.loads(response.read())["error"]
     assert response.status == 503
-    assert response.getheader("Retry-After") == "5"
+    assert response.getheader("Retry-After") == "1"
     assert error["code"] == "store_unavailable"
     assert "database or disk is full" in error["message"]
     conn.request("GET", "/api/v1/jobs")
@@ -187,10 +189,10 @@ def test_full_disk_answers_changes_503_with_retry_after_and_reads_go_on(
     conn.close()
     # The client honours Retry-After: it succeeds once the disk has room again.
     client = DaemonClient(server.url, "secret")
-    threading.Timer(1.0, full.set, args=(False,)).start()
+    threading.Timer(0.5, full.set, args=(False,)).start()
     t0 = time.monotonic()
     (job,) = client.submit({"argv": ["true"], "nodes": 1}, key="k1")
-    assert time.monotonic() - t0 >= 0.9
+    assert time.monotonic() - t0 >= 0.9  # one 503, one Retry-After wait, then stored
     assert client.job(job)["state"] in ("PENDING", "STARTING", "RUNNING", "COMPLETED")
     client.close()
 
