@@ -106,3 +106,28 @@ def count_jobs(client: DaemonClient) -> int:
 
 def dump(doc: object) -> str:
     return json.dumps(doc, indent=1)[:3000]
+
+
+class Clock:
+    """A clock the test moves by hand (``Daemon(clock=...)``)."""
+
+    def __init__(self, t: float = 1_000.0) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def orch(
+    daemon: DaemonProcess, *args: str | bytes, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """Run the ``orch`` command line against ``daemon``'s state folder."""
+    env = {**os.environ, "ORCH_STATE_DIR": str(daemon.root), "COLUMNS": "200"}
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "orch"), *args],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+    )

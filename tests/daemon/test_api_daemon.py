@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from daemon_helpers import DaemonProcess, start_daemon, stop_daemon, wait_for
+from daemon_helpers import DaemonProcess, orch, start_daemon, stop_daemon, wait_for
 
 from orchestrator.daemon.client import ApiError, DaemonClient
 
@@ -295,20 +295,6 @@ def test_idempotency_key_makes_a_retry_harmless(client: DaemonClient) -> None:
     assert len(client.jobs(array_id=first[0])) == 3
     for job in first:
         client.action(job, "cancel")
-
-
-def orch(
-    daemon: DaemonProcess, *args: str, timeout: float = 60
-) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "ORCH_STATE_DIR": str(daemon.root), "COLUMNS": "200"}
-    return subprocess.run(
-        [str(Path(PY).parent / "orch"), *args],
-        check=False,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=timeout,
-    )
 
 
 def test_cli_submit_queue_show_logs_nodes_cancel(

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from daemon_helpers import Clock
 from sqlalchemy import event
 
 from launchers._base import Handle, LaunchSpec
@@ -32,14 +33,6 @@ from orchestrator.store import Store, sqlite_url
 
 S = JobState
 PY = sys.executable
-
-
-class Clock:
-    def __init__(self, t: float = 1_000.0) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
 
 
 class FullDisk:

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+from daemon_helpers import Clock
 from sqlalchemy.exc import IntegrityError
 
 from launchers.local import LocalBackend
@@ -24,16 +25,6 @@ from orchestrator.store import Store, sqlite_url
 
 S = JobState
 PY = sys.executable
-
-
-class Clock:
-    """A clock the test moves by hand."""
-
-    def __init__(self, t: float = 1_000.0) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
 
 
 def make(tmp_path: Path, **config: object) -> tuple[Daemon, Clock]:

@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
-from daemon_helpers import DaemonProcess
+from daemon_helpers import DaemonProcess, orch
 
 from orchestrator.daemon.client import DaemonClient
 from orchestrator.daemon.spec import JobSpec
@@ -171,18 +169,6 @@ def test_crlf_in_argv_and_env_reach_the_program_intact(
 
 
 # -- through the CLI -----------------------------------------------------------------------------
-
-
-def orch(daemon: DaemonProcess, *args: str | bytes) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "ORCH_STATE_DIR": str(daemon.root), "COLUMNS": "200"}
-    return subprocess.run(
-        [str(Path(PY).parent / "orch"), *args],
-        check=False,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-    )
 
 
 def test_cli_prints_the_refusal_naming_the_field(shared_daemon: DaemonProcess) -> None:
