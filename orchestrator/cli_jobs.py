@@ -22,6 +22,7 @@ from rich.table import Table
 
 from orchestrator.cli import main
 from orchestrator.daemon.client import ApiError, DaemonClient, default_state_dir
+from orchestrator.daemon.files import DaemonFiles
 from orchestrator.exceptions import OrchestratorError
 
 __all__ = ["daemon_process"]
@@ -36,11 +37,37 @@ state_dir_option = click.option(
 )
 
 
-def _client(state_dir: Path | None) -> DaemonClient:
-    try:
-        return DaemonClient.from_state_dir(state_dir or default_state_dir())
-    except OrchestratorError as e:
-        raise click.ClickException(str(e)) from e
+RESTART_WAIT_S = 15.0
+"""How long a changing command waits for a daemon that ran on the folder before (a restart)."""
+
+
+def _client(state_dir: Path | None, *, changes: bool = False) -> DaemonClient:
+    """The client of the daemon on ``state_dir``; a command that changes something waits up to
+    :data:`RESTART_WAIT_S` for a daemon that ran there before (it may be restarting), its
+    request then retried with the same idempotency key (nothing is submitted twice)."""
+    url = os.environ.get("ORCH_URL")
+    if url and state_dir is None:
+        # A user of a shared daemon cannot read its state folder: the URL and their own token
+        # (orch daemon add-user) come from the environment; on the socket no token is needed.
+        return DaemonClient(url, os.environ.get("ORCH_TOKEN") or None)
+    root = state_dir or default_state_dir()
+    deadline = time.monotonic() + RESTART_WAIT_S
+    told = False
+    while True:
+        try:
+            return DaemonClient.from_state_dir(root)
+        except OrchestratorError as e:
+            ran_here = DaemonFiles(root).token.exists()
+            if not (changes and ran_here) or time.monotonic() > deadline:
+                raise click.ClickException(str(e)) from e
+            if not told:
+                click.echo(
+                    f"no daemon runs on {root}; waiting up to {RESTART_WAIT_S:g} s in case it "
+                    "is restarting",
+                    err=True,
+                )
+                told = True
+            time.sleep(0.2)
 
 
 def _fail(e: Exception) -> click.ClickException:
@@ -109,6 +136,55 @@ def daemon() -> None:
     multiple=True,
     metavar="KEY=VALUE",
     help="A backend option (repeatable), e.g. mode=pilot; see docs/backends.md.",
+)
+@click.option(
+    "--shared-group",
+    metavar="GROUP",
+    help="Shared mode: this group may use the --socket (the kernel says who connects), users' "
+    "own tokens (orch daemon add-user) are accepted over TCP, and each user touches only their "
+    "own jobs; see docs/daemon.md.",
+)
+@click.option(
+    "--max-connections",
+    type=click.IntRange(min=1),
+    default=256,
+    show_default=True,
+    help="Open API connections; past it the longest idle one is closed (503 if none is idle).",
+)
+@click.option(
+    "--idle-timeout",
+    type=click.FloatRange(min=0.1),
+    default=5.0,
+    show_default=True,
+    help="Seconds a connection may send nothing before it is closed.",
+)
+@click.option(
+    "--request-timeout",
+    type=click.FloatRange(min=0.1),
+    default=10.0,
+    show_default=True,
+    help="Seconds for a request's headers and body to arrive (408 after).",
+)
+@click.option(
+    "--max-body-bytes",
+    type=click.IntRange(min=1024),
+    default=8 * 1024 * 1024,
+    show_default=True,
+    help="Largest request body (413 beyond).",
+)
+@click.option(
+    "--max-jobs-per-request",
+    type=click.IntRange(min=1),
+    default=10_000,
+    show_default=True,
+    help="Most jobs one request makes, array elements counted (413 beyond).",
+)
+@click.option(
+    "--max-queued-jobs",
+    type=click.IntRange(min=1),
+    default=100_000,
+    show_default=True,
+    help="Most jobs waiting in the queue (429 with Retry-After beyond).",
 )
 @click.option("--foreground", is_flag=True, help="Run in this process (logs on stderr).")
 def daemon_start(state_dir: Path | None, foreground: bool, **options: Any) -> None:
@@ -191,8 +267,16 @@ def _run_foreground(
     on_stop: str,
     backend: str,
     backend_opt: tuple[str, ...],
+    shared_group: str | None,
+    max_connections: int,
+    idle_timeout: float,
+    request_timeout: float,
+    max_body_bytes: int,
+    max_jobs_per_request: int,
+    max_queued_jobs: int,
 ) -> None:
     from launchers import parse_backend_options
+    from orchestrator.daemon.api import ApiLimits
     from orchestrator.daemon.server import serve
     from orchestrator.daemon.service import DaemonConfig
     from orchestrator.resources.cluster import Cluster, load_cluster
@@ -224,6 +308,15 @@ def _run_foreground(
             config=config,
             backend=backend,
             backend_options=parse_backend_options(backend_opt),
+            shared_group=shared_group,
+            limits=ApiLimits(
+                max_body_bytes=max_body_bytes,
+                max_jobs_per_request=max_jobs_per_request,
+                max_queued_jobs=max_queued_jobs,
+                max_connections=max_connections,
+                idle_timeout_s=idle_timeout,
+                request_timeout_s=request_timeout,
+            ),
         )
     except (OrchestratorError, ValueError) as e:
         raise click.ClickException(str(e)) from e
@@ -249,6 +342,26 @@ def daemon_stop(state_dir: Path | None, timeout: float) -> None:
     if read_daemon_info(root) is not None:
         raise click.ClickException(f"daemon {pid} still runs after {timeout} s")
     click.echo(f"daemon {pid} stopped")
+
+
+@daemon.command("add-user")
+@state_dir_option
+@click.argument("name")
+def add_user(state_dir: Path | None, name: str) -> None:
+    """Give NAME a token of their own for a shared daemon (--shared-group) and print it.
+
+    Hand it to NAME privately; they set ORCH_URL and ORCH_TOKEN. Only its digest is kept (file
+    'users' in the state folder); running this again replaces NAME's token.
+    """
+    from orchestrator.daemon.access import add_user_token
+
+    root = state_dir or default_state_dir()
+    if not root.is_dir():
+        raise click.ClickException(f"{root} is not a daemon's state folder")
+    try:
+        click.echo(add_user_token(DaemonFiles(root).users, name))
+    except OrchestratorError as e:
+        raise click.ClickException(str(e)) from e
 
 
 @daemon.command("status")
@@ -374,7 +487,7 @@ def submit(
         env[key] = value
     if env:
         job["env"] = env
-    client = _client(state_dir)
+    client = _client(state_dir, changes=True)
     try:
         ids = client.submit(job)
     except OrchestratorError as e:
@@ -463,7 +576,7 @@ def show(state_dir: Path | None, job_id: str, as_json: bool) -> None:
 
 
 def _act(state_dir: Path | None, job_ids: tuple[str, ...], action: str) -> None:
-    client = _client(state_dir)
+    client = _client(state_dir, changes=True)
     failed = False
     for text in job_ids:
         try:

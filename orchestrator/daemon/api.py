@@ -1,45 +1,67 @@
-"""The daemon's HTTP JSON API on loopback (standard library server, one thread per connection).
+"""The daemon's HTTP JSON API: a FastAPI application (served by :mod:`.listener`).
 
-Who may read what: the job list, a job's document, the allocation, health, metrics and the
-status page are open to whoever reaches the port (``squeue`` shows the queue to everyone too); a
-job's output (it may hold secrets) and every change need ``Authorization: Bearer TOKEN``, the
-token being readable by the daemon's owner only. The token is checked before the body is read,
-so a request without a valid token changes nothing (401). Output is read only from a regular
-file below the state folder, never through a link, a hard link or a FIFO a job put there (403).
+Who may read what (:mod:`.access` says who is asking): the job list, a job's document, the
+allocation, health, metrics and the status page are open to whoever reaches the daemon
+(``squeue`` shows the queue to everyone too); a job's output (it may hold secrets) and every
+change need an authenticated caller, and a caller who is not the daemon's owner may touch their
+own jobs only (403). The caller is authenticated before the body is read, so a request without a
+valid token changes nothing (401). Output is read only from a regular file below the state
+folder, never through a link, a hard link or a FIFO a job put there (403).
 
-Over TCP, a request whose ``Host`` is not one of the daemon's names (loopback names, the bound
-address, an IP address, or a name given with ``--allow-host``) is refused with 421: a web page
-that rebinds its own DNS name to 127.0.0.1 reads nothing. A body over the size limit is refused
-unread (413). A malformed body, an unknown field or an impossible request is refused with 4xx
+Over TCP, a request whose ``Host`` is not one of the daemon's names is refused with 421 (DNS
+rebinding). A malformed body, an unknown field or an impossible request is refused with 4xx
 naming the field, and nothing is stored: the daemon validates everything before its one write
-transaction. An ``Idempotency-Key`` sent again with another request is refused (409).
+transaction. An ``Idempotency-Key`` sent again with another request is refused (409). A store
+that refuses writes is 503 with ``Retry-After``. Every error body is
+``{"error": {"code", "message", "field", "example"}}``.
 """
 
 from __future__ import annotations
 
 import errno
 import hashlib
-import hmac
 import ipaddress
 import json
 import logging
 import os
-import re
-import socket
-import socketserver
 import stat
 import time
-import traceback
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from typing import Annotated, Any
 
+from fastapi import Depends, FastAPI, Header, Query, Request
+from fastapi import Path as PathParam
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from orchestrator.daemon.access import Access, Caller
+from orchestrator.daemon.models import (
+    ActionResult,
+    BatchSubmission,
+    ErrorBody,
+    Health,
+    JobDocument,
+    JobList,
+    JobSubmission,
+    Layout,
+    OutputSlice,
+    Status,
+    SubmitResult,
+)
 from orchestrator.daemon.service import Daemon
 from orchestrator.daemon.spec import JobSpec, json_int
-from orchestrator.daemon.views import job_document, layout, metrics_text, openapi_document
+from orchestrator.daemon.views import API_VERSION, job_document, layout
 from orchestrator.exceptions import (
     IdempotencyKeyReusedError,
     InvalidRequestError,
@@ -50,25 +72,52 @@ from orchestrator.exceptions import (
 )
 from orchestrator.scheduling.job import JobState
 
-__all__ = ["MAX_BATCH", "MAX_BODY", "MAX_PAGE", "ApiServer", "UnixApiServer"]
+__all__ = ["MAX_PAGE", "STORE_RETRY_AFTER_S", "ApiError", "ApiLimits", "Guard", "create_app"]
 
-MAX_BODY = 8 * 1024 * 1024
-MAX_BATCH = 10_000
 STORE_RETRY_AFTER_S = 5
 """Seconds a client is told to wait (``Retry-After``) when the store refuses writes."""
 MAX_PAGE = 10_000
 """Most jobs in one listing; ``next_offset`` pages through the rest."""
+QUEUE_FULL_RETRY_AFTER_S = 30
 WEB = Path(__file__).resolve().parent / "web"
-_STATIC = {
-    "/": ("index.html", "text/html; charset=utf-8"),
-    "/static/app.js": ("app.js", "text/javascript; charset=utf-8"),
-    "/static/style.css": ("style.css", "text/css; charset=utf-8"),
-}
 log = logging.getLogger("orchestrator.daemon.api")
 
 
+@dataclass(frozen=True)
+class ApiLimits:
+    """What one client may ask of the daemon; each answered with a status and a message.
+
+    The defaults are sized for a research group's daemon on a login node: far above what the
+    CLI, the Hydra launcher or a sweep sends, far below what exhausts the daemon's memory or file
+    descriptors (a 1,024-descriptor default ``ulimit -n``).
+
+    Attributes:
+        max_body_bytes: Largest request body (413): 8 MiB holds a batch of 10,000 jobs with
+            commands of 800 bytes each.
+        max_jobs_per_request: Most jobs one request creates, array elements counted (413):
+            10,000, Slurm's default ``MaxJobCount`` for a whole cluster.
+        max_queued_jobs: Most jobs waiting in the queue (429 with ``Retry-After``): 100,000, about
+            130 MB of the daemon's memory.
+        max_connections: Open connections (256). A connection beyond it closes the connection
+            idle the longest; when all are busy, it is answered 503 with ``Retry-After``.
+        idle_timeout_s: A connection that sends nothing for this long is closed (5 s, uvicorn's
+            keep-alive default), also before its first request.
+        request_timeout_s: Headers and body of one request must arrive within this (10 s:
+            8 MiB takes milliseconds on a local network), else 408.
+        max_header_bytes: Largest request line plus headers (16 KiB; 431 beyond).
+    """
+
+    max_body_bytes: int = 8 * 1024 * 1024
+    max_jobs_per_request: int = 10_000
+    max_queued_jobs: int = 100_000
+    max_connections: int = 256
+    idle_timeout_s: float = 5.0
+    request_timeout_s: float = 10.0
+    max_header_bytes: int = 16 * 1024
+
+
 class ApiError(Exception):
-    """An HTTP error with a JSON body (raised inside handlers only)."""
+    """An HTTP error with the API's error body."""
 
     def __init__(
         self,
@@ -77,512 +126,126 @@ class ApiError(Exception):
         message: str,
         field: str | None = None,
         example: str = "",
-        headers: dict[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status, self.code, self.field, self.example = status, code, field, example
-        self.headers = headers or {}
+        self.headers = dict(headers or {})
+
+    def response(self) -> JSONResponse:
+        return error_response(
+            self.status, self.code, str(self), self.field, self.example, self.headers
+        )
 
 
-class ApiServer(ThreadingHTTPServer):
-    """The HTTP server of one daemon, on TCP (loopback by default).
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    field: str | None,
+    example: str = "",
+    headers: Mapping[str, str] | None = None,
+) -> JSONResponse:
+    doc = {"code": code, "message": message, "field": field, "example": example}
+    return JSONResponse({"error": doc}, status, dict(headers or {}))
 
-    Args:
-        daemon: The daemon whose jobs it serves.
-        token: The bearer token every change must carry.
-        host: Address to bind (loopback by default).
-        port: Port (0: any free one; see :attr:`url`).
-        allowed_hosts: Names accepted in the ``Host`` header besides ``localhost``, ``host``
-            and IP addresses (which a DNS-rebinding page cannot send).
-    """
 
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 256
+_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody, "description": text}
+    for code, text in (
+        (401, "No valid bearer token (changes, job output)"),
+        (403, "Not the caller's job, or output that is a link"),
+        (404, "No such job"),
+        (409, "Wrong state, or Idempotency-Key used for another request"),
+        (413, "Body or jobs over the limit"),
+        (421, "Host is not a name of this daemon (DNS rebinding)"),
+        (422, "Invalid field, parameter or header"),
+        (429, "Queue full"),
+        (503, "The store refuses writes (Retry-After)"),
+    )
+}
+
+
+# -- the guard in front of every route ---------------------------------------------------------
+
+
+class Guard:
+    """Checks what needs no route: the ``Host`` header, the declared body size, and the body
+    actually received (a chunked body has no length to check first). Pure ASGI: no cost per
+    request beyond these checks."""
 
     def __init__(
-        self,
-        daemon: Daemon,
-        token: str,
-        host: str = "127.0.0.1",
-        port: int = 0,
-        allowed_hosts: Sequence[str] = (),
+        self, app: ASGIApp, allowed_hosts: frozenset[str] | None, max_body_bytes: int
     ) -> None:
-        self.daemon = daemon
-        self.token = token.encode()
-        self.started = time.time()
-        self.host = host
-        names = {"localhost", host, *allowed_hosts}
-        self.allowed_hosts: frozenset[str] | None = frozenset(_host_name(n) for n in names)
-        super().__init__((host, port), _Handler)
+        self.app = app
+        self.allowed_hosts = allowed_hosts
+        self.max_body_bytes = max_body_bytes
 
-    def get_request(self) -> tuple[socket.socket, Any]:
-        conn, addr = super().get_request()
-        # Replies go out as one write; without NODELAY, Nagle plus the client's delayed ACK
-        # would add 40 ms to every request on a kept-alive connection.
-        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return conn, addr
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.server_address[1]}"
-
-
-class UnixApiServer(socketserver.ThreadingUnixStreamServer):
-    """The same API on a Unix socket, readable and writable by its owner only (0600), for
-    machines where other users can reach loopback ports.
-
-    Args:
-        daemon: The daemon whose jobs it serves.
-        token: The bearer token every change must carry.
-        path: The socket file (replaced if it exists).
-    """
-
-    daemon_threads = True
-    request_queue_size = 256
-    allowed_hosts: frozenset[str] | None = None
-    """Any ``Host``: a web page cannot reach a Unix socket."""
-
-    def __init__(self, daemon: Daemon, token: str, path: Path) -> None:
-        self.daemon = daemon
-        self.token = token.encode()
-        self.started = time.time()
-        self.path = path
-        path.unlink(missing_ok=True)
-        old = os.umask(0o177)  # created 0600: no window with a wider mode
-        try:
-            super().__init__(str(path), _Handler)
-        finally:
-            os.umask(old)
-
-    @property
-    def url(self) -> str:
-        return f"unix://{self.path}"
-
-    def server_close(self) -> None:
-        super().server_close()
-        self.path.unlink(missing_ok=True)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: ApiServer | UnixApiServer
-    protocol_version = "HTTP/1.1"
-    server_version = "orch"
-
-    def address_string(self) -> str:
-        # A Unix socket's peer has no address.
-        return str(self.client_address[0]) if self.client_address else "unix"
-
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("%s " + format, self.address_string(), *args)
-
-    # -- plumbing -----------------------------------------------------------------------------
-
-    def _send(
-        self,
-        status: int,
-        body: bytes,
-        content_type: str,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        self.send_response(status)
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
-
-    def _json(self, status: int, doc: Any) -> None:
-        self._send(status, json.dumps(doc).encode(), "application/json")
-
-    def _error(self, e: ApiError) -> None:
-        doc: dict[str, Any] = {"code": e.code, "message": str(e)}
-        if e.field is not None:
-            doc["field"] = e.field
-            doc["example"] = e.example
-        if e.status == HTTPStatus.UNAUTHORIZED:
-            self.send_response(e.status)
-            body = json.dumps({"error": doc}).encode()
-            self.send_header("WWW-Authenticate", 'Bearer realm="orch"')
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-        else:
-            self._send(e.status, json.dumps({"error": doc}).encode(), "application/json", e.headers)
-        if e.status in (HTTPStatus.UNAUTHORIZED, HTTPStatus.REQUEST_ENTITY_TOO_LARGE):
-            # The body was not read: the connection cannot carry another request.
-            self.close_connection = True
-
-    def _authorize(self) -> None:
-        header = self.headers.get("Authorization", "")
-        scheme, _, given = header.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(
-            given.strip().encode(), self.server.token
-        ):
-            raise ApiError(
-                HTTPStatus.UNAUTHORIZED,
-                "unauthorized",
-                "a valid 'Authorization: Bearer <token>' header is needed for changes and job "
-                "output; the token is in the daemon's state folder (file 'token')",
-            )
-
-    def _check_host(self) -> None:
-        """Refuse a ``Host`` that is not one of this daemon's names (DNS rebinding)."""
-        allowed = self.server.allowed_hosts
-        if allowed is None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
             return
-        # No Host at all (HTTP/1.0): no browser sends such a request.
-        for header in self.headers.get_all("Host") or ():
-            name = _host_name(header)
-            if name in allowed or _is_ip_address(name):
-                continue
-            address = self.server.server_address
-            port = address[1] if isinstance(address, tuple) else 0
-            raise ApiError(
-                HTTPStatus.MISDIRECTED_REQUEST,
-                "misdirected",
-                f"Host {header[:100]!r} is not a name of this daemon, so the request may come "
-                "from a web page that rebound its own name to this address; use "
-                f"http://127.0.0.1:{port}/, or start the daemon with --allow-host NAME to "
-                "accept another name",
-                field="Host",
-                example=f"127.0.0.1:{port}",
-            )
+        refusal = self._check(scope)
+        if refusal is not None:
+            await refusal.response()(scope, receive, send)
+            return
+        limit = self.max_body_bytes
+        received = 0
 
-    def _body(self) -> Any:
-        length_text = self.headers.get("Content-Length")
-        if length_text is None:
-            raise ApiError(HTTPStatus.LENGTH_REQUIRED, "length_required", "Content-Length needed")
-        try:
-            length = int(length_text)
-        except ValueError:
-            raise ApiError(HTTPStatus.BAD_REQUEST, "bad_length", "bad Content-Length") from None
-        if length < 0 or length > MAX_BODY:
-            raise ApiError(
-                HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-                "too_large",
-                f"body of {length} bytes exceeds the limit of {MAX_BODY} bytes",
-                field="body",
-                example="split the jobs into several batches",
-            )
-        raw = self.rfile.read(length)
-        self._body_read = True
-        try:
-            # An integer too long for any field is kept as text and refused naming its field.
-            return json.loads(raw, parse_int=json_int)
-        except (UnicodeDecodeError, ValueError, RecursionError) as e:
-            raise ApiError(
-                HTTPStatus.BAD_REQUEST,
-                "malformed_json",
-                f"the body is not valid JSON: {e}",
-                field="body",
-                example='{"argv": ["true"], "nodes": 1}',
-            ) from None
+        async def counted() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise _too_large(received, limit)
+            return message
 
-    def _dispatch(self, method: str) -> None:
-        self._body_read = False
-        try:
-            self._dispatch_inner(method)
-        finally:
-            if not self._body_read and int(self.headers.get("Content-Length") or 0) > 0:
-                # An unread body would be parsed as the next request: end the connection.
-                self.close_connection = True
+        await self.app(scope, counted, send)
 
-    def _dispatch_inner(self, method: str) -> None:
-        try:
-            try:
-                self._route(method)
-            except InvalidRequestError as e:
-                raise ApiError(
-                    HTTPStatus.UNPROCESSABLE_ENTITY, "invalid_field", str(e), e.field, e.example
-                ) from e
-            except JobNotFoundError as e:
-                raise ApiError(HTTPStatus.NOT_FOUND, "not_found", str(e)) from e
-            except IdempotencyKeyReusedError as e:
-                raise ApiError(
-                    HTTPStatus.CONFLICT,
-                    "idempotency_key_reused",
-                    str(e),
-                    field="Idempotency-Key",
-                    example="a new key for each new request, e.g. a UUID",
-                ) from e
-            except JobStateError as e:
-                raise ApiError(HTTPStatus.CONFLICT, "wrong_state", str(e)) from e
-            except StoreUnavailableError as e:
-                # Nothing was stored: the same request may be sent again (idempotency key).
-                raise ApiError(
-                    HTTPStatus.SERVICE_UNAVAILABLE,
-                    "store_unavailable",
-                    f"{e}; nothing was changed, retry later",
-                    headers={"Retry-After": str(STORE_RETRY_AFTER_S)},
-                ) from e
-            except OrchestratorError as e:
-                raise ApiError(HTTPStatus.BAD_REQUEST, "rejected", str(e)) from e
-        except ApiError as e:
-            self._error(e)
-        except (BrokenPipeError, ConnectionResetError):
-            self.close_connection = True
-        except Exception:  # the request fails, the daemon does not
-            log.error("internal error on %s %s\n%s", method, self.path, traceback.format_exc())
-            self._error(ApiError(500, "internal", "internal error (see the daemon log)"))
-
-    def do_GET(self) -> None:
-        self._dispatch("GET")
-
-    def do_HEAD(self) -> None:
-        self._dispatch("GET")
-
-    def do_POST(self) -> None:
-        self._dispatch("POST")
-
-    def do_PUT(self) -> None:
-        self._dispatch("PUT")
-
-    def do_DELETE(self) -> None:
-        self._dispatch("DELETE")
-
-    # -- routes -------------------------------------------------------------------------------
-
-    def _route(self, method: str) -> None:
-        self._check_host()
-        url = urlsplit(self.path)
-        parts = [p for p in url.path.split("/") if p]
-        query = {k: v[-1] for k, v in parse_qs(url.query).items()}
-        daemon = self.server.daemon
-        if method == "POST":
-            self._authorize()
-            if parts == ["api", "v1", "jobs"]:
-                return self._submit(batch=False)
-            if parts == ["api", "v1", "jobs", "batch"]:
-                return self._submit(batch=True)
-            if len(parts) == 5 and parts[:3] == ["api", "v1", "jobs"]:
-                job_id = _job_id(parts[3])
-                action = {"cancel": daemon.cancel, "hold": daemon.hold, "release": daemon.release}
-                if parts[4] in action:
-                    if int(self.headers.get("Content-Length") or 0):
-                        self._body()  # an action takes no fields, but the body must be valid
-                    state = action[parts[4]](job_id)
-                    return self._json(HTTPStatus.OK, {"id": job_id, "state": state.value})
-            raise ApiError(HTTPStatus.NOT_FOUND, "no_route", f"no POST route {url.path}")
-        if method != "GET":
-            self._authorize()
-            raise ApiError(HTTPStatus.METHOD_NOT_ALLOWED, "method", f"{method} is not supported")
-        if url.path in _STATIC:
-            name, content_type = _STATIC[url.path]
-            return self._send(HTTPStatus.OK, (WEB / name).read_bytes(), content_type)
-        if parts == ["metrics"]:
-            return self._send(HTTPStatus.OK, self._metrics().encode(), "text/plain; version=0.0.4")
-        if parts[:2] != ["api", "v1"]:
-            raise ApiError(HTTPStatus.NOT_FOUND, "no_route", f"no route {url.path}")
-        rest = parts[2:]
-        if rest == ["health"]:
-            return self._json(HTTPStatus.OK, self._health())
-        if rest == ["openapi.json"]:
-            return self._json(HTTPStatus.OK, openapi_document())
-        if rest == ["jobs"]:
-            limit = min(_int_param(query, "limit") or MAX_PAGE, MAX_PAGE)
-            offset = _int_param(query, "offset") or 0
-            page = self._list(query, limit, offset)
-            more = offset + len(page) if len(page) == limit else None
-            return self._json(HTTPStatus.OK, {"jobs": page, "next_offset": more})
-        if rest == ["nodes"]:
-            return self._json(HTTPStatus.OK, layout(daemon.cluster, daemon.node_owners()))
-        if rest == ["status"]:
-            return self._json(HTTPStatus.OK, self._status())
-        if len(rest) == 2 and rest[0] == "jobs":
-            return self._json(HTTPStatus.OK, self._show(_job_id(rest[1])))
-        if len(rest) == 3 and rest[0] == "jobs" and rest[2] == "output":
-            self._authorize()  # output may hold secrets: the daemon's owner only
-            return self._json(HTTPStatus.OK, self._output(_job_id(rest[1]), query))
-        raise ApiError(HTTPStatus.NOT_FOUND, "no_route", f"no route {url.path}")
-
-    def _submit(self, *, batch: bool) -> None:
-        key = self.headers.get("Idempotency-Key")
-        if key is not None and not 0 < len(key) <= 100:
-            raise ApiError(HTTPStatus.BAD_REQUEST, "bad_key", "Idempotency-Key: 1-100 characters")
-        body = self._body()
-        daemon = self.server.daemon
-        now = daemon.clock()
-        if batch:
-            if not isinstance(body, dict) or set(body) != {"jobs"}:
-                raise InvalidRequestError(
-                    "jobs",
-                    body if not isinstance(body, dict) else sorted(body),
-                    "expected an object with exactly one field, jobs",
-                    '{"jobs": [...]}',
+    def _check(self, scope: Scope) -> ApiError | None:
+        length: bytes | None = None
+        for name, value in scope["headers"]:
+            if name == b"host" and self.allowed_hosts is not None:
+                text = value.decode("latin-1")
+                host = host_name(text)
+                if host not in self.allowed_hosts and not _is_ip_address(host):
+                    server = scope.get("server") or ("127.0.0.1", 0)
+                    return ApiError(
+                        HTTPStatus.MISDIRECTED_REQUEST,
+                        "misdirected",
+                        f"Host {text[:100]!r} is not a name of this daemon, so the request may "
+                        "come from a web page that rebound its own name to this address; use "
+                        f"http://127.0.0.1:{server[1]}/, or start the daemon with --allow-host "
+                        "NAME to accept another name",
+                        field="Host",
+                        example=f"127.0.0.1:{server[1]}",
+                    )
+            elif name == b"content-length":
+                length = value
+        if length is not None:
+            if not (length.isdigit() and len(length) <= 18):
+                return ApiError(
+                    HTTPStatus.BAD_REQUEST, "bad_length", "bad Content-Length", "Content-Length"
                 )
-            items = body["jobs"]
-            if not isinstance(items, list) or not 1 <= len(items) <= MAX_BATCH:
-                raise InvalidRequestError(
-                    "jobs",
-                    type(items).__name__,
-                    f"expected a list of 1 to {MAX_BATCH} jobs",
-                    '{"jobs": [...]}',
-                )
-            specs = [JobSpec.from_mapping(item, f"jobs[{i}].", now) for i, item in enumerate(items)]
-        else:
-            specs = [JobSpec.from_mapping(body, "", now)]
-        # The key stands for this request: sent again with another one, it is refused (409).
-        fingerprint = _fingerprint("batch" if batch else "job", body) if key is not None else None
-        ids = daemon.submit(specs, idempotency_key=key, fingerprint=fingerprint)
-        if batch:
-            return self._json(HTTPStatus.CREATED, {"job_ids": ids})
-        return self._json(HTTPStatus.CREATED, {"job_ids": ids[0]})
-
-    def _nodelist(self, job_id: int) -> list[str]:
-        daemon = self.server.daemon
-        job = daemon.active.get(job_id) or daemon.draining.get(job_id)
-        # One read of the block: the tick thread may clear it meanwhile.
-        block = job.block if job is not None else None
-        if block is None:
-            return []
-        names = daemon.cluster.topology.node_names
-        return [names[int(n)] for n in block.nodes]
-
-    def _list(self, query: dict[str, str], limit: int, offset: int) -> list[dict[str, Any]]:
-        _known(query, ("state", "user", "name", "array_id", "limit", "offset"))
-        states = None
-        if "state" in query:
-            states = [s.strip().upper() for s in query["state"].split(",") if s.strip()]
-            for s in states:
-                if s not in JobState.__members__:
-                    raise InvalidRequestError("state", s, "unknown state", "PENDING,RUNNING")
-        rows = self.server.daemon.store.list_jobs(
-            states=states,
-            user=query.get("user"),
-            name=query.get("name"),
-            array_id=_int_param(query, "array_id"),
-            limit=limit,
-            offset=offset,
-        )
-        return [self._document(r) for r in rows]
-
-    def _document(self, row: dict[str, Any]) -> dict[str, Any]:
-        doc = job_document(row, self._nodelist(row["id"]))
-        if row["state"] in ("PENDING", "HELD"):
-            doc["reason"] = self.server.daemon.pending_reason(row["id"]) or doc["reason"]
-        return doc
-
-    def _show(self, job_id: int) -> dict[str, Any]:
-        store = self.server.daemon.store
-        row = store.get_job(job_id)
-        doc = job_document(row, self._nodelist(job_id), store.events_of(job_id))
-        doc["allocations"] = [
-            {
-                "attempt": a["attempt"],
-                "node": a["node_name"],
-                "allocated_at": a["allocated_at"],
-                "released_at": a["released_at"],
-            }
-            for a in store.allocation_history(job_id)
-        ]
-        paths = self.server.daemon.backend.output_paths(job_id)
-        doc["stdout"], doc["stderr"] = paths if paths else (None, None)
-        return doc
-
-    def _output(self, job_id: int, query: dict[str, str]) -> dict[str, Any]:
-        daemon = self.server.daemon
-        _known(query, ("stream", "offset", "limit"))
-        stream = query.get("stream", "stdout")
-        if stream not in ("stdout", "stderr"):
-            raise InvalidRequestError("stream", stream, "stdout or stderr", "stdout")
-        row = daemon.store.get_job(job_id)
-        offset = _int_param(query, "offset") or 0
-        limit = min(_int_param(query, "limit") or 65536, 1024 * 1024)
-        paths = daemon.backend.output_paths(job_id)
-        data = b""
-        if paths is not None:
-            path = Path(paths[0] if stream == "stdout" else paths[1])
-            # Every backend with output on this machine keeps it below its root, the state folder.
-            root = getattr(daemon.backend, "root", None)
-            data = _read_output(
-                path, root if isinstance(root, Path) else path.parent, offset, limit
-            )
-        finished = JobState(row["state"]).is_finished
-        return {
-            "data": data.decode(errors="replace"),
-            "offset": offset + len(data),
-            "finished": finished,
-            "state": row["state"],
-        }
-
-    def _health(self) -> dict[str, Any]:
-        daemon = self.server.daemon
-        fault = daemon.store_fault
-        return {
-            # Degraded: reads are served, changes answer 503 until the store takes writes.
-            "status": "ok" if fault is None else "degraded",
-            "store_fault": fault,
-            "pid": os.getpid(),
-            "cluster": daemon.cluster.name,
-            "nodes": daemon.cluster.size,
-            "uptime_s": time.time() - self.server.started,
-            "ticks": daemon.ticks,
-            "store": daemon.store.engine.dialect.name,
-        }
-
-    def _metrics(self) -> str:
-        daemon = self.server.daemon
-        owners = daemon.node_owners()
-        gauges = {
-            "orch_nodes": ("Nodes in the cluster.", float(daemon.cluster.size)),
-            "orch_nodes_allocated": (
-                "Nodes held by jobs.",
-                float(sum(o is not None for o in owners)),
-            ),
-            "orch_queue_waiting": (
-                "Jobs waiting in the daemon's queue.",
-                float(len(daemon.waiting)),
-            ),
-            "orch_jobs_started_total": (
-                "Jobs started since the daemon started.",
-                float(daemon.started_total),
-            ),
-            "orch_scheduler_ticks_total": ("Scheduler ticks since start.", float(daemon.ticks)),
-            "orch_tick_seconds": ("Duration of the last tick.", daemon.last_tick_s),
-        }
-        return metrics_text(daemon.store.count_by_state(), gauges, list(JobState.__members__))
-
-    def _status(self) -> dict[str, Any]:
-        daemon = self.server.daemon
-        store = daemon.store
-        queue = store.list_jobs(states=["PENDING", "HELD"], limit=200)
-        running = store.list_jobs(states=["STARTING", "RUNNING"], limit=500)
-        return {
-            "cluster": daemon.cluster.name,
-            "time": time.time(),
-            "counts": store.count_by_state(),
-            "queue": [self._document(r) for r in queue],
-            "running": [job_document(r, self._nodelist(r["id"])) for r in running],
-            "layout": layout(daemon.cluster, daemon.node_owners()),
-        }
-
-
-_NUMBER = re.compile(r"[0-9]{1,18}")
-"""A number in a path or query: ASCII digits only (``str.isdigit`` takes ``²``, ``int`` takes
-``٣``), and few enough of them for a 64-bit column and a file offset."""
-
-
-def _job_id(text: str) -> int:
-    if not _NUMBER.fullmatch(text):
-        raise InvalidRequestError("job_id", text, "must be a job number", "12")
-    return int(text)
-
-
-def _int_param(query: dict[str, str], name: str) -> int | None:
-    if name not in query:
+            if int(length) > self.max_body_bytes:
+                return _too_large(int(length), self.max_body_bytes)
         return None
-    text = query[name]
-    if not _NUMBER.fullmatch(text):
-        raise InvalidRequestError(name, text, "must be a non-negative integer", "10")
-    return int(text)
 
 
-def _host_name(header: str) -> str:
+def _too_large(size: int, limit: int) -> ApiError:
+    return ApiError(
+        HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+        "too_large",
+        f"body of {size} bytes exceeds the limit of {limit} bytes (the daemon's --max-body-bytes)",
+        field="body",
+        example="split the jobs into several batches",
+        # The rest of the body is not read: the connection cannot carry another request.
+        headers={"Connection": "close"},
+    )
+
+
+def host_name(header: str) -> str:
     """The name of a ``Host`` header, lower case, without port, brackets or final dot."""
     text = header.strip().lower()
     if text.startswith("["):
@@ -601,11 +264,549 @@ def _is_ip_address(name: str) -> bool:
     return True
 
 
+_bearer = HTTPBearer(auto_error=False, description="The token of the daemon or of a user.")
+
+
+async def _caller(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Caller:
+    """Who sent ``request``: a bearer token, or in shared mode the Unix socket's peer (401)."""
+    access: Access = request.app.state.access
+    if credentials is not None:
+        found = access.from_token(credentials.credentials.strip())
+        if found is not None:
+            return found
+    peer = request.scope.get("state", {}).get("peer")
+    if peer is not None and access.shared:
+        # Shared mode's socket: the kernel says who connected (pid, uid, gid).
+        found = access.from_peer(peer[1], peer[2])
+        if found is not None:
+            return found
+    raise ApiError(
+        HTTPStatus.UNAUTHORIZED,
+        "unauthorized",
+        "a valid 'Authorization: Bearer <token>' header is needed for changes and job "
+        "output; the token is in the daemon's state folder (file 'token')",
+        field="Authorization",
+        example="Bearer <token>",
+        headers={"WWW-Authenticate": 'Bearer realm="orch"'},
+    )
+
+
+Authenticated = Annotated[Caller, Depends(_caller)]
+JobId = Annotated[int, PathParam(ge=0, lt=2**62, description="A job number.")]
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=100,
+        description="Sent again with the same request, returns the first ids.",
+    ),
+]
+Count = Annotated[int | None, Query(ge=0, le=10**18)]
+
+
+# -- the application ---------------------------------------------------------------------------
+
+
+def create_app(
+    daemon: Daemon,
+    access: Access,
+    *,
+    limits: ApiLimits | None = None,
+    allowed_hosts: Iterable[str] | None = None,
+) -> ASGIApp:
+    """The API of ``daemon`` as an ASGI application.
+
+    Args:
+        daemon: The daemon whose jobs it serves.
+        access: Who is asking (tokens, shared mode).
+        limits: Body, jobs and queue limits (the connection limits are the listener's).
+        allowed_hosts: Names accepted in ``Host`` besides IP addresses; None: any (a Unix
+            socket, which no web page can reach).
+    """
+    limits = limits or ApiLimits()
+    started = time.time()
+    app = FastAPI(
+        title="orchestrator daemon",
+        version=API_VERSION,
+        openapi_url="/api/v1/openapi.json",
+        docs_url=None,  # Swagger's page loads its scripts from a CDN: not on a compute site
+        redoc_url=None,
+    )
+    app.state.access = access
+    _install_error_handlers(app)
+
+    def submit(
+        body: Any, key: str | None, who: Caller, *, batch: bool
+    ) -> tuple[list[list[int]], bool]:
+        now = daemon.clock()
+        if batch:
+            if not isinstance(body, dict) or set(body) != {"jobs"}:
+                raise InvalidRequestError(
+                    "jobs",
+                    body if not isinstance(body, dict) else sorted(body),
+                    "expected an object with exactly one field, jobs",
+                    '{"jobs": [...]}',
+                )
+            items = body["jobs"]
+            if not isinstance(items, list) or not 1 <= len(items) <= limits.max_jobs_per_request:
+                raise InvalidRequestError(
+                    "jobs",
+                    type(items).__name__,
+                    f"expected a list of 1 to {limits.max_jobs_per_request} jobs",
+                    '{"jobs": [...]}',
+                )
+            specs = [JobSpec.from_mapping(item, f"jobs[{i}].", now) for i, item in enumerate(items)]
+        else:
+            specs = [JobSpec.from_mapping(body, "", now)]
+        specs = [spec.filed_under(who.name) for spec in specs]
+        count = sum(len(s.array.indices) if s.array is not None else 1 for s in specs)
+        if count > limits.max_jobs_per_request:
+            raise ApiError(
+                HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                "too_many_jobs",
+                f"the request makes {count} jobs (array elements counted), over the limit of "
+                f"{limits.max_jobs_per_request} per request (the daemon's --max-jobs-per-request)",
+                field="jobs" if batch else "array",
+                example="several requests, or a smaller array with a %N limit",
+            )
+        waiting = len(daemon.waiting)
+        if waiting + count > limits.max_queued_jobs:
+            raise ApiError(
+                HTTPStatus.TOO_MANY_REQUESTS,
+                "queue_full",
+                f"the queue holds {waiting} jobs; {count} more would pass its limit of "
+                f"{limits.max_queued_jobs} (the daemon's --max-queued-jobs): retry once jobs end",
+                field="jobs" if batch else "array",
+                example="fewer jobs at once",
+                headers={"Retry-After": str(QUEUE_FULL_RETRY_AFTER_S)},
+            )
+        # The key stands for this request: sent again with another one, it is refused (409).
+        fingerprint = _fingerprint("batch" if batch else "job", body) if key is not None else None
+        return daemon.submit(specs, idempotency_key=key, fingerprint=fingerprint), batch
+
+    def created(ids: list[list[int]], batch: bool) -> JSONResponse:
+        return JSONResponse({"job_ids": ids if batch else ids[0]}, HTTPStatus.CREATED)
+
+    body_doc = _body_schema(app)
+
+    @app.post(
+        "/api/v1/jobs",
+        status_code=201,
+        response_model=SubmitResult,
+        responses=_ERROR_RESPONSES,
+        summary="Submit one job or one array (field array)",
+        openapi_extra=body_doc("JobSubmission"),
+    )
+    async def submit_one(
+        request: Request, who: Authenticated, key: IdempotencyKey = None
+    ) -> JSONResponse:
+        body = await _json_body(request)
+        return created(*await run_in_threadpool(submit, body, key, who, batch=False))
+
+    @app.post(
+        "/api/v1/jobs/batch",
+        status_code=201,
+        response_model=SubmitResult,
+        responses=_ERROR_RESPONSES,
+        summary="Submit many jobs atomically (all or none)",
+        openapi_extra=body_doc("BatchSubmission"),
+    )
+    async def submit_batch(
+        request: Request, who: Authenticated, key: IdempotencyKey = None
+    ) -> JSONResponse:
+        body = await _json_body(request)
+        return created(*await run_in_threadpool(submit, body, key, who, batch=True))
+
+    def act(action: str, job_id: int, who: Caller) -> JSONResponse:
+        row = daemon.store.get_job(job_id)
+        _check_owner(who, row, job_id)
+        state = {"cancel": daemon.cancel, "hold": daemon.hold, "release": daemon.release}[action](
+            job_id
+        )
+        return JSONResponse({"id": job_id, "state": state.value})
+
+    for action in ("cancel", "hold", "release"):
+
+        def route(action: str) -> Callable[..., Awaitable[JSONResponse]]:
+            async def change(request: Request, job_id: JobId, who: Authenticated) -> JSONResponse:
+                if await request.body():
+                    await _json_body(request)  # an action takes no fields, but must be JSON
+                return await run_in_threadpool(act, action, job_id, who)
+
+            return change
+
+        app.post(
+            f"/api/v1/jobs/{{job_id}}/{action}",
+            response_model=ActionResult,
+            responses=_ERROR_RESPONSES,
+            summary=f"{action.capitalize()} a job",
+            name=action,
+        )(route(action))
+
+    def nodelist(job_id: int) -> list[str]:
+        job = daemon.active.get(job_id) or daemon.draining.get(job_id)
+        # One read of the block: the tick thread may clear it meanwhile.
+        block = job.block if job is not None else None
+        if block is None:
+            return []
+        names = daemon.cluster.topology.node_names
+        return [names[int(n)] for n in block.nodes]
+
+    def document(row: dict[str, Any]) -> dict[str, Any]:
+        doc = job_document(row, nodelist(row["id"]))
+        if row["state"] in ("PENDING", "HELD"):
+            doc["reason"] = daemon.pending_reason(row["id"]) or doc["reason"]
+        return doc
+
+    @app.get(
+        "/api/v1/jobs",
+        response_model=JobList,
+        responses=_ERROR_RESPONSES,
+        summary="List and filter jobs (pages of at most 10,000: next_offset)",
+    )
+    def list_jobs(
+        request: Request,
+        state: Annotated[str | None, Query(max_length=200, examples=["PENDING,RUNNING"])] = None,
+        user: Annotated[str | None, Query(max_length=128)] = None,
+        name: Annotated[str | None, Query(max_length=256)] = None,
+        array_id: Count = None,
+        limit: Count = None,
+        offset: Count = None,
+    ) -> JSONResponse:
+        _known(request, ("state", "user", "name", "array_id", "limit", "offset"))
+        states = None
+        if state is not None:
+            states = [s.strip().upper() for s in state.split(",") if s.strip()]
+            for s in states:
+                if s not in JobState.__members__:
+                    raise InvalidRequestError("state", s, "unknown state", "PENDING,RUNNING")
+        page_size = min(limit or MAX_PAGE, MAX_PAGE)
+        start = offset or 0
+        rows = daemon.store.list_jobs(
+            states=states, user=user, name=name, array_id=array_id, limit=page_size, offset=start
+        )
+        page = [document(r) for r in rows]
+        more = start + len(page) if len(page) == page_size else None
+        return JSONResponse({"jobs": page, "next_offset": more})
+
+    @app.get(
+        "/api/v1/jobs/{job_id}",
+        response_model=JobDocument,
+        responses=_ERROR_RESPONSES,
+        summary="A job with its events",
+    )
+    def show_job(request: Request, job_id: JobId) -> JSONResponse:
+        _known(request, ())
+        store = daemon.store
+        row = store.get_job(job_id)
+        doc = job_document(row, nodelist(job_id), store.events_of(job_id))
+        doc["allocations"] = [
+            {
+                "attempt": a["attempt"],
+                "node": a["node_name"],
+                "allocated_at": a["allocated_at"],
+                "released_at": a["released_at"],
+            }
+            for a in store.allocation_history(job_id)
+        ]
+        paths = daemon.backend.output_paths(job_id)
+        doc["stdout"], doc["stderr"] = paths if paths else (None, None)
+        return JSONResponse(doc)
+
+    def read_output(job_id: int, who: Caller, stream: str, offset: int, limit: int) -> JSONResponse:
+        row = daemon.store.get_job(job_id)
+        _check_owner(who, row, job_id)
+        paths = daemon.backend.output_paths(job_id)
+        data = b""
+        if paths is not None:
+            path = Path(paths[0] if stream == "stdout" else paths[1])
+            # Every backend with output on this machine keeps it below its root, the state folder.
+            root = getattr(daemon.backend, "root", None)
+            data = _read_output(
+                path, root if isinstance(root, Path) else path.parent, offset, limit
+            )
+        return JSONResponse(
+            {
+                "data": data.decode(errors="replace"),
+                "offset": offset + len(data),
+                "finished": JobState(row["state"]).is_finished,
+                "state": row["state"],
+            }
+        )
+
+    @app.get(
+        "/api/v1/jobs/{job_id}/output",
+        response_model=OutputSlice,
+        responses=_ERROR_RESPONSES,
+        summary="A slice of the job's stdout or stderr (its owner and the daemon's owner only)",
+    )
+    async def output(
+        request: Request,
+        job_id: JobId,
+        who: Authenticated,
+        stream: Annotated[str, Query(pattern="^(stdout|stderr)$")] = "stdout",
+        offset: Count = None,
+        limit: Count = None,
+    ) -> JSONResponse:
+        _known(request, ("stream", "offset", "limit"))
+        size = min(limit or 65536, 1024 * 1024)
+        return await run_in_threadpool(read_output, job_id, who, stream, offset or 0, size)
+
+    @app.get("/api/v1/nodes", response_model=Layout, summary="Which job holds each node")
+    def nodes() -> JSONResponse:
+        return JSONResponse(layout(daemon.cluster, daemon.node_owners()))
+
+    @app.get("/api/v1/health", response_model=Health, summary="Liveness and basic facts")
+    async def health() -> JSONResponse:
+        fault = daemon.store_fault
+        return JSONResponse(
+            {
+                # Degraded: reads are served, changes answer 503 until the store takes writes.
+                "status": "ok" if fault is None else "degraded",
+                "store_fault": fault,
+                "pid": os.getpid(),
+                "cluster": daemon.cluster.name,
+                "nodes": daemon.cluster.size,
+                "uptime_s": time.time() - started,
+                "ticks": daemon.ticks,
+                "store": daemon.store.engine.dialect.name,
+            }
+        )
+
+    @app.get(
+        "/api/v1/status",
+        response_model=Status,
+        summary="Queue, running jobs and allocation (the status page)",
+    )
+    def status() -> JSONResponse:
+        store = daemon.store
+        queue = store.list_jobs(states=["PENDING", "HELD"], limit=200)
+        running = store.list_jobs(states=["STARTING", "RUNNING"], limit=500)
+        return JSONResponse(
+            {
+                "cluster": daemon.cluster.name,
+                "time": time.time(),
+                "counts": store.count_by_state(),
+                "queue": [document(r) for r in queue],
+                "running": [job_document(r, nodelist(r["id"])) for r in running],
+                "layout": layout(daemon.cluster, daemon.node_owners()),
+            }
+        )
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_DaemonCollector(daemon))
+
+    @app.get(
+        "/metrics",
+        response_class=Response,
+        summary="Prometheus metrics (text format)",
+        responses={200: {"content": {"text/plain": {}}}},
+    )
+    def metrics() -> Response:
+        return Response(generate_latest(registry), media_type="text/plain; version=0.0.4")
+
+    for url, (file, media) in {
+        "/": ("index.html", "text/html; charset=utf-8"),
+        "/static/app.js": ("app.js", "text/javascript; charset=utf-8"),
+        "/static/style.css": ("style.css", "text/css; charset=utf-8"),
+    }.items():
+        content = (WEB / file).read_bytes()
+
+        def page(content: bytes = content, media: str = media) -> Callable[[], Response]:
+            return lambda: Response(content, media_type=media)
+
+        app.get(url, include_in_schema=False, name=file)(page())
+
+    hosts = None if allowed_hosts is None else frozenset(host_name(h) for h in allowed_hosts)
+    return Guard(app, hosts, limits.max_body_bytes)
+
+
+def _body_schema(app: FastAPI) -> Callable[[str], dict[str, Any]]:
+    """``openapi_extra`` for a route that parses its own body (the daemon keeps integers too long
+    for any field as text, to refuse them naming the field), with the model's schema registered
+    among the document's components."""
+    models: dict[str, type[BaseModel]] = {
+        "JobSubmission": JobSubmission,
+        "BatchSubmission": BatchSubmission,
+    }
+    schemas = {
+        name: model.model_json_schema(ref_template="#/components/schemas/{model}")
+        for name, model in models.items()
+    }
+    for schema in list(schemas.values()):
+        schemas.update(schema.pop("$defs", {}))
+    original = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            doc = original()
+            doc.setdefault("components", {}).setdefault("schemas", {}).update(schemas)
+            app.openapi_schema = doc
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+    def extra(name: str) -> dict[str, Any]:
+        ref = {"$ref": f"#/components/schemas/{name}"}
+        return {"requestBody": {"required": True, "content": {"application/json": {"schema": ref}}}}
+
+    return extra
+
+
+async def _json_body(request: Request) -> Any:
+    raw = await request.body()
+    try:
+        # An integer too long for any field is kept as text and refused naming its field.
+        return json.loads(raw, parse_int=json_int)
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise ApiError(
+            HTTPStatus.BAD_REQUEST,
+            "malformed_json",
+            f"the body is not valid JSON: {e}",
+            field="body",
+            example='{"argv": ["true"], "nodes": 1}',
+        ) from None
+
+
+def _check_owner(who: Caller, row: Mapping[str, Any], job_id: int) -> None:
+    if not who.may_touch(row["user"]):
+        raise ApiError(
+            HTTPStatus.FORBIDDEN,
+            "forbidden",
+            f"job {job_id} belongs to {row['user']}; {who.name} may touch their own jobs only",
+            field="job_id",
+            example="one of your jobs (orch queue -u $USER)",
+        )
+
+
+def _known(request: Request, names: Sequence[str]) -> None:
+    for key, value in request.query_params.multi_items():
+        if key not in names:
+            known = f"known: {', '.join(names)}" if names else "none are known"
+            raise InvalidRequestError(
+                key, value, f"unknown query parameter ({known})", names[0] if names else "none"
+            )
+
+
 def _fingerprint(route: str, body: Any) -> str:
     """What an idempotency key stands for: the route and the decoded body (key order and
     spacing aside)."""
-    text = json.dumps([route, body], sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    text = json.dumps(
+        [route, body], sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=repr
+    )
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    """Every error as the API's error body: the field, the message, an example."""
+
+    def handle(status: int, code: str) -> Callable[[Request, Exception], Awaitable[Response]]:
+        async def handler(request: Request, exc: Exception) -> Response:
+            if isinstance(exc, InvalidRequestError):
+                return error_response(status, code, str(exc), exc.field, exc.example)
+            headers = {"Retry-After": str(STORE_RETRY_AFTER_S)}
+            message = f"{exc}; nothing was changed, retry later"
+            if isinstance(exc, StoreUnavailableError):
+                # Nothing was stored: the same request may be sent again (idempotency key).
+                return error_response(status, code, message, "store", "", headers)
+            if isinstance(exc, IdempotencyKeyReusedError):
+                example = "a new key for each new request, e.g. a UUID"
+                return error_response(status, code, str(exc), "Idempotency-Key", example)
+            field = "job_id" if isinstance(exc, JobNotFoundError | JobStateError) else "request"
+            return error_response(status, code, str(exc), field)
+
+        return handler
+
+    async def api_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, ApiError)
+        return exc.response()
+
+    async def validation(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        problem = exc.errors()[0]
+        loc = [str(p) for p in problem.get("loc", ())]
+        field = loc[1] if len(loc) > 1 else (loc[0] if loc else "request")
+        value = problem.get("input")
+        message = f"invalid {field}={_short(value)}: {problem.get('msg', 'invalid')}"
+        return error_response(HTTPStatus.UNPROCESSABLE_ENTITY, "invalid_field", message, field)
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        if exc.status_code == HTTPStatus.METHOD_NOT_ALLOWED:
+            return error_response(
+                exc.status_code,
+                "method",
+                f"{request.method} is not supported on {request.url.path}",
+                "method",
+                "GET",
+                exc.headers,
+            )
+        return error_response(
+            exc.status_code, "no_route", f"no route {request.url.path}", "path", "/api/v1/jobs"
+        )
+
+    async def internal(request: Request, exc: Exception) -> Response:
+        log.error("internal error on %s %s", request.method, request.url.path, exc_info=exc)
+        return error_response(500, "internal", "internal error (see the daemon log)", None)
+
+    app.add_exception_handler(ApiError, api_error)
+    app.add_exception_handler(RequestValidationError, validation)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    for exc_type, status, code in (
+        (InvalidRequestError, HTTPStatus.UNPROCESSABLE_ENTITY, "invalid_field"),
+        (JobNotFoundError, HTTPStatus.NOT_FOUND, "not_found"),
+        (IdempotencyKeyReusedError, HTTPStatus.CONFLICT, "idempotency_key_reused"),
+        (JobStateError, HTTPStatus.CONFLICT, "wrong_state"),
+        (StoreUnavailableError, HTTPStatus.SERVICE_UNAVAILABLE, "store_unavailable"),
+        (OrchestratorError, HTTPStatus.BAD_REQUEST, "rejected"),
+    ):
+        app.add_exception_handler(exc_type, handle(status, code))
+    app.add_exception_handler(Exception, internal)
+
+
+def _short(value: Any, most: int = 100) -> str:
+    text = value if isinstance(value, str) else repr(value)
+    return text if len(text) <= most else text[:most] + "..."
+
+
+class _DaemonCollector(Collector):
+    """The daemon's state at scrape time, as Prometheus metrics."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+
+    def collect(self) -> Iterable[Metric]:
+        daemon = self.daemon
+        by_state = GaugeMetricFamily("orch_jobs", "Jobs in the store by state.", labels=["state"])
+        counts = daemon.store.count_by_state()
+        for state in JobState.__members__:
+            by_state.add_metric([state], counts.get(state, 0))
+        yield by_state
+        owners = daemon.node_owners()
+        yield GaugeMetricFamily("orch_nodes", "Nodes in the cluster.", daemon.cluster.size)
+        yield GaugeMetricFamily(
+            "orch_nodes_allocated", "Nodes held by jobs.", sum(o is not None for o in owners)
+        )
+        yield GaugeMetricFamily(
+            "orch_queue_waiting", "Jobs waiting in the daemon's queue.", len(daemon.waiting)
+        )
+        yield CounterMetricFamily(
+            "orch_jobs_started", "Jobs started since the daemon started.", daemon.started_total
+        )
+        yield CounterMetricFamily(
+            "orch_scheduler_ticks", "Scheduler ticks since start.", daemon.ticks
+        )
+        yield GaugeMetricFamily(
+            "orch_tick_seconds", "Duration of the last tick.", daemon.last_tick_s
+        )
+
+
+_NOFOLLOW_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_NOFOLLOW_FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 
 
 def _read_output(path: Path, root: Path, offset: int, limit: int) -> bytes:
@@ -625,6 +826,7 @@ def _read_output(path: Path, root: Path, offset: int, limit: int) -> bytes:
         f"{path} is not a regular file of the job's own (it is, or lies behind, a link, a hard "
         "link or a FIFO, likely put there by the job): the daemon serves output only from the "
         "files it made",
+        field="stream",
     )
     parts = path.relative_to(root).parts if path.is_relative_to(root) else ()
     if not parts or os.pardir in parts:
@@ -635,12 +837,10 @@ def _read_output(path: Path, root: Path, offset: int, limit: int) -> bytes:
         return b""
     try:
         for name in parts[:-1]:
-            flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-            inner = os.open(name, flags, dir_fd=fd)
+            inner = os.open(name, _NOFOLLOW_DIR, dir_fd=fd)
             os.close(fd)
             fd = inner
-        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
-        inner = os.open(parts[-1], flags, dir_fd=fd)
+        inner = os.open(parts[-1], _NOFOLLOW_FILE, dir_fd=fd)
         os.close(fd)
         fd = inner
         info = os.fstat(fd)
@@ -658,9 +858,10 @@ def _read_output(path: Path, root: Path, offset: int, limit: int) -> bytes:
         os.close(fd)
 
 
-def _known(query: dict[str, str], names: tuple[str, ...]) -> None:
-    for key, value in query.items():
-        if key not in names:
-            raise InvalidRequestError(
-                key, value, f"unknown query parameter (known: {', '.join(names)})", names[0]
-            )
+def __getattr__(name: str) -> Any:
+    # ApiServer moved to .listener (it imports this module).
+    if name == "ApiServer":
+        from orchestrator.daemon.listener import ApiServer
+
+        return ApiServer
+    raise AttributeError(name)

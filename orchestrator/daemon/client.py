@@ -67,13 +67,16 @@ class DaemonClient:
         self._root: Path | None = None
 
     @classmethod
-    def from_state_dir(cls, root: Path | None = None, **kwargs: Any) -> DaemonClient:
-        """A client of the daemon running on state folder ``root``.
+    def from_state_dir(
+        cls, root: str | os.PathLike[str] | None = None, **kwargs: Any
+    ) -> DaemonClient:
+        """A client of the daemon running on state folder ``root`` (default: ``$ORCH_STATE_DIR``
+        or ``~/.orch``).
 
         Raises:
             DaemonError: no daemon runs there.
         """
-        root = root or default_state_dir()
+        root = Path(root) if root is not None else default_state_dir()
         info = read_daemon_info(root)
         if info is None:
             raise DaemonError(f"no daemon runs on {root}: start one with `orch daemon start`")

@@ -38,6 +38,11 @@ class DaemonFiles:
         return self.root / "token"
 
     @property
+    def users(self) -> Path:
+        """Shared mode's per-user token digests (``orch daemon add-user``)."""
+        return self.root / "users"
+
+    @property
     def info(self) -> Path:
         return self.root / "daemon.json"
 
@@ -58,7 +63,7 @@ class DaemonFiles:
         """The daemon's own files, all of them 0600 (the SQLite sidecars follow the database)."""
         db = self.database
         wal, shm = db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")
-        return (self.token, self.info, self.lock, self.log, db, wal, shm)
+        return (self.token, self.users, self.info, self.lock, self.log, db, wal, shm)
 
 
 def prepare_state_dir(root: Path) -> int | None:

@@ -21,7 +21,8 @@ from pathlib import Path
 
 from launchers import make_backend
 from launchers.local import atomic_write, process_start_ticks
-from orchestrator.daemon.api import ApiServer, UnixApiServer
+from orchestrator.daemon.access import Access, group_id
+from orchestrator.daemon.api import ApiLimits
 from orchestrator.daemon.files import (
     DaemonFiles,
     ensure_token,
@@ -29,6 +30,7 @@ from orchestrator.daemon.files import (
     is_loopback,
     prepare_state_dir,
 )
+from orchestrator.daemon.listener import ApiServer
 from orchestrator.daemon.service import Daemon, DaemonConfig
 from orchestrator.exceptions import DaemonError, StoreUnavailableError
 from orchestrator.resources.cluster import Cluster
@@ -54,6 +56,8 @@ def serve(
     backend_options: Mapping[str, str] | None = None,
     expose: bool = False,
     allowed_hosts: Sequence[str] = (),
+    shared_group: str | None = None,
+    limits: ApiLimits | None = None,
 ) -> None:
     """Run a daemon until SIGTERM or SIGINT (or ``stop`` is set).
 
@@ -63,6 +67,9 @@ def serve(
         expose: Allow a ``host`` that is not loopback (see :func:`exposure_warning`).
         allowed_hosts: Names accepted in the ``Host`` header besides the loopback ones, the
             bound address and IP addresses.
+        shared_group: Shared mode (:mod:`.access`): this group may use the Unix socket, and
+            users' own tokens (file ``users``) are accepted over TCP.
+        limits: Connection, request, body and queue limits of the API.
 
     Raises:
         DaemonError: another daemon holds the state folder; the folder is another user's or
@@ -93,15 +100,25 @@ def serve(
         store.close()
         os.close(lock_fd)
         raise
+    access = Access(
+        token,
+        users_file=files.users,
+        shared_gid=group_id(shared_group) if shared_group is not None else None,
+    )
     daemon = Daemon(store, cluster, runner, config)
     stop = stop or threading.Event()
     counts = _recover(daemon, stop)
     log.info("recovered: %s", counts)
-    server: ApiServer | UnixApiServer
-    if socket_path is not None:
-        server = UnixApiServer(daemon, token, socket_path)
-    else:
-        server = ApiServer(daemon, token, host, port, allowed_hosts)
+    server = ApiServer(
+        daemon,
+        token,
+        host,
+        port,
+        allowed_hosts,
+        socket_path=socket_path,
+        access=access,
+        limits=limits,
+    )
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: stop.set())

@@ -1,8 +1,9 @@
 """Submission payloads: validated field by field, with errors that name the field.
 
-One table (:data:`FIELDS`) says what a job submission may contain; it drives the validation of
-JSON payloads (the API), the CLI's request, and the JSON schema in the OpenAPI document, so the
-three cannot disagree. Unknown fields are refused, never ignored.
+The model :class:`~orchestrator.daemon.models.JobSubmission` says what a submission may contain
+(it also makes the API's OpenAPI document); :meth:`JobSpec.from_mapping` validates a decoded JSON
+object against it, then checks what needs a parser or the text rules. Unknown fields are
+refused, never ignored; JSON ``null`` means the field's default (:data:`DEFAULTS`).
 
 >>> parse_array("0-9:3%2")
 ArraySpec(indices=(0, 3, 6, 9), limit=2)
@@ -12,24 +13,30 @@ ArraySpec(indices=(0, 3, 6, 9), limit=2)
 
 from __future__ import annotations
 
+import dataclasses
+import os
+import pwd
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import ValidationError
+
+from orchestrator.daemon.models import JobSubmission, example_of
 from orchestrator.daemon.text_rules import check_text
 from orchestrator.exceptions import InvalidRequestError
 from orchestrator.resources.request import JobRequest, parse_duration
 
 __all__ = [
+    "DEFAULTS",
     "DEPENDENCY_KINDS",
-    "FIELDS",
     "MAX_ARRAY_SIZE",
     "ArraySpec",
     "JobSpec",
     "OversizedInt",
     "json_int",
-    "json_schema",
+    "login_name",
     "parse_array",
     "parse_dependency",
 ]
@@ -66,76 +73,46 @@ def _digits(text: str, most: int) -> bool:
     return 0 < len(text) <= most and text.isascii() and text.isdigit()
 
 
-@dataclass(frozen=True)
-class _Field:
-    types: tuple[str, ...]
-    default: Any
-    doc: str
-    example: str
-
-
-FIELDS: Mapping[str, _Field] = {
-    "argv": _Field(
-        ("array",),
-        None,
-        "The command and its arguments, run without a shell.",
-        '["python", "train.py"]',
-    ),
-    "script": _Field(
-        ("string",), None, "A script run by its #! line (else /bin/sh).", "#!/bin/sh\\necho hi"
-    ),
-    "name": _Field(("string",), "", "Job name (at most 256 characters).", "train"),
-    "nodes": _Field(("integer",), None, "Number of nodes (or give shape).", "2"),
-    "shape": _Field(("string",), None, "PJM-style node shape on a torus3d cluster.", "2x2x2:torus"),
-    "tasks_per_node": _Field(("integer",), 1, "Processes per node.", "1"),
-    "cpus_per_task": _Field(("integer",), 1, "CPUs per task.", "1"),
-    "gpus_per_task": _Field(("integer",), 0, "GPUs per task.", "0"),
-    "mem_per_node_mb": _Field(("integer",), 0, "Memory per node in MB.", "1000"),
-    "time": _Field(("string", "number"), None, "Walltime limit: seconds or [d-]h:m:s.", "10:00"),
-    "estimate": _Field(("string", "number"), None, "Runtime estimate (default: the time).", "5:00"),
-    "priority": _Field(("integer",), 0, "Priority (larger first under multifactor).", "0"),
-    "user": _Field(("string",), "user", "Who submits.", "alice"),
-    "account": _Field(("string",), "", "Account charged.", "proj1"),
-    "array": _Field(
-        ("string",), None, "Array indices, Slurm syntax, %N = at most N at once.", "0-99%8"
-    ),
-    "dependency": _Field(
-        ("string",), None, "afterok|afterany|afternotok:ID[:ID],...", "afterok:12"
-    ),
-    "retries": _Field(("integer",), 0, "Times to requeue a failed attempt (0-100).", "2"),
-    "hold": _Field(("boolean",), False, "Submit held (release to run).", "true"),
-    "env": _Field(
-        ("object",), None, "Extra environment variables (string to string).", '{"SEED": "1"}'
-    ),
-    "workdir": _Field(
-        ("string",), None, "Absolute working directory (default: job folder).", "/tmp"
-    ),
+DEFAULTS: Mapping[str, Any] = {
+    "name": "",
+    "tasks_per_node": 1,
+    "cpus_per_task": 1,
+    "gpus_per_task": 0,
+    "mem_per_node_mb": 0,
+    "priority": 0,
+    "account": "",
+    "retries": 0,
+    "hold": False,
 }
-
-_JSON_TYPES: Mapping[str, tuple[type, ...]] = {
-    "array": (list,),
-    "string": (str,),
-    "integer": (int,),
-    "number": (int, float),
-    "boolean": (bool,),
-    "object": (dict,),
-}
+"""What a field that is absent or JSON ``null`` means (``user``: the submitting login name)."""
 
 
-def json_schema() -> dict[str, Any]:
-    """The JSON schema of one submission (for the OpenAPI document)."""
-    props: dict[str, Any] = {}
-    for name, f in FIELDS.items():
-        types = list(f.types)
-        prop: dict[str, Any] = {"description": f.doc}
-        if types == ["array"]:
-            prop.update({"type": "array", "items": {"type": "string"}, "minItems": 1})
-        elif len(types) == 1:
-            prop["type"] = types[0]
-        else:
-            prop["anyOf"] = [{"type": t} for t in types]
-        props[name] = prop
-    return {"type": "object", "additionalProperties": False, "properties": props}
+def login_name() -> str:
+    """The real login name of this process's user (not ``$USER``, which a caller may set)."""
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:  # a uid without a passwd entry (some containers)
+        return str(os.getuid())
+
+
+def _field_error(error: ValidationError, data: Mapping[str, Any]) -> InvalidRequestError:
+    """The first field pydantic refused, as the API's error (a union's alternatives joined)."""
+    problems = error.errors(include_url=False)
+    first = problems[0]
+    loc = first["loc"]
+    if not loc:
+        return InvalidRequestError(
+            "job", type(first["input"]).__name__, "expected a JSON object", '{"argv": ["true"]}'
+        )
+    name = str(loc[0])
+    if first["type"] == "extra_forbidden":
+        known = ", ".join(JobSubmission.model_fields)
+        return InvalidRequestError(
+            name, first["input"], f"unknown field {name!r} (known: {known})", "nodes=1"
+        )
+    reasons = dict.fromkeys(p["msg"] for p in problems if p["loc"] and p["loc"][0] == loc[0])
+    value = data.get(name, first["input"])
+    return InvalidRequestError(name, value, "; or ".join(reasons), example_of(name))
 
 
 @dataclass(frozen=True)
@@ -232,6 +209,12 @@ class JobSpec:
     env: Mapping[str, str] = field(default_factory=dict)
     workdir: str | None = None
 
+    def filed_under(self, user: str) -> JobSpec:
+        """This job, filed under ``user`` (the caller the API authenticated)."""
+        if self.request.user == user:
+            return self
+        return dataclasses.replace(self, request=dataclasses.replace(self.request, user=user))
+
     @classmethod
     def from_mapping(cls, data: Any, prefix: str = "", now: float = 0.0) -> JobSpec:
         """Validate a JSON object.
@@ -260,47 +243,27 @@ class JobSpec:
                 "expected a JSON object",
                 '{"argv": ["true"], "nodes": 1}',
             )
-        for key in data:
-            if key not in FIELDS:
-                raise InvalidRequestError(
-                    str(key),
-                    data[key],
-                    f"unknown field {key!r} (known: {', '.join(FIELDS)})",
-                    "nodes=1",
-                )
-        values: dict[str, Any] = {}
-        for name, f in FIELDS.items():
-            # JSON null means "not given": the field's default (a null name or account crashed
-            # the checks below with a 500).
-            value = data.get(name)
-            if value is None:
-                value = f.default
-            if isinstance(value, OversizedInt):
-                raise InvalidRequestError(name, value, "out of range", f.example)
-            if value is not None:
-                ok = any(isinstance(value, t) for k in f.types for t in _JSON_TYPES[k])
-                # JSON true is a Python int too: a boolean is never a number here.
-                if isinstance(value, bool) and "boolean" not in f.types:
-                    ok = False
-                if not ok:
-                    raise InvalidRequestError(
-                        name, value, f"expected {' or '.join(f.types)}", f.example
-                    )
-            values[name] = value
+        try:
+            submission = JobSubmission.model_validate(data)
+        except ValidationError as e:
+            raise _field_error(e, data) from None
+        values: dict[str, Any] = {
+            name: DEFAULTS.get(name) if value is None else value
+            for name, value in submission.model_dump().items()
+        }
+        if values["user"] is None:
+            values["user"] = login_name()
+        for name, value in values.items():
             if isinstance(value, str):
                 # Every string field is a name (one line of printable text) but the script;
                 # NUL and lone surrogates are refused everywhere (text_rules says why).
-                check_text(name, value, single_line=name != "script", example=f.example)
+                check_text(name, value, single_line=name != "script", example=example_of(name))
         argv, script = values["argv"], values["script"]
         if (argv is None) == (script is None):
             raise InvalidRequestError(
                 "argv", argv, "give exactly one of argv or script", '["python", "train.py"]'
             )
         if argv is not None:
-            if not argv or not all(isinstance(a, str) for a in argv):
-                raise InvalidRequestError(
-                    "argv", argv, "expected a non-empty list of strings", '["python", "train.py"]'
-                )
             for item in argv:
                 # CR and LF are kept: a ``python -c`` program is one argument.
                 check_text("argv", item, example='["python", "train.py"]')
@@ -310,31 +273,10 @@ class JobSpec:
                 )
         if script is not None and len(script) > MAX_SCRIPT_BYTES:
             raise InvalidRequestError("script", script[:40], "longer than 1 MiB", "#!/bin/sh")
-        if len(values["name"]) > 256:
-            raise InvalidRequestError(
-                "name", values["name"][:40], "at most 256 characters", "train"
-            )
-        for key in ("user", "account"):
-            if len(values[key]) > 128:
-                raise InvalidRequestError(key, values[key][:40], "at most 128 characters", "alice")
-        # Integers the database column can hold (a 64-bit column refuses larger ones).
-        for key in (
-            "priority",
-            "tasks_per_node",
-            "cpus_per_task",
-            "gpus_per_task",
-            "mem_per_node_mb",
-            "nodes",
-        ):
-            value = values[key]
-            if value is not None and not -(2**31) <= value < 2**31:
-                raise InvalidRequestError(key, value, "out of range", FIELDS[key].example)
         retries = values["retries"]
-        if not 0 <= retries <= 100:
-            raise InvalidRequestError("retries", retries, "must be 0 to 100", "2")
         env = values["env"] or {}
         for k, v in env.items():
-            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", k) or not isinstance(v, str):
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", k):
                 raise InvalidRequestError(
                     "env", {k: v}, "names like FOO_1, string values", '{"SEED": "1"}'
                 )

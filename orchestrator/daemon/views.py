@@ -1,6 +1,8 @@
-"""What the API returns: job documents, the allocation map, Prometheus metrics, OpenAPI.
+"""What the API returns: job documents and the allocation map (and its text picture).
 
-Pure functions of store rows and the daemon's state; the HTTP layer only serialises them.
+Pure functions of store rows and the daemon's state; the HTTP layer only serialises them (the
+models in :mod:`.models` document their shape). No web framework is imported here: the CLI
+draws ``orch nodes`` with :func:`text_map`.
 """
 
 from __future__ import annotations
@@ -8,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from orchestrator.daemon.spec import json_schema
 from orchestrator.resources.cluster import Cluster
 from orchestrator.resources.hostlist import compress_hostlist
 from orchestrator.resources.topology import Torus3DTopology, TreeTopology
@@ -17,8 +18,6 @@ __all__ = [
     "display_id",
     "job_document",
     "layout",
-    "metrics_text",
-    "openapi_document",
     "text_map",
 ]
 
@@ -107,132 +106,6 @@ def layout(cluster: Cluster, owners: Sequence[int | None]) -> dict[str, Any]:
     if topo.size <= 4096:
         doc["names"] = list(topo.node_names)
     return doc
-
-
-def metrics_text(
-    states: Mapping[str, int], gauges: Mapping[str, tuple[str, float]], all_states: Sequence[str]
-) -> str:
-    """Prometheus text exposition format (version 0.0.4)."""
-    lines = [
-        "# HELP orch_jobs Jobs in the store by state.",
-        "# TYPE orch_jobs gauge",
-    ]
-    lines += [f'orch_jobs{{state="{s}"}} {states.get(s, 0)}' for s in all_states]
-    for name, (help_text, value) in gauges.items():
-        kind = "counter" if name.endswith("_total") else "gauge"
-        lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}", f"{name} {value:g}"]
-    return "\n".join(lines) + "\n"
-
-
-def _op(
-    summary: str,
-    *,
-    body: dict[str, Any] | None = None,
-    auth: bool = False,
-    params: list[dict[str, Any]] | None = None,
-) -> dict[str, Any]:
-    op: dict[str, Any] = {"summary": summary, "responses": {"200": {"description": "OK"}}}
-    if body is not None:
-        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
-        op["responses"] = {
-            "201": {"description": "Created"},
-            "413": {"description": "Payload too large"},
-            "409": {"description": "Idempotency-Key already used for another request"},
-            "422": {
-                "description": "Invalid field",
-                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
-            },
-        }
-    if auth:
-        op["security"] = [{"bearer": []}]
-        op["responses"]["401"] = {"description": "Missing or wrong bearer token"}
-    op["responses"]["421"] = {"description": "Host is not a name of this daemon (DNS rebinding)"}
-    if params:
-        op["parameters"] = params
-    return op
-
-
-def openapi_document() -> dict[str, Any]:
-    """The OpenAPI 3.1 description of the daemon's HTTP API."""
-    job = {"$ref": "#/components/schemas/JobSubmission"}
-    job_id = [{"name": "job_id", "in": "path", "required": True, "schema": {"type": "integer"}}]
-    key = {
-        "name": "Idempotency-Key",
-        "in": "header",
-        "required": False,
-        "schema": {"type": "string", "maxLength": 100},
-    }
-    query = [
-        {"name": n, "in": "query", "required": False, "schema": {"type": t}}
-        for n, t in (
-            ("state", "string"),
-            ("user", "string"),
-            ("name", "string"),
-            ("array_id", "integer"),
-            ("limit", "integer"),
-            ("offset", "integer"),
-        )
-    ]
-    # Output may hold secrets: the token's owner only, and never through a link (403).
-    output = _op("A slice of the job's stdout or stderr", auth=True, params=job_id)
-    output["responses"]["403"] = {"description": "The output file is a link, not the job's own"}
-    paths: dict[str, Any] = {
-        "/api/v1/health": {"get": _op("Liveness and basic facts")},
-        "/api/v1/openapi.json": {"get": _op("This document")},
-        "/metrics": {"get": _op("Prometheus metrics (text format)")},
-        "/api/v1/jobs": {
-            "get": _op("List and filter jobs (pages of at most 10,000: next_offset)", params=query),
-            "post": _op(
-                "Submit one job or one array (field array)", body=job, auth=True, params=[key]
-            ),
-        },
-        "/api/v1/jobs/batch": {
-            "post": _op(
-                "Submit many jobs atomically (all or none)",
-                body={
-                    "type": "object",
-                    "additionalProperties": False,
-                    "required": ["jobs"],
-                    "properties": {"jobs": {"type": "array", "items": job, "maxItems": 10000}},
-                },
-                auth=True,
-                params=[key],
-            )
-        },
-        "/api/v1/jobs/{job_id}": {"get": _op("A job with its events", params=job_id)},
-        "/api/v1/jobs/{job_id}/output": {"get": output},
-        "/api/v1/nodes": {"get": _op("The allocation: which job holds each node")},
-        "/api/v1/status": {"get": _op("Queue, running jobs and allocation (status page)")},
-    }
-    for action in ("cancel", "hold", "release"):
-        paths[f"/api/v1/jobs/{{job_id}}/{action}"] = {
-            "post": _op(f"{action.capitalize()} a job", auth=True, params=job_id)
-        }
-    return {
-        "openapi": "3.1.0",
-        "info": {"title": "orchestrator daemon", "version": API_VERSION},
-        "paths": paths,
-        "components": {
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-            "schemas": {
-                "JobSubmission": json_schema(),
-                "Error": {
-                    "type": "object",
-                    "properties": {
-                        "error": {
-                            "type": "object",
-                            "properties": {
-                                "code": {"type": "string"},
-                                "field": {"type": "string"},
-                                "message": {"type": "string"},
-                                "example": {"type": "string"},
-                            },
-                        }
-                    },
-                },
-            },
-        },
-    }
 
 
 _GLYPHS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"

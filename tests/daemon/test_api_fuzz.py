@@ -9,7 +9,7 @@ from daemon_helpers import DaemonProcess
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from orchestrator.daemon.spec import FIELDS
+from orchestrator.daemon.models import JobSubmission
 
 json_scalars = st.one_of(
     st.none(),
@@ -27,7 +27,9 @@ json_values = st.recursive(
     max_leaves=6,
 )
 payloads = st.dictionaries(
-    st.sampled_from(sorted(FIELDS)) | st.text(max_size=6), json_values, max_size=6
+    st.sampled_from(sorted(JobSubmission.model_fields)) | st.text(max_size=6),
+    json_values,
+    max_size=6,
 ).map(lambda d: {**d, "hold": True})
 
 

@@ -1,24 +1,25 @@
-"""Pure views of the API: allocation layouts and their text maps, metrics text, OpenAPI."""
+"""Views of the API: allocation layouts and their text maps, the OpenAPI document."""
 
 from __future__ import annotations
 
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fastapi import FastAPI
 
+from launchers import make_backend
+from orchestrator.daemon.access import Access
+from orchestrator.daemon.api import Guard, create_app
 from orchestrator.daemon.files import ensure_token
-from orchestrator.daemon.spec import FIELDS
-from orchestrator.daemon.views import (
-    display_id,
-    layout,
-    metrics_text,
-    openapi_document,
-    text_map,
-)
+from orchestrator.daemon.models import JobSubmission
+from orchestrator.daemon.service import Daemon
+from orchestrator.daemon.views import display_id, layout, text_map
 from orchestrator.exceptions import DaemonError
 from orchestrator.resources.cluster import Cluster, load_cluster
-from orchestrator.resources.topology import Torus3DTopology
+from orchestrator.resources.topology import FlatTopology, Torus3DTopology
+from orchestrator.store import Store, sqlite_url
 
 
 def test_tree_map_is_drawn_per_leaf_switch() -> None:
@@ -56,25 +57,34 @@ def test_torus_map_is_drawn_per_z_slice() -> None:
     ]
 
 
-def test_metrics_are_prometheus_text() -> None:
-    text = metrics_text(
-        {"RUNNING": 2}, {"orch_jobs_started_total": ("Started.", 5.0)}, ["PENDING", "RUNNING"]
-    )
-    assert text.endswith("\n")
-    assert 'orch_jobs{state="PENDING"} 0' in text and 'orch_jobs{state="RUNNING"} 2' in text
-    assert "# TYPE orch_jobs_started_total counter" in text
-    assert "orch_jobs_started_total 5" in text
+@pytest.fixture
+def app(tmp_path: Path) -> Iterator[FastAPI]:
+    """The API's FastAPI application over a daemon with a 4-node local cluster."""
+    store = Store(sqlite_url(tmp_path / "orch.db"))
+    cluster = Cluster("flat4", FlatTopology(4))
+    daemon = Daemon(store, cluster, make_backend("local", tmp_path, cluster))
+    guard = create_app(daemon, Access("secret"))
+    assert isinstance(guard, Guard) and isinstance(guard.app, FastAPI)
+    yield guard.app
+    store.close()
 
 
-def test_openapi_lists_every_submission_field_and_protects_changes() -> None:
-    doc = openapi_document()
-    assert set(doc["components"]["schemas"]["JobSubmission"]["properties"]) == set(FIELDS)
+def test_openapi_lists_every_submission_field_and_protects_changes(app: FastAPI) -> None:
+    doc = app.openapi()
+    schemas = doc["components"]["schemas"]
+    assert set(schemas["JobSubmission"]["properties"]) == set(JobSubmission.model_fields)
+    assert schemas["JobSubmission"]["additionalProperties"] is False
+    batch = schemas["BatchSubmission"]["properties"]["jobs"]
+    assert batch["items"] == {"$ref": "#/components/schemas/JobSubmission"}
+    assert batch["maxItems"] == 10_000
     for path, methods in doc["paths"].items():
         for method, op in methods.items():
             assert op["responses"], (path, method)
-            # Changes and job output (it may hold secrets) need the token.
+            # Changes and job output (it may hold secrets) need an authenticated caller.
             protected = method == "post" or path.endswith("/output")
             assert ("security" in op) == protected, (path, method)
+            if protected:
+                assert {"401", "403", "422"} <= set(op["responses"]), (path, method)
     assert display_id({"id": 5, "array_id": 3, "array_index": 2}) == "3_2"
     assert display_id({"id": 5, "array_id": None, "array_index": None}) == "5"
 

@@ -22,8 +22,8 @@ from sqlalchemy import event
 from launchers._base import Handle, LaunchSpec
 from launchers.local import LocalBackend
 from orchestrator.daemon import api
-from orchestrator.daemon.api import ApiServer
 from orchestrator.daemon.client import DaemonClient
+from orchestrator.daemon.listener import ApiServer
 from orchestrator.daemon.service import Daemon, DaemonConfig
 from orchestrator.daemon.spec import JobSpec
 from orchestrator.exceptions import StoreUnavailableError

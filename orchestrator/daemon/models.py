@@ -1,0 +1,235 @@
+"""The API's requests and responses as pydantic models: one source for validation, the field
+errors' names and examples, and the OpenAPI document.
+
+A submission is validated in two steps: :class:`JobSubmission` checks the shape (known fields,
+JSON types, ranges, lengths); :meth:`orchestrator.daemon.spec.JobSpec.from_mapping` then checks
+what needs the text rules or a parser (array, dependency, durations). Both raise
+:class:`~orchestrator.exceptions.InvalidRequestError` naming the field, so the API answers the
+same error body whichever step refused.
+
+Responses are documented by models too; the handlers build plain dictionaries (a listing of
+10,000 jobs is serialised without a validation pass) and a test checks that live responses
+conform to these models.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
+
+__all__ = [
+    "ActionResult",
+    "BatchSubmission",
+    "ErrorBody",
+    "Health",
+    "JobDocument",
+    "JobList",
+    "JobSubmission",
+    "Layout",
+    "OutputSlice",
+    "Status",
+    "SubmitResult",
+    "example_of",
+]
+
+INT32 = 2**31
+Int32 = Annotated[StrictInt, Field(ge=-INT32, lt=INT32)]
+
+
+def _field(description: str, example: Any, **constraints: Any) -> Any:
+    return Field(None, description=description, examples=[example], **constraints)
+
+
+class JobSubmission(BaseModel):
+    """One job, or one array of jobs (field ``array``). JSON ``null`` means "not given"."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    argv: list[StrictStr] | None = _field(
+        "The command and its arguments, run without a shell (give argv or script).",
+        ["python", "train.py"],
+        min_length=1,
+    )
+    script: StrictStr | None = _field(
+        "A script run by its #! line (else /bin/sh); at most 1 MiB.", "#!/bin/sh\necho hi"
+    )
+    name: StrictStr | None = _field("Job name (at most 256 characters).", "train", max_length=256)
+    nodes: Int32 | None = _field("Number of nodes (or give shape).", 2)
+    shape: StrictStr | None = _field(
+        "PJM-style node shape on a torus3d cluster.", "2x2x2:torus", max_length=256
+    )
+    tasks_per_node: Int32 | None = _field("Processes per node (default 1).", 1)
+    cpus_per_task: Int32 | None = _field("CPUs per task (default 1).", 1)
+    gpus_per_task: Int32 | None = _field("GPUs per task (default 0).", 0)
+    mem_per_node_mb: Int32 | None = _field("Memory per node in MB (default 0: any).", 1000)
+    time: StrictStr | StrictFloat | StrictInt | None = _field(
+        "Walltime limit: seconds or [d-]h:m:s.", "10:00"
+    )
+    estimate: StrictStr | StrictFloat | StrictInt | None = _field(
+        "Runtime estimate (default: the time).", "5:00"
+    )
+    priority: Int32 | None = _field("Priority (larger first under multifactor).", 0)
+    user: StrictStr | None = _field(
+        "Ignored but checked: the daemon files a job under the caller it authenticated (the "
+        "daemon's owner, or in shared mode the user the socket or the token says).",
+        "alice",
+        max_length=128,
+    )
+    account: StrictStr | None = _field("Account charged.", "proj1", max_length=128)
+    array: StrictStr | None = _field(
+        "Array indices, Slurm syntax, %N = at most N at once.", "0-99%8", max_length=10_000
+    )
+    dependency: StrictStr | None = _field(
+        "afterok|afterany|afternotok:ID[:ID],...", "afterok:12", max_length=100_000
+    )
+    retries: StrictInt | None = _field(
+        "Times to requeue a failed attempt (0-100).", 2, ge=0, le=100
+    )
+    hold: StrictBool | None = _field("Submit held (release to run).", True)
+    env: dict[StrictStr, StrictStr] | None = _field(
+        "Extra environment variables (string to string).", {"SEED": "1"}
+    )
+    workdir: StrictStr | None = _field(
+        "Absolute working directory (default: the job folder).", "/tmp", max_length=4096
+    )
+
+
+def example_of(name: str) -> str:
+    """The documented example of a submission field, as text for an error's ``example``."""
+    info = JobSubmission.model_fields.get(name)
+    if info is None or not info.examples:
+        return '{"argv": ["true"], "nodes": 1}'
+    value = info.examples[0]
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+class BatchSubmission(BaseModel):
+    """Many jobs, stored all or none."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    jobs: list[JobSubmission] = Field(min_length=1, max_length=10_000)
+
+
+class SubmitResult(BaseModel):
+    """The ids given: a list for one job (one id, or one per array element), a list of such
+    lists for a batch."""
+
+    job_ids: list[int] | list[list[int]]
+
+
+class ActionResult(BaseModel):
+    id: int
+    state: str
+
+
+class Event(BaseModel):
+    time: float
+    old_state: str | None
+    new_state: str
+    reason: str | None
+
+
+class Allocation(BaseModel):
+    attempt: int
+    node: str
+    allocated_at: float
+    released_at: float | None
+
+
+class JobDocument(BaseModel):
+    """A job as the API shows it (``events``, ``allocations`` and the output paths only on
+    ``GET /api/v1/jobs/{job_id}``)."""
+
+    id: int
+    display_id: str
+    name: str
+    user: str
+    account: str
+    state: str
+    reason: str | None
+    nodes: int | None
+    shape: str | None
+    tasks_per_node: int
+    cpus_per_task: int
+    time: float | None
+    priority: int
+    submit_time: float
+    start_time: float | None
+    end_time: float | None
+    exit_code: int | None
+    attempts: int
+    max_retries: int
+    array_id: int | None
+    array_index: int | None
+    array_limit: int | None
+    dependency: str | None
+    argv: list[str] | None
+    script: bool
+    workdir: str | None
+    nodelist: str
+    events: list[Event] | None = None
+    allocations: list[Allocation] | None = None
+    stdout: str | None = None
+    stderr: str | None = None
+
+
+class JobList(BaseModel):
+    jobs: list[JobDocument]
+    next_offset: int | None = Field(description="Offset of the next page; null on the last.")
+
+
+class OutputSlice(BaseModel):
+    data: str = Field(description="The bytes read, decoded as UTF-8 (invalid bytes replaced).")
+    offset: int = Field(description="Where to continue reading.")
+    finished: bool
+    state: str
+
+
+class Health(BaseModel):
+    status: Literal["ok", "degraded"]
+    store_fault: str | None
+    pid: int
+    cluster: str
+    nodes: int
+    uptime_s: float
+    ticks: int
+    store: str
+
+
+class Layout(BaseModel):
+    """Who holds each node, grouped as the topology suggests."""
+
+    cluster: str
+    kind: str
+    size: int
+    describe: str
+    owners: list[int | None]
+    allocated: int
+    groups: list[dict[str, Any]] | None = None
+    dims: list[int] | None = None
+    names: list[str] | None = None
+
+
+class Status(BaseModel):
+    """What the status page draws."""
+
+    cluster: str
+    time: float
+    counts: dict[str, int]
+    queue: list[JobDocument]
+    running: list[JobDocument]
+    layout: Layout
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    field: str | None = Field(None, description="The field, parameter or header at fault.")
+    example: str | None = Field(None, description="A valid value for that field.")
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
