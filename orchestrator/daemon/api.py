@@ -24,6 +24,7 @@ import ipaddress
 import json
 import logging
 import os
+import re
 import stat
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -36,11 +37,12 @@ from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from pydantic import BaseModel
+from pydantic import BaseModel, BeforeValidator
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -295,7 +297,19 @@ async def _caller(
 
 
 Authenticated = Annotated[Caller, Depends(_caller)]
-JobId = Annotated[int, PathParam(ge=0, lt=2**62, description="A job number.")]
+_DIGITS = re.compile(r"[0-9]{1,19}")
+
+
+def _ascii_digits(value: Any) -> Any:
+    """A number in a path or query is ASCII digits only: pydantic's lax integers take ``0.0``
+    and ``1_000``, Python's ``int`` takes ``٣``."""
+    if isinstance(value, str) and not _DIGITS.fullmatch(value):
+        raise ValueError("expected a non-negative integer of ASCII digits")
+    return value
+
+
+_Digits = BeforeValidator(_ascii_digits)
+JobId = Annotated[int, _Digits, PathParam(ge=0, lt=2**62, description="A job number.")]
 IdempotencyKey = Annotated[
     str | None,
     Header(
@@ -305,7 +319,7 @@ IdempotencyKey = Annotated[
         description="Sent again with the same request, returns the first ids.",
     ),
 ]
-Count = Annotated[int | None, Query(ge=0, le=10**18)]
+Count = Annotated[int | None, _Digits, Query(ge=0, le=10**18)]
 
 
 # -- the application ---------------------------------------------------------------------------
@@ -737,13 +751,24 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
         if exc.status_code == HTTPStatus.METHOD_NOT_ALLOWED:
+            # Starlette's Allow names the first route on the path only (GET and POST
+            # /api/v1/jobs are two routes): name the methods of all of them, those of routes
+            # without parameters first (/api/v1/jobs/batch is no job id).
+            matching = [
+                route
+                for route in app.routes
+                if isinstance(route, APIRoute) and route.path_regex.match(request.url.path)
+            ]
+            literal = [route for route in matching if "{" not in route.path]
+            allowed = sorted({m for route in literal or matching for m in route.methods or ()})
             return error_response(
                 exc.status_code,
                 "method",
-                f"{request.method} is not supported on {request.url.path}",
+                f"{request.method} is not supported on {request.url.path} (allowed: "
+                f"{', '.join(allowed)})",
                 "method",
-                "GET",
-                exc.headers,
+                allowed[0] if allowed else "GET",
+                {"Allow": ", ".join(allowed)},
             )
         return error_response(
             exc.status_code, "no_route", f"no route {request.url.path}", "path", "/api/v1/jobs"
@@ -856,12 +881,3 @@ def _read_output(path: Path, root: Path, offset: int, limit: int) -> bytes:
         raise
     finally:
         os.close(fd)
-
-
-def __getattr__(name: str) -> Any:
-    # ApiServer moved to .listener (it imports this module).
-    if name == "ApiServer":
-        from orchestrator.daemon.listener import ApiServer
-
-        return ApiServer
-    raise AttributeError(name)
