@@ -228,7 +228,10 @@ class ApiServer:
             self.socket = self._bind_unix(socket_path)
         else:
             family = socket.AF_INET6 if ":" in host else socket.AF_INET
-            self.socket = socket.socket(family, socket.SOCK_STREAM)
+            # proto given: asyncio turns Nagle off (TCP_NODELAY) only on sockets whose proto
+            # says TCP, and accepted sockets inherit the listener's. With Nagle on, a response
+            # written in two parts waits for the client's delayed ACK: 40 ms per request.
+            self.socket = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
             self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             self.socket.bind((host, port))
             hosts = {"localhost", host, *allowed_hosts}
