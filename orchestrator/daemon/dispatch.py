@@ -110,8 +110,8 @@ def schedule(daemon: Daemon, now: float) -> None:
     daemon.backend.demand(
         sum(
             j.request.node_count
-            for j in table.waiting.values()
-            if j.state is S.PENDING and j.not_before <= now and not j.dependency
+            for j in table.pending.values()
+            if j.not_before <= now and not j.dependency
         )
     )
     free = daemon.schedulable()
@@ -119,8 +119,8 @@ def schedule(daemon: Daemon, now: float) -> None:
         daemon.head = None
         return
     eligible: list[LiveJob] = []
-    for job in table.waiting.values():
-        if job.state is not S.PENDING or job.not_before > now or job.dependency:
+    for job in table.pending.values():
+        if job.not_before > now or job.dependency:
             continue
         if (
             job.array_limit is not None

@@ -14,6 +14,7 @@ conform to these models.
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Annotated, Any, Literal
 
@@ -96,6 +97,7 @@ class JobSubmission(BaseModel):
     )
 
 
+@functools.cache
 def example_of(name: str) -> str:
     """The documented example of a submission field, as text for an error's ``example``."""
     info = JobSubmission.model_fields.get(name)

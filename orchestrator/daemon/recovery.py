@@ -71,7 +71,7 @@ def recover(daemon: Daemon, now: float) -> dict[str, int]:
     for row in list(store.iter_live(live_states)):
         job = live_job(row)
         if job.state.is_waiting:
-            table.waiting[job.job_id] = job
+            table.wait(job)
             if job.not_before > now:
                 daemon.next_retry = min(daemon.next_retry, job.not_before)
             if job.dependency:

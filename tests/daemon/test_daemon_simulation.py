@@ -309,6 +309,10 @@ def check_mirror(h: Harness) -> None:
         assert job.attempts == row.attempts, (
             f"job {job_id}: memory attempt {job.attempts}, store {row.attempts}"
         )
+    pending = [job_id for job_id, job in d.waiting.items() if job.state is JobState.PENDING]
+    assert list(d.table.pending) == pending, (
+        f"pending index {list(d.table.pending)} != pending waiting jobs in order {pending}"
+    )
     draining = {j for j in held if j not in rows}
     assert set(d.draining) == draining, (
         f"draining: memory {sorted(d.draining)} != finished jobs holding nodes {sorted(draining)}"
