@@ -397,9 +397,7 @@ def create_app(
 
     _install_error_handlers(app)
 
-    def submit(
-        body: Any, key: str | None, who: Caller, *, batch: bool
-    ) -> tuple[list[list[int]], bool]:
+    def submit(body: Any, key: str | None, who: Caller, *, batch: bool) -> list[list[int]]:
         now = daemon.clock()
         if batch:
             if not isinstance(body, dict) or set(body) != {"jobs"}:
@@ -444,9 +442,14 @@ def create_app(
             )
         # The key stands for this request: sent again with another one, it is refused (409).
         fingerprint = _fingerprint("batch" if batch else "job", body) if key is not None else None
-        return daemon.submit(specs, idempotency_key=key, fingerprint=fingerprint), batch
+        return daemon.submit(specs, idempotency_key=key, fingerprint=fingerprint)
 
-    def created(ids: list[list[int]], batch: bool) -> JSONResponse:
+    async def submission(
+        request: Request, who: Caller, key: str | None, *, batch: bool
+    ) -> JSONResponse:
+        body = await _json_body(request)
+        small = len(await request.body()) <= INLINE_BODY_BYTES
+        ids = await under_lock(submit, body, key, who, batch=batch, small=small)
         return JSONResponse({"job_ids": ids if batch else ids[0]}, HTTPStatus.CREATED)
 
     body_doc = _body_schema(app)
@@ -462,9 +465,7 @@ def create_app(
     async def submit_one(
         request: Request, who: Authenticated, key: IdempotencyKey = None
     ) -> JSONResponse:
-        body = await _json_body(request)
-        small = len(await request.body()) <= INLINE_BODY_BYTES
-        return created(*await under_lock(submit, body, key, who, batch=False, small=small))
+        return await submission(request, who, key, batch=False)
 
     @app.post(
         "/api/v1/jobs/batch",
@@ -477,9 +478,7 @@ def create_app(
     async def submit_batch(
         request: Request, who: Authenticated, key: IdempotencyKey = None
     ) -> JSONResponse:
-        body = await _json_body(request)
-        small = len(await request.body()) <= INLINE_BODY_BYTES
-        return created(*await under_lock(submit, body, key, who, batch=True, small=small))
+        return await submission(request, who, key, batch=True)
 
     def act(action: str, job_id: int, who: Caller) -> JSONResponse:
         row = daemon.store.get_job(job_id)
