@@ -26,7 +26,7 @@ from click.testing import CliRunner
 from daemon_helpers import DaemonProcess, start_daemon, stop_daemon
 
 from orchestrator.cli import main
-from orchestrator.daemon.spec import login_name
+from orchestrator.daemon.spec import JobSpec, login_name
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="runs requests as other users (root)")
 
@@ -128,6 +128,13 @@ def test_single_owner_files_every_job_under_the_owner(shared_daemon: DaemonProce
     (job,) = client.submit({**HELD, "user": "mallory"})
     assert client.job(job)["user"] == login_name() != "mallory"
     client.action(job, "cancel")
+
+
+def test_a_job_without_user_is_filed_under_the_login_name() -> None:
+    """Hydra's launcher (embedded daemon) and the Python API build specs without a user: they
+    were all filed under the placeholder 'user', so fair share had nothing real to work on."""
+    spec = JobSpec.from_mapping({"argv": ["true"], "nodes": 1})
+    assert spec.request.user == pwd.getpwuid(os.getuid()).pw_name == login_name()
 
 
 def test_single_owner_accepts_no_user_token(shared_daemon: DaemonProcess) -> None:
