@@ -408,3 +408,11 @@ def test_listing_pages(shared_daemon: DaemonProcess, client: DaemonClient) -> No
     assert [j["id"] for j in client.jobs(name=tag, limit=7)] == ids[:7]
     for job in ids:
         client.action(job, "cancel")
+
+
+def test_client_takes_the_state_folder_as_text_or_path(shared_daemon: DaemonProcess) -> None:
+    """Users pass a string (it raised TypeError on ``/``); the client accepts both."""
+    for root in (str(shared_daemon.root), shared_daemon.root):
+        client = DaemonClient.from_state_dir(root)
+        assert client.health()["status"] == "ok"
+        client.close()
