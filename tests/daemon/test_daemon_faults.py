@@ -47,10 +47,12 @@ class FullDisk:
 
     def __init__(self, store: Store) -> None:
         self.on = False
+        self.refusals = 0
         event.listen(store.engine, "before_cursor_execute", self._refuse)
 
     def _refuse(self, _conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
         if self.on and statement.lstrip().upper().startswith(self.WRITES):
+            self.refusals += 1
             raise sqlite3.OperationalError("database or disk is full")
 
     def set(self, on: bool) -> None:
@@ -182,7 +184,16 @@ def test_full_disk_answers_changes_503_with_retry_after_and_reads_go_on(
     conn.close()
     # The client honours Retry-After: it succeeds once the disk has room again.
     client = DaemonClient(server.url, "secret")
-    threading.Timer(0.5, full.set, args=(False,)).start()
+    refused = full.refusals
+
+    def room_after_the_next_refusal() -> None:
+        # Not on a timer: on a loaded machine the first try may come after it (no 503 then).
+        while full.refusals == refused:
+            time.sleep(0.01)
+        time.sleep(0.2)
+        full.set(False)
+
+    threading.Thread(target=room_after_the_next_refusal, daemon=True).start()
     t0 = time.monotonic()
     (job,) = client.submit({"argv": ["true"], "nodes": 1}, key="k1")
     assert time.monotonic() - t0 >= 0.9  # one 503, one Retry-After wait, then stored
