@@ -772,10 +772,10 @@ def _install_error_handlers(app: FastAPI) -> None:
         async def handler(request: Request, exc: Exception) -> Response:
             if isinstance(exc, InvalidRequestError):
                 return error_response(status, code, str(exc), exc.field, exc.example)
-            headers = {"Retry-After": str(STORE_RETRY_AFTER_S)}
-            message = f"{exc}; nothing was changed, retry later"
             if isinstance(exc, StoreUnavailableError):
                 # Nothing was stored: the same request may be sent again (idempotency key).
+                message = f"{exc}; nothing was changed, retry later"
+                headers = {"Retry-After": str(STORE_RETRY_AFTER_S)}
                 return error_response(status, code, message, "store", "", headers)
             if isinstance(exc, IdempotencyKeyReusedError):
                 example = "a new key for each new request, e.g. a UUID"
