@@ -375,10 +375,13 @@ def daemon_status(state_dir: Path | None) -> None:
     except OrchestratorError as e:
         raise _fail(e) from e
     click.echo(
-        f"daemon {health['pid']} on {client.url}: cluster {health['cluster']}, "
+        f"daemon {health['pid']}: cluster {health['cluster']}, "
         f"{nodes['allocated']}/{nodes['size']} nodes allocated, store {health['store']}, "
         f"up {health['uptime_s']:.0f} s"
     )
+    # On a line of its own, nothing after it: a terminal makes it a link, a mouse copies it.
+    page = client.url + "/" if client.url.startswith("http") else client.url
+    click.echo(f"status page and API: {page}")
     if health.get("store_fault"):
         click.echo(
             f"degraded: the job store refuses writes ({health['store_fault']}); jobs are "

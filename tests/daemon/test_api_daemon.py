@@ -10,6 +10,7 @@ import stat
 import subprocess
 import sys
 import threading
+import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
@@ -355,6 +356,10 @@ def test_orch_daemon_start_status_stop(tmp_path: Path) -> None:
     assert again.returncode != 0 and "already runs" in again.stderr
     status = run("daemon", "status")
     assert status.returncode == 0 and "0/2 nodes allocated" in status.stdout
+    # The URL stands alone at the end of its line (it ended with a stray ':'), and works.
+    url = status.stdout.splitlines()[-1].split()[-1]
+    with urllib.request.urlopen(url, timeout=30) as page:
+        assert page.status == 200 and b"<html" in page.read().lower()
     missing = run("submit", "--", "/nonexistent/program")
     job = int(missing.stdout.split()[-1])
     client = DaemonClient.from_state_dir(root)
