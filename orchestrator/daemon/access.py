@@ -27,6 +27,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+from launchers.local import atomic_write
 from orchestrator.daemon.spec import login_name
 from orchestrator.exceptions import DaemonError, InvalidRequestError
 
@@ -172,9 +173,5 @@ def add_user_token(users_file: Path, name: str) -> str:
             if line.partition(" ")[0] != name and line.strip()
         ]
     lines.append(f"{name} {_digest(token)}")
-    tmp = users_file.with_name(users_file.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write("\n".join(lines) + "\n")
-    os.replace(tmp, users_file)
+    atomic_write(users_file, "\n".join(lines) + "\n", mode=0o600)
     return token

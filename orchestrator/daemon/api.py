@@ -26,7 +26,6 @@ import ipaddress
 import json
 import logging
 import os
-import re
 import stat
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -64,7 +63,7 @@ from orchestrator.daemon.models import (
     SubmitResult,
 )
 from orchestrator.daemon.service import Daemon
-from orchestrator.daemon.spec import JobSpec, json_int
+from orchestrator.daemon.spec import JobSpec, ascii_digits, json_int
 from orchestrator.daemon.views import API_VERSION, job_document, layout
 from orchestrator.exceptions import (
     IdempotencyKeyReusedError,
@@ -76,7 +75,15 @@ from orchestrator.exceptions import (
 )
 from orchestrator.scheduling.job import JobState
 
-__all__ = ["MAX_PAGE", "STORE_RETRY_AFTER_S", "ApiError", "ApiLimits", "Guard", "create_app"]
+__all__ = [
+    "MAX_PAGE",
+    "STORE_RETRY_AFTER_S",
+    "ApiError",
+    "ApiLimits",
+    "Guard",
+    "create_app",
+    "error_document",
+]
 
 T = TypeVar("T")
 STORE_RETRY_AFTER_S = 5
@@ -153,8 +160,12 @@ def error_response(
     example: str = "",
     headers: Mapping[str, str] | None = None,
 ) -> JSONResponse:
-    doc = {"code": code, "message": message, "field": field, "example": example}
-    return JSONResponse({"error": doc}, status, dict(headers or {}))
+    return JSONResponse(error_document(code, message, field, example), status, dict(headers or {}))
+
+
+def error_document(code: str, message: str, field: str | None, example: str = "") -> dict[str, Any]:
+    """The body of every error the API answers (the listener's too)."""
+    return {"error": {"code": code, "message": message, "field": field, "example": example}}
 
 
 _ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -308,13 +319,12 @@ async def _caller(
 
 
 Authenticated = Annotated[Caller, Depends(_caller)]
-_DIGITS = re.compile(r"[0-9]{1,19}")
 
 
 def _ascii_digits(value: Any) -> Any:
     """A number in a path or query is ASCII digits only: pydantic's lax integers take ``0.0``
     and ``1_000``, Python's ``int`` takes ``٣``."""
-    if isinstance(value, str) and not _DIGITS.fullmatch(value):
+    if isinstance(value, str) and not ascii_digits(value, 19):
         raise ValueError("expected a non-negative integer of ASCII digits")
     return value
 
@@ -447,8 +457,9 @@ def create_app(
     async def submission(
         request: Request, who: Caller, key: str | None, *, batch: bool
     ) -> JSONResponse:
-        body = await _json_body(request)
-        small = len(await request.body()) <= INLINE_BODY_BYTES
+        raw = await request.body()
+        body = _parse_json(raw)
+        small = len(raw) <= INLINE_BODY_BYTES
         ids = await under_lock(submit, body, key, who, batch=batch, small=small)
         return JSONResponse({"job_ids": ids if batch else ids[0]}, HTTPStatus.CREATED)
 
@@ -492,8 +503,9 @@ def create_app(
 
         def route(action: str) -> Callable[..., Awaitable[JSONResponse]]:
             async def change(request: Request, job_id: JobId, who: Authenticated) -> JSONResponse:
-                if await request.body():
-                    await _json_body(request)  # an action takes no fields, but must be JSON
+                raw = await request.body()
+                if raw:
+                    _parse_json(raw)  # an action takes no fields, but the body must be JSON
                 return await under_lock(act, action, job_id, who, small=True)
 
             return change
@@ -721,8 +733,7 @@ def _body_schema(app: FastAPI) -> Callable[[str], dict[str, Any]]:
     return extra
 
 
-async def _json_body(request: Request) -> Any:
-    raw = await request.body()
+def _parse_json(raw: bytes) -> Any:
     try:
         # An integer too long for any field is kept as text and refused naming its field.
         return json.loads(raw, parse_int=json_int)

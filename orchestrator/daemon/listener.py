@@ -35,7 +35,7 @@ import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from orchestrator.daemon.access import Access
-from orchestrator.daemon.api import ApiLimits, create_app
+from orchestrator.daemon.api import ApiLimits, create_app, error_document
 from orchestrator.daemon.service import Daemon
 
 __all__ = ["ApiServer", "GuardedHttpProtocol"]
@@ -45,9 +45,7 @@ _PEERCRED = struct.Struct("3i")
 
 
 def _raw_error(status: int, phrase: str, code: str, message: str, field: str, extra: str) -> bytes:
-    body = json.dumps(
-        {"error": {"code": code, "message": message, "field": field, "example": ""}}
-    ).encode()
+    body = json.dumps(error_document(code, message, field)).encode()
     head = (
         f"HTTP/1.1 {status} {phrase}\r\ncontent-type: application/json\r\n"
         f"content-length: {len(body)}\r\nconnection: close\r\n{extra}\r\n"

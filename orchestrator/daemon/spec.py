@@ -36,6 +36,7 @@ __all__ = [
     "ArraySpec",
     "JobSpec",
     "OversizedInt",
+    "ascii_digits",
     "json_int",
     "login_name",
     "parse_array",
@@ -68,7 +69,7 @@ def json_int(text: str) -> int | OversizedInt:
     return OversizedInt(text) if len(text) > MAX_JSON_INT_DIGITS else int(text)
 
 
-def _digits(text: str, most: int) -> bool:
+def ascii_digits(text: str, most: int) -> bool:
     """Whether ``text`` is 1 to ``most`` ASCII digits (``str.isdigit`` takes ``²``, ``int`` and
     ``\\d`` take ``٣``; more digits than a field can use are refused before ``int`` runs)."""
     return 0 < len(text) <= most and text.isascii() and text.isdigit()
@@ -138,7 +139,7 @@ def parse_array(text: str) -> ArraySpec:
     body, sep, limit_text = text.strip().partition("%")
     limit: int | None = None
     if sep:
-        if not _digits(limit_text, 9) or int(limit_text) < 1:
+        if not ascii_digits(limit_text, 9) or int(limit_text) < 1:
             raise InvalidRequestError(
                 "array", text, "the %N limit must be an integer >= 1", "0-99%8"
             )
@@ -185,7 +186,7 @@ def parse_dependency(text: str) -> tuple[tuple[str, int], ...]:
                 f"unknown kind {kind!r} (known: {', '.join(DEPENDENCY_KINDS)})",
                 "afterok:12",
             )
-        if not ids or not all(_digits(i, 19) and int(i) < MAX_ID for i in ids):
+        if not ids or not all(ascii_digits(i, 19) and int(i) < MAX_ID for i in ids):
             raise InvalidRequestError(
                 "dependency", text, f"{kind} needs job ids, e.g. {kind}:12:13", "afterok:12"
             )
