@@ -15,8 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from launchers._base import LaunchSpec, Liveness
 from launchers.local import LocalBackend
+from orchestrator.backends.contract import LaunchSpec, Liveness
 
 
 def cpu_s(who: int) -> float:

@@ -36,9 +36,9 @@ sys.path.insert(0, str(REPO / "tests" / "pjm_emulator"))
 
 import pjm_emu  # noqa: E402
 
-from launchers._base import BaseBackend  # noqa: E402
-from launchers._pjm_text import parse_pjstat, parse_pjsub  # noqa: E402
 from launchers.pjm import PjmBackend, pilot_cluster  # noqa: E402
+from launchers.pjm.text import parse_pjstat, parse_pjsub  # noqa: E402
+from orchestrator.backends.contract import BaseBackend  # noqa: E402
 from orchestrator.daemon.service import Daemon  # noqa: E402
 from orchestrator.daemon.spec import JobSpec  # noqa: E402
 from orchestrator.resources.cluster import Cluster  # noqa: E402

@@ -38,8 +38,8 @@ from ray.cluster_utils import Cluster
 from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from launchers._ray_cluster import cluster_from_nodes, fetch_nodes
-from launchers.ray_backend import RayBackend
+from launchers.ray import RayBackend
+from launchers.ray.cluster import cluster_from_nodes, fetch_nodes
 from orchestrator.daemon.service import Daemon, DaemonConfig
 from orchestrator.daemon.spec import JobSpec
 from orchestrator.scheduling.job import JobState

@@ -31,9 +31,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from launchers._base import BaseBackend  # noqa: E402
 from launchers.local import LocalBackend  # noqa: E402
 from launchers.slurm import SlurmBackend  # noqa: E402
+from orchestrator.backends.contract import BaseBackend  # noqa: E402
 from orchestrator.daemon.service import Daemon, DaemonConfig  # noqa: E402
 from orchestrator.daemon.spec import JobSpec  # noqa: E402
 from orchestrator.resources.cluster import load_cluster  # noqa: E402

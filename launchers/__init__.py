@@ -1,65 +1,11 @@
-"""Backends that run allocated jobs: local processes, Slurm, PJM and Ray.
+"""The backends that run allocated jobs: one sub-package per engine.
 
-Backends are found by name (the daemon's ``--backend``) and imported only when chosen, so a
-daemon on a laptop never imports Ray.
+``local`` (process groups on this machine), ``slurm`` (sbatch or steps of a pilot allocation),
+``pjm`` (Fujitsu's pjsub, direct or pilot) and ``ray`` (placement groups of actors). Each holds
+its backend class (``backend.py``), the pure text formats of its engine (``text.py``, tested on
+captured output) and its node-side supervisor (``supervisor.py``, standard library only).
+
+The contract they implement, the job-folder template they share and the daemon's registry of
+them are in :mod:`orchestrator.backends`; the node-side helpers in :mod:`orchestrator.nodeside`.
+Nothing in ``orchestrator/`` imports this package: the daemon finds a backend by name.
 """
-
-from __future__ import annotations
-
-import importlib
-from collections.abc import Mapping
-from pathlib import Path
-from typing import TYPE_CHECKING
-
-from orchestrator.exceptions import InvalidRequestError
-
-if TYPE_CHECKING:
-    from launchers._base import BaseBackend
-    from orchestrator.resources.cluster import Cluster
-
-__all__ = ["BACKENDS", "make_backend", "parse_backend_options"]
-
-BACKENDS: dict[str, str] = {
-    "local": "launchers.local:LocalBackend",
-    "slurm": "launchers.slurm:SlurmBackend",
-    "pjm": "launchers.pjm:PjmBackend",
-    "ray": "launchers.ray_backend:RayBackend",
-}
-"""Backend name -> ``module:class``."""
-
-
-def make_backend(
-    name: str, root: Path, cluster: Cluster, options: Mapping[str, str] | None = None
-) -> BaseBackend:
-    """Build the backend called ``name`` for a daemon whose state folder is ``root``.
-
-    Raises:
-        InvalidRequestError: an unknown backend name, or an option the backend refuses.
-    """
-    target = BACKENDS.get(name)
-    if target is None:
-        raise InvalidRequestError("backend", name, "no such backend", "|".join(BACKENDS))
-    module_name, _, class_name = target.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as e:
-        raise InvalidRequestError(
-            "backend", name, f"it needs a module that is not installed ({e.name})", "local"
-        ) from e
-    backend_class: type[BaseBackend] = getattr(module, class_name)
-    return backend_class.create(Path(root), cluster, dict(options or {}))
-
-
-def parse_backend_options(pairs: list[str] | tuple[str, ...]) -> dict[str, str]:
-    """``["partition=debug", "mode=pilot"]`` -> a dict.
-
-    Raises:
-        InvalidRequestError: an item without ``=``.
-    """
-    options: dict[str, str] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise InvalidRequestError("backend-opt", pair, "expected KEY=VALUE", "mode=pilot")
-        options[key.strip()] = value
-    return options

@@ -28,7 +28,7 @@ from typing import Any
 
 import pytest
 
-from launchers._base import BaseBackend
+from orchestrator.backends.contract import BaseBackend
 from orchestrator.daemon.service import Daemon, DaemonConfig
 from orchestrator.daemon.spec import JobSpec
 from orchestrator.resources.cluster import Cluster

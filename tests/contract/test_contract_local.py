@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from backend_contract import BackendContract, ContractHarness, Run
 
 from launchers.local import LocalBackend
 from orchestrator.resources.cluster import load_cluster
 from orchestrator.scheduling.job import JobState
+from tests.contract.backend_contract import BackendContract, ContractHarness, Run
 
 
 class TestLocalContract(BackendContract):

@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from backend_contract import BackendContract, ContractHarness
-from ray_cluster_session import NAMESPACE, RayTestCluster
 
-from launchers._ray_cluster import cluster_from_nodes, fetch_nodes
-from launchers.ray_backend import RayBackend
+from launchers.ray import RayBackend
+from launchers.ray.cluster import cluster_from_nodes, fetch_nodes
+from tests.contract.backend_contract import BackendContract, ContractHarness
+from tests.ray_cluster_session import NAMESPACE, RayTestCluster
 
 
 class TestRayContract(BackendContract):

@@ -1,41 +1,22 @@
-"""The backend contract against the real local Slurm (direct mode: one Slurm job per job)."""
+"""The backend contract against the real local Slurm (direct mode: one Slurm job per job), started
+by the session's ``slurm`` fixture (tests/slurm/slurm_cluster.py)."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from backend_contract import BackendContract, ContractHarness
 
 from launchers.slurm import SlurmBackend
 from orchestrator.resources.cluster import load_cluster
-
-
-def _slurm_helpers():  # type: ignore[no-untyped-def]
-    """tests/slurm/slurm_cluster.py (one module object shared with tests/slurm's fixture)."""
-    if "slurm_cluster" not in sys.modules:
-        path = Path(__file__).resolve().parents[1] / "slurm" / "slurm_cluster.py"
-        spec = importlib.util.spec_from_file_location("slurm_cluster", path)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["slurm_cluster"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["slurm_cluster"]
-
-
-@pytest.fixture(scope="session")
-def slurm() -> Iterator[object]:
-    """Shares one start with tests/slurm's fixture (same helper module, one count of users)."""
-    with _slurm_helpers().local_slurm() as cluster:
-        yield cluster
+from tests.contract.backend_contract import BackendContract, ContractHarness
+from tests.slurm.slurm_cluster import LocalSlurm
 
 
 class TestSlurmContract(BackendContract):
     @pytest.fixture
-    def harness(self, slurm: object) -> ContractHarness:
+    def harness(self, slurm: LocalSlurm) -> ContractHarness:
         cluster = load_cluster("slurm16")
         return ContractHarness(
             name="slurm",
@@ -50,7 +31,7 @@ class TestSlurmPilotContract(BackendContract):
     """The same contract with every job a step of one held allocation (mode=pilot)."""
 
     @pytest.fixture
-    def harness(self, slurm: object) -> Iterator[ContractHarness]:
+    def harness(self, slurm: LocalSlurm) -> Iterator[ContractHarness]:
         cluster = load_cluster("slurm16")
         made: list[SlurmBackend] = []
 

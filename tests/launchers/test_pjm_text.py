@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import pytest
-from golden_files import check_golden
+from collections.abc import Callable
 
-from launchers._pjm_text import (
+import pytest
+
+from launchers.pjm.text import (
     PJM_STATES,
     PjmError,
     PjmLimitError,
@@ -34,7 +35,7 @@ JOB_ID  JOB_NAME  MD  ST   USER   START_DATE      ELAPSE_LIM  NODE_REQUIRE  VNOD
 """
 
 
-def test_pjm_script_golden() -> None:
+def test_pjm_script_golden(check_golden: Callable[[str, str], None]) -> None:
     spec = PjmScript(
         name="kfac-4x6x16",
         argv=["./train", "--note", "it's; $(rm -rf /)"],

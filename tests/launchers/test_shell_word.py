@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from launchers._pjm_text import PjmScript, render_pjm_script
-from launchers._shell import shell_word
-from launchers._slurm_text import SbatchScript, render_sbatch_script
+from launchers.pjm.text import PjmScript, render_pjm_script
+from launchers.shell import shell_word
+from launchers.slurm.text import SbatchScript, render_sbatch_script
 from orchestrator.exceptions import InvalidRequestError
 
 AWKWARD = [

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from golden_files import check_golden
 
-from launchers._slurm_text import (
+from launchers.slurm.text import (
     SbatchScript,
     SlurmParseError,
     format_time_limit,
@@ -23,7 +23,7 @@ from orchestrator.scheduling.job import JobState
 CAPTURED = Path(__file__).parent / "captured"
 
 
-def test_sbatch_script_golden() -> None:
+def test_sbatch_script_golden(check_golden: Callable[[str, str], None]) -> None:
     spec = SbatchScript(
         name="kfac vs sgd; rm -rf /",
         argv=["python", "-m", "sweeps.train", "optimizer=kfac", "note=it's $HOME"],
@@ -105,7 +105,7 @@ def test_parse_squeue_captured() -> None:
     ],
 )
 def test_state_table(text: str, state: JobState) -> None:
-    assert slurm_state(text) is state
+    assert slurm_state(text).ours is state
 
 
 def test_bad_rows_are_errors() -> None:

@@ -12,36 +12,26 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "pjm_emulator"))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "contract"))
-import pjm_emu
-from backend_contract import ContractHarness, Run
-from pjm_emu_pytest import emulator_session
-
-from launchers import make_backend
-from launchers._base import LaunchSpec, Liveness
-from launchers._pjm_text import parse_pjstat, parse_pjsub
 from launchers.pjm import PjmBackend, pilot_cluster
+from launchers.pjm.text import parse_pjstat, parse_pjsub
+from orchestrator.backends import make_backend
+from orchestrator.backends.contract import LaunchSpec, Liveness
 from orchestrator.exceptions import InvalidRequestError
 from orchestrator.resources.cluster import Cluster
 from orchestrator.resources.request import parse_shape
 from orchestrator.resources.topology import FlatTopology, NodeResources, Torus3DTopology
 from orchestrator.scheduling.job import JobState
+from tests.contract.backend_contract import ContractHarness, Run
+from tests.pjm_emulator import pjm_emu
 
 S = JobState
 NODE = NodeResources(cpus=4, memory_mb=4000)
 TORUS = Cluster("pjm-emu", Torus3DTopology((4, 6, 4), (2, 3, 2)), NODE)
 PILOT = pilot_cluster("2x3x2", NODE)
-
-
-@pytest.fixture(scope="module")
-def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    yield from emulator_session(tmp_path_factory.mktemp("pjm-backend"))
 
 
 def pjstat(*args: str) -> dict[str, str]:
@@ -64,7 +54,7 @@ def pilot_run(tmp_path: Path, **options: float) -> Run:
     return Run(harness, tmp_path)
 
 
-def test_create_checks_its_options(emulator: Path, tmp_path: Path) -> None:
+def test_create_checks_its_options(pjm_emulator: Path, tmp_path: Path) -> None:
     with pytest.raises(InvalidRequestError) as info:
         make_backend("pjm", tmp_path, TORUS, {"queue": "small"})
     assert info.value.field == "backend-opt" and info.value.value == "queue"
@@ -79,7 +69,7 @@ def test_create_checks_its_options(emulator: Path, tmp_path: Path) -> None:
     assert str(backend.pilot_shape) == "2x3x2:mesh"
 
 
-def test_direct_job_script_asks_for_the_requested_shape(emulator: Path, tmp_path: Path) -> None:
+def test_direct_job_script_asks_for_the_requested_shape(pjm_emulator: Path, tmp_path: Path) -> None:
     harness = ContractHarness(name="pjm-direct", cluster=TORUS, make_backend=PjmBackend)
     run = Run(harness, tmp_path)
     code = "import os; print('hello from', os.environ['RANK'])"
@@ -107,7 +97,9 @@ def test_direct_job_script_asks_for_the_requested_shape(emulator: Path, tmp_path
     assert host == socket.gethostname() and 1024 <= int(port) < 65536
 
 
-def test_direct_job_queued_in_pjm_is_cancelled_with_pjdel(emulator: Path, tmp_path: Path) -> None:
+def test_direct_job_queued_in_pjm_is_cancelled_with_pjdel(
+    pjm_emulator: Path, tmp_path: Path
+) -> None:
     # Another job holds the whole emulated machine: ours waits in PJM's queue (QUE).
     blocker = tmp_path / "blocker.sh"
     blocker.write_text('#!/bin/sh\n#PJM -L "node=4x6x4"\nsleep 30\n')
@@ -129,13 +121,13 @@ def test_direct_job_queued_in_pjm_is_cancelled_with_pjdel(emulator: Path, tmp_pa
     subprocess.run(["pjdel", blocker_id], capture_output=True, check=True)
 
 
-def test_node_failure_under_a_direct_job_requeues_it(emulator: Path, tmp_path: Path) -> None:
+def test_node_failure_under_a_direct_job_requeues_it(pjm_emulator: Path, tmp_path: Path) -> None:
     run = Run(ContractHarness(name="pjm", cluster=TORUS, make_backend=PjmBackend), tmp_path)
     code = run.report_code("import time\nif os.environ['ORCH_ATTEMPT'] == '1': time.sleep(60)\n")
     job_id = run.submit(code, nodes=2, retries=0)
     run.tick_until(lambda: len(run.reports_found()) == 2, "both ranks to start")
     pjm_id = run.row(job_id)["handle"]["pjm_id"]
-    pjm_emu.node_down(emulator, pjm_id)  # PJM ends the job with end code 20
+    pjm_emu.node_down(pjm_emulator, pjm_id)  # PJM ends the job with end code 20
     run.finish(job_id)
     assert run.state(job_id) is S.COMPLETED, reasons(run, job_id)
     assert "PREEMPTED" in [s for s, _ in reasons(run, job_id)]  # requeued, no retry spent
@@ -146,7 +138,7 @@ def test_node_failure_under_a_direct_job_requeues_it(emulator: Path, tmp_path: P
     assert parse_pjstat(history.stdout)[0].columns["PC"] == "20"
 
 
-def test_job_that_checkpoints_on_pjm_elapse_is_requeued(emulator: Path, tmp_path: Path) -> None:
+def test_job_that_checkpoints_on_pjm_elapse_is_requeued(pjm_emulator: Path, tmp_path: Path) -> None:
     # No walltime of ours: PJM's elapse (2 s, option elapse) ends the attempt with SIGTERM; the
     # job checkpoints and exits 3 ("requeue me"), then resumes on its next attempt.
     backend = lambda root: PjmBackend(root, elapse_s=2)  # noqa: E731
@@ -169,7 +161,7 @@ def test_job_that_checkpoints_on_pjm_elapse_is_requeued(emulator: Path, tmp_path
     assert run.row(job_id)["attempts"] == 2 and checkpoint.read_text() == "step 42"
 
 
-def test_abort_start_stops_an_attempt_for_good(emulator: Path, tmp_path: Path) -> None:
+def test_abort_start_stops_an_attempt_for_good(pjm_emulator: Path, tmp_path: Path) -> None:
     backend = PjmBackend(tmp_path)
     marker = tmp_path / "ran"
     spec = LaunchSpec(
@@ -189,7 +181,9 @@ def test_abort_start_stops_an_attempt_for_good(emulator: Path, tmp_path: Path) -
     assert not marker.exists()
 
 
-def test_direct_job_refused_by_pjm_fails_with_its_message(emulator: Path, tmp_path: Path) -> None:
+def test_direct_job_refused_by_pjm_fails_with_its_message(
+    pjm_emulator: Path, tmp_path: Path
+) -> None:
     harness = ContractHarness(
         name="pjm-direct", cluster=TORUS, make_backend=lambda root: PjmBackend(root, rscgrp="large")
     )
@@ -200,7 +194,9 @@ def test_direct_job_refused_by_pjm_fails_with_its_message(emulator: Path, tmp_pa
     assert any("PJM 0054" in r and "lower limit (25)" in r for _, r in reasons(run, job_id))
 
 
-def test_pilot_packs_jobs_into_sub_boxes_of_one_allocation(emulator: Path, tmp_path: Path) -> None:
+def test_pilot_packs_jobs_into_sub_boxes_of_one_allocation(
+    pjm_emulator: Path, tmp_path: Path
+) -> None:
     run = pilot_run(tmp_path, pilot_idle_s=30)
     release = tmp_path / "release"
     body = (
@@ -208,13 +204,15 @@ def test_pilot_packs_jobs_into_sub_boxes_of_one_allocation(emulator: Path, tmp_p
         "e = os.environ\n"
         f"out = {str(tmp_path)!r} + f\"/coord-{{e['ORCH_JOB_ID']}}-{{e['RANK']}}\"\n"
         "report = [e['PJM_EMU_RANK_COORD'], e['ORCH_NODENAME'], e['PJM_JOBID']]\n"
-        "open(out, 'w').write(json.dumps(report))\n"
+        # Written under another name, then renamed: the test counts the files, then reads them.
+        "with open(out + '.part', 'w') as f:\n    f.write(json.dumps(report))\n"
+        "os.replace(out + '.part', out + '.json')\n"
         f"while not os.path.exists({str(release)!r}): time.sleep(0.05)\n"
     )
     jobs = [run.submit(body, shape="2x3x1", nodes=None) for _ in range(2)]
-    run.tick_until(lambda: len(list(tmp_path.glob("coord-*"))) == 12, "both jobs' 12 ranks")
+    run.tick_until(lambda: len(list(tmp_path.glob("coord-*.json"))) == 12, "both jobs' 12 ranks")
     assert all(run.state(j) is S.RUNNING for j in jobs)
-    found = [json.loads(p.read_text()) for p in tmp_path.glob("coord-*")]
+    found = [json.loads(p.read_text()) for p in tmp_path.glob("coord-*.json")]
     coords = {c for c, _, _ in found}
     assert len(coords) == 12  # disjoint sub-boxes covering the 2x3x2 allocation
     # Each rank runs at the coordinates of the node our allocator gave it (t{x}-{y}-{z}).
@@ -225,7 +223,7 @@ def test_pilot_packs_jobs_into_sub_boxes_of_one_allocation(emulator: Path, tmp_p
     assert all(run.state(j) is S.COMPLETED for j in jobs)
 
 
-def test_pilot_ending_under_a_job_requeues_it(emulator: Path, tmp_path: Path) -> None:
+def test_pilot_ending_under_a_job_requeues_it(pjm_emulator: Path, tmp_path: Path) -> None:
     run = pilot_run(tmp_path, elapse_s=3, pilot_idle_s=30)
     code = "import os, time\nif os.environ['ORCH_ATTEMPT'] == '1': time.sleep(60)\n"
     job_id = run.submit(code, retries=0)
@@ -239,7 +237,7 @@ def test_pilot_ending_under_a_job_requeues_it(emulator: Path, tmp_path: Path) ->
     assert len(list((tmp_path / "backend" / "pjm" / "pilots").iterdir())) >= 2
 
 
-def test_pilot_is_given_back_when_idle_and_on_close(emulator: Path, tmp_path: Path) -> None:
+def test_pilot_is_given_back_when_idle_and_on_close(pjm_emulator: Path, tmp_path: Path) -> None:
     run = pilot_run(tmp_path, pilot_idle_s=0.5)
     job_id = run.submit("pass")
     run.finish(job_id)

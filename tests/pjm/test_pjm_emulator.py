@@ -1,23 +1,18 @@
 """The PJM emulator end to end: its commands on PATH, real jobs, the documented formats.
 
-The backend's parsers (``launchers/_pjm_text.py``) read everything the emulator prints here, so
+The backend's parsers (``launchers/pjm/text.py``) read everything the emulator prints here, so
 these tests check the emulator and the parsers against each other on live output.
 """
 
 from __future__ import annotations
 
 import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "pjm_emulator"))
-from pjm_emu_pytest import emulator_session
-
-from launchers._pjm_text import (
+from launchers.pjm.text import (
     PjmError,
     PjmLimitError,
     PjmNoSuchJobError,
@@ -31,11 +26,6 @@ from launchers._pjm_text import (
 )
 from orchestrator.resources.request import parse_shape
 from orchestrator.scheduling.job import JobState
-
-
-@pytest.fixture(scope="module")
-def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    yield from emulator_session(tmp_path_factory.mktemp("pjm-emu"))
 
 
 def run(argv: list[str], cwd: Path) -> str:
@@ -60,7 +50,7 @@ def finished(cwd: Path, job_id: str, timeout_s: float = 20.0) -> dict[str, str]:
     raise AssertionError(f"job {job_id} did not finish: {run(['pjstat', '-v'], cwd)}")
 
 
-def test_directives_environment_and_formats(emulator: Path, tmp_path: Path) -> None:
+def test_directives_environment_and_formats(pjm_emulator: Path, tmp_path: Path) -> None:
     script = render_pjm_script(
         PjmScript(
             name="envjob",
@@ -97,7 +87,7 @@ def test_directives_environment_and_formats(emulator: Path, tmp_path: Path) -> N
     ]  # fmt: skip
 
 
-def test_bulk_job_sets_each_bulk_number(emulator: Path, tmp_path: Path) -> None:
+def test_bulk_job_sets_each_bulk_number(pjm_emulator: Path, tmp_path: Path) -> None:
     path = tmp_path / "bulk.sh"
     path.write_text('#!/bin/sh\n#PJM -L node=1\nsleep 0.3\necho "n=$PJM_BULKNUM"\n')
     job_id = parse_pjsub(run(pjsub_argv(str(path), bulk=(0, 2)), tmp_path))
@@ -110,7 +100,7 @@ def test_bulk_job_sets_each_bulk_number(emulator: Path, tmp_path: Path) -> None:
 
 
 def test_step_jobs_run_in_order_and_a_condition_deletes_a_step(
-    emulator: Path, tmp_path: Path
+    pjm_emulator: Path, tmp_path: Path
 ) -> None:
     first = submit(tmp_path, "#!/bin/sh\nsleep 0.3\necho $PJM_STEPNUM > s0\nexit 1\n", "--step")
     assert first.endswith("_0")
@@ -140,14 +130,14 @@ def test_step_jobs_run_in_order_and_a_condition_deletes_a_step(
     assert not (tmp_path / "never").exists()
 
 
-def test_elapse_limit_ends_the_job_with_end_code_11(emulator: Path, tmp_path: Path) -> None:
+def test_elapse_limit_ends_the_job_with_end_code_11(pjm_emulator: Path, tmp_path: Path) -> None:
     job_id = submit(tmp_path, '#!/bin/sh\n#PJM -L "elapse=1"\nsleep 60\n')
     row = finished(tmp_path, job_id, timeout_s=15)
     assert (row["ST"], row["PC"], row["SN"]) == ("EXT", "11", "15")
     assert final_state(row["ST"], int(row["PC"])) is JobState.TIMEOUT
 
 
-def test_pjdel_cancels_queued_and_running_jobs(emulator: Path, tmp_path: Path) -> None:
+def test_pjdel_cancels_queued_and_running_jobs(pjm_emulator: Path, tmp_path: Path) -> None:
     job_id = submit(tmp_path, "#!/bin/sh\necho $$ > pid\nsleep 60\n")
     deadline = time.monotonic() + 10
     while not (tmp_path / "pid").exists() and time.monotonic() < deadline:
@@ -174,14 +164,14 @@ def test_pjdel_cancels_queued_and_running_jobs(emulator: Path, tmp_path: Path) -
     ],
 )
 def test_requests_over_the_limits_are_refused(
-    emulator: Path, tmp_path: Path, options: list[str], error: type[PjmError], words: str
+    pjm_emulator: Path, tmp_path: Path, options: list[str], error: type[PjmError], words: str
 ) -> None:
     with pytest.raises(error, match=r"PJM \d{4} pjsub") as info:
         submit(tmp_path, "#!/bin/sh\ntrue\n", *options)
     assert words in str(info.value)
 
 
-def test_mpiexec_places_ranks_by_vcoordfile(emulator: Path, tmp_path: Path) -> None:
+def test_mpiexec_places_ranks_by_vcoordfile(pjm_emulator: Path, tmp_path: Path) -> None:
     (tmp_path / "ranks").write_text("(1,2,1)\n(1,2,1)\n(0,0,0)\n")
     (tmp_path / "bad").write_text("(2,0,0)\n")
     report = 'echo "$OMPI_COMM_WORLD_RANK $OMPI_COMM_WORLD_LOCAL_RANK $PJM_EMU_RANK_COORD"'
@@ -196,7 +186,7 @@ def test_mpiexec_places_ranks_by_vcoordfile(emulator: Path, tmp_path: Path) -> N
     assert "outside the job's shape 2x3x2" in refused and refused.endswith("1\n")
 
 
-def test_jobs_queue_until_the_machine_has_their_nodes(emulator: Path, tmp_path: Path) -> None:
+def test_jobs_queue_until_the_machine_has_their_nodes(pjm_emulator: Path, tmp_path: Path) -> None:
     whole = '#!/bin/sh\n#PJM -L "node=4x6x4"\nsleep 1\n'
     first = submit(tmp_path, whole, name="a.sh")
     second = submit(tmp_path, whole, name="b.sh")

@@ -19,12 +19,11 @@ from typing import Any
 
 import pytest
 import yaml
-from ray_cluster_session import NAMESPACE, RayTestCluster
 
-from launchers._base import LaunchSpec, Liveness
-from launchers._ray_actor import LineLabeller
-from launchers._ray_cluster import cluster_from_nodes, fetch_nodes, pool_nodes, preset
-from launchers.ray_backend import RayBackend
+from launchers.ray import RayBackend
+from launchers.ray.actor import LineLabeller
+from launchers.ray.cluster import cluster_from_nodes, fetch_nodes, pool_nodes, preset
+from orchestrator.backends.contract import LaunchSpec, Liveness
 from orchestrator.daemon.client import DaemonClient
 from orchestrator.daemon.service import Daemon, DaemonConfig
 from orchestrator.daemon.spec import JobSpec
@@ -32,6 +31,7 @@ from orchestrator.exceptions import ClusterConfigError, InvalidRequestError
 from orchestrator.resources.cluster import Cluster, cluster_from_mapping
 from orchestrator.scheduling.job import JobState
 from orchestrator.store import Store, sqlite_url
+from tests.ray_cluster_session import NAMESPACE, RayTestCluster
 
 REPO = Path(__file__).resolve().parents[2]
 S = JobState
@@ -92,9 +92,9 @@ def test_create_refuses_unknown_options_and_bad_numbers(tmp_path: Path) -> None:
     with pytest.raises(InvalidRequestError, match="partition") as e:
         RayBackend.create(tmp_path, cluster, {"partition": "debug"})
     assert "address" in str(e.value)  # names the valid keys
-    with pytest.raises(InvalidRequestError, match="poll_timeout=-1"):
+    with pytest.raises(InvalidRequestError, match="poll_timeout='-1'"):
         RayBackend.create(tmp_path, cluster, {"poll_timeout": "-1"})
-    with pytest.raises(InvalidRequestError, match="start_timeout=soon"):
+    with pytest.raises(InvalidRequestError, match="start_timeout='soon'"):
         RayBackend.create(tmp_path, cluster, {"start_timeout": "soon"})
 
 
@@ -325,7 +325,7 @@ def test_a_killed_daemon_process_finds_its_ray_job_again(
     preset_file = tmp_path / "ray.yaml"
     # The documented way: the preset printed from the running Ray cluster.
     printed = subprocess.run(
-        [sys.executable, "-m", "launchers._ray_cluster", "--address", ray_cluster.address],
+        [sys.executable, "-m", "launchers.ray.cluster", "--address", ray_cluster.address],
         capture_output=True,
         text=True,
         check=True,

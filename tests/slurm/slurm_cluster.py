@@ -1,6 +1,8 @@
-"""The real local Slurm of ``../shared/slurm/`` for the tests: started when it does not answer,
-stopped at the end only by whoever started it (a uniquely named helper module: the contract
-test and tests/slurm both use it)."""
+"""The real local Slurm of ``../shared/slurm/`` for the tests: the session fixture ``slurm``
+(registered by ``tests/conftest.py``; used by tests/slurm and tests/contract) starts it when it
+does not answer, and then stops it at the end (``stop-slurm.sh`` stops its daemons by their PIDs);
+a Slurm that was already running is left running.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +10,6 @@ import shutil
 import subprocess
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,15 +24,6 @@ class LocalSlurm:
     """A running local Slurm; ``started`` says whether these tests started it."""
 
     started: bool
-
-
-@dataclass
-class _Starts:
-    users: int = 0
-    started: bool = False
-
-
-_STATE = _Starts()
 
 
 def answers() -> bool:
@@ -58,26 +50,23 @@ def _script(name: str) -> list[str]:
     return ["bash", str(path)]
 
 
-@contextmanager
-def local_slurm() -> Iterator[LocalSlurm]:
-    """Yield a running local Slurm (16 nodes, accounting on); nested uses share one start."""
-    state = _STATE
-    if state.users == 0 and not answers():
+@pytest.fixture(scope="session")
+def slurm() -> Iterator[LocalSlurm]:
+    """A running local Slurm (16 nodes, accounting on), once per session."""
+    started = False
+    if not answers():
         # Installs the Debian packages on a clean machine too (idempotent).
         done = subprocess.run(
             _script("start-slurm.sh"), check=False, capture_output=True, text=True
         )
         if done.returncode != 0:
             pytest.fail(f"start-slurm.sh failed ({done.returncode}):\n{done.stderr[-3000:]}")
-        state.started = True
-    state.users += 1
+        started = True
     try:
-        yield LocalSlurm(started=state.started)
+        yield LocalSlurm(started=started)
     finally:
-        state.users -= 1
-        if state.users == 0 and state.started:
+        if started:
             subprocess.run(_script("stop-slurm.sh"), check=False, capture_output=True, text=True)
-            state.started = False
 
 
 def wait_idle(nodes: list[str], timeout: float = 30.0) -> None:

@@ -9,14 +9,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from slurm_cluster import LocalSlurm, wait_idle
-from slurm_daemon import CLUSTER, SlurmRun, slurm_text
 
-from launchers import make_backend
 from launchers.slurm import SlurmBackend
+from orchestrator.backends import make_backend
 from orchestrator.exceptions import InvalidRequestError
 from orchestrator.resources.hostlist import expand_hostlist
 from orchestrator.scheduling.job import JobState
+from tests.slurm.slurm_cluster import LocalSlurm, wait_idle
+from tests.slurm.slurm_daemon import CLUSTER, SlurmRun, slurm_text
 
 S = JobState
 

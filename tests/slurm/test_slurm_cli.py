@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from slurm_cluster import LocalSlurm
+from tests.slurm.slurm_cluster import LocalSlurm
 
 ORCH = [str(Path(sys.executable).with_name("orch"))]  # the installed entry point
 

@@ -10,7 +10,7 @@ import subprocess
 import time
 from collections.abc import Iterable, Sequence
 
-from launchers._slurm_text import (
+from launchers.slurm.text import (
     SlurmJobRecord,
     parse_node_events,
     parse_sacct,

@@ -1,10 +1,10 @@
 """The Ray backend: a job's block becomes a placement group, its tasks Ray actors.
 
 The pool is a Ray cluster's raylets, each named as one node of ours by a custom resource
-``orch_node:<name>`` it was started with (see :mod:`launchers._ray_cluster`). A job on nodes
+``orch_node:<name>`` it was started with (see :mod:`launchers.ray.cluster`). A job on nodes
 ``[a, b]`` gets a placement group with one bundle per node, ``{"orch_node:a": 1}``,
 ``{"orch_node:b": 1}``, strategy ``STRICT_SPREAD``: each bundle can only land on the raylet our
-allocator chose. Each task is one :class:`~launchers._ray_actor.TaskActor` in its node's bundle
+allocator chose. Each task is one :class:`~launchers.ray.actor.TaskActor` in its node's bundle
 (``num_cpus=0``: the node is the job's, as a batch system's exclusive node is), which runs the
 command as a subprocess with the same rank variables as the local backend, ``MASTER_ADDR`` and
 ``MASTER_PORT`` taken on rank 0's node so ``torch.distributed`` meets there.
@@ -19,8 +19,8 @@ as ``srun --label``) to the job's ``stdout`` and ``stderr``: the actors write th
 themselves, so the state folder must be on a file system every Ray node shares (as with Slurm).
 
 Node death: an actor that died with its node, its task without an exit status, ends the
-attempt as :attr:`~launchers._base.Liveness.REQUEUE` (the daemon queues the job again at once);
-the dead raylet is reported by :meth:`RayBackend.unavailable_nodes` until it comes back.
+attempt as :attr:`~orchestrator.backends.Liveness.REQUEUE` (the daemon queues the job again at
+once); the dead raylet is reported by :meth:`RayBackend.unavailable_nodes` until it comes back.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ import os
 import signal
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -47,12 +48,15 @@ from ray.util.placement_group import (
 )
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from launchers._base import Handle, LaunchSpec, Liveness, PollResult
-from launchers._rank_env import rank_environment
-from launchers._ray_actor import TaskActor
-from launchers._ray_cluster import PoolNode, node_resource, pool_nodes
-from launchers.local import JobFolderBackend, atomic_write
+from launchers.ray.actor import TaskActor
+from launchers.ray.cluster import PoolNode, node_resource, pool_nodes
+from orchestrator.backends.contract import Handle, LaunchSpec, Liveness, PollResult
+from orchestrator.backends.jobfolder import JobFolderBackend, PreparedJob
+from orchestrator.backends.options import option, parse_options
 from orchestrator.exceptions import BackendError, InvalidRequestError
+from orchestrator.nodeside import record
+from orchestrator.nodeside.files import atomic_write
+from orchestrator.nodeside.rank_env import rank_environment
 
 if TYPE_CHECKING:
     from orchestrator.resources.cluster import Cluster
@@ -61,13 +65,26 @@ __all__ = ["RayBackend"]
 
 RemoteTaskActor = ray.remote(TaskActor)
 
-OPTIONS = {
-    "address": "the Ray cluster to connect to (default auto: RAY_ADDRESS or the local one)",
-    "namespace": "the Ray namespace of our actors and placement groups (default orch)",
-    "start_timeout": "seconds a job's placement group and actors may take to start (60)",
-    "poll_timeout": "seconds one poll waits for the actors' answers (0.5)",
-    "inherit_env": "1: tasks start from the daemon's environment, as sbatch --export=ALL; 0: not",
-}
+
+@dataclass(frozen=True)
+class RayOptions:
+    """``--backend ray`` options (``--backend-opt KEY=VALUE``)."""
+
+    address: str = option(
+        "auto", "the Ray cluster to connect to (auto: RAY_ADDRESS or the local one)", "HEAD:6379"
+    )
+    namespace: str = option("orch", "the Ray namespace of our actors and placement groups", "orch")
+    start_timeout: float = option(
+        60.0, "seconds a job's placement group and actors may take to start", "60", above=0
+    )
+    poll_timeout: float = option(
+        0.5, "seconds one poll waits for the actors' answers", "0.5", above=0
+    )
+    inherit_env: bool = option(
+        True, "tasks start from the daemon's environment, as sbatch --export=ALL (0: not)", "0"
+    )
+
+
 NAMES_FILE = "ray-names.json"
 """In the attempt's folder: the placement group's and actors' names, written before either
 exists, so :meth:`RayBackend.abort_start` knows what to destroy."""
@@ -107,21 +124,6 @@ def _connect(address: str, namespace: str) -> bool:
             "address=HEAD:6379",
         ) from e
     return True
-
-
-def _number(options: Mapping[str, str], key: str, default: float) -> float:
-    text = options.get(key)
-    if text is None:
-        return default
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if value <= 0:
-        raise InvalidRequestError(
-            "backend-opt", f"{key}={text}", "expected a positive number of seconds", f"{key}=30"
-        )
-    return value
 
 
 class RayBackend(JobFolderBackend):
@@ -173,28 +175,16 @@ class RayBackend(JobFolderBackend):
     @classmethod
     def create(cls, root: Path, cluster: Cluster, options: Mapping[str, str]) -> RayBackend:
         """``--backend ray``: connect to the cluster at ``address`` and check that every node
-        of the daemon's cluster is a raylet there (see :data:`OPTIONS`)."""
-        unknown = set(options) - set(OPTIONS)
-        if unknown:
-            raise InvalidRequestError(
-                "backend-opt",
-                sorted(unknown)[0],
-                f"the ray backend knows only {', '.join(sorted(OPTIONS))}",
-                "address=HEAD:6379",
-            )
-        namespace = options.get("namespace", "orch")
-        # Every option is checked before anything connects.
-        start_timeout_s = _number(options, "start_timeout", 60.0)
-        poll_timeout_s = _number(options, "poll_timeout", 0.5)
-        inherit_env = options.get("inherit_env", "1").lower() not in ("0", "false", "no")
-        connected = _connect(options.get("address", "auto"), namespace)
+        of the daemon's cluster is a raylet there (see :class:`RayOptions`)."""
+        opts = parse_options(RayOptions, options, cls.name)  # all checked before connecting
+        connected = _connect(opts.address, opts.namespace)
         backend = cls(
             root,
             cluster,
-            namespace=namespace,
-            start_timeout_s=start_timeout_s,
-            poll_timeout_s=poll_timeout_s,
-            inherit_env=inherit_env,
+            namespace=opts.namespace,
+            start_timeout_s=opts.start_timeout,
+            poll_timeout_s=opts.poll_timeout,
+            inherit_env=opts.inherit_env,
         )
         backend.owns_connection = connected
         try:
@@ -228,7 +218,7 @@ class RayBackend(JobFolderBackend):
                 self.cluster.name,
                 f"no raylet of the Ray cluster offers {node_resource(missing[0])} "
                 f"({len(missing)} of its nodes are unknown there; raylets: {sorted(known)})",
-                "a preset from: python -m launchers._ray_cluster --address HEAD:6379",
+                "a preset from: python -m launchers.ray.cluster --address HEAD:6379",
             )
 
     def unavailable_nodes(self) -> frozenset[str]:
@@ -269,19 +259,11 @@ class RayBackend(JobFolderBackend):
 
     def _base_env(self, spec: LaunchSpec) -> dict[str, str]:
         env = dict(os.environ) if self.inherit_env else {"PATH": os.defpath}
-        env.update(self._job_environment(spec))
+        env.update(self.job_environment(spec))
         return env
 
-    def start(self, spec: LaunchSpec) -> Handle:
-        paths = self.paths(spec.job_id)
-        attempt_dir = paths.attempt(spec.attempt)
-        try:
-            attempt_dir.mkdir(parents=True, exist_ok=True)
-            argv = self._argv(spec, paths)
-            paths.stdout.touch()
-            paths.stderr.touch()
-        except OSError as e:
-            raise BackendError(f"job {spec.job_id}: cannot prepare {paths.folder}: {e}") from e
+    def _launch(self, job: PreparedJob) -> Handle:
+        spec, paths, attempt_dir, argv = job.spec, job.paths, job.attempt_dir, job.argv
         unknown = [n for n in spec.nodes if n not in self.pool]
         if unknown:
             raise BackendError(f"job {spec.job_id}: nodes {unknown} are not raylets of ours")
@@ -329,7 +311,7 @@ class RayBackend(JobFolderBackend):
             )
             base = self._base_env(spec)
             base.update({"MASTER_ADDR": str(master_addr), "MASTER_PORT": str(master_port)})
-            cwd = spec.workdir or str(paths.folder)
+            cwd = job.cwd
             starts = []
             for rank, actor in enumerate(actors):
                 node_rank, local_rank = divmod(rank, tpn)
@@ -395,7 +377,8 @@ class RayBackend(JobFolderBackend):
             code = self._codes.get(name)
             if code is None and name in gone:
                 # The actor is gone: its status file may still tell how the task ended.
-                code = _read_code(attempt_dir / f"task-{rank}.rc")
+                end = record.read_task_end(attempt_dir, rank)
+                code = end.code if end is not None else None
                 if code is None:
                     vanished += 1
                 else:
@@ -430,12 +413,7 @@ class RayBackend(JobFolderBackend):
         now = time.monotonic()
         self._released.update((name, now) for name in handle["nodes"])
 
-    def abort_start(self, job_id: int, attempt: int) -> None:
-        paths = self.paths(job_id)
-        attempt_dir = paths.attempt(attempt)
-        attempt_dir.mkdir(parents=True, exist_ok=True)
-        # The marker first: an actor whose start() comes later refuses to run the command.
-        atomic_write(paths.abort_file(attempt), "aborted\n")
+    def _abort_launch(self, job_id: int, attempt: int, attempt_dir: Path) -> None:
         try:
             names = json.loads((attempt_dir / NAMES_FILE).read_text())
         except (OSError, ValueError):
@@ -477,10 +455,3 @@ class RayBackend(JobFolderBackend):
         if self.owns_connection and ray.is_initialized():
             ray.shutdown()
         self.owns_connection = False
-
-
-def _read_code(path: Path) -> int | None:
-    try:
-        return int(path.read_text().split()[0])
-    except (FileNotFoundError, IndexError, ValueError):
-        return None

@@ -36,46 +36,74 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from launchers._base import Handle, LaunchSpec, Liveness, PollResult
-from launchers._pjm_text import (
+from launchers.pjm.text import (
     PjmError,
     PjmNoSuchJobError,
     PjmScript,
+    final_state,
     parse_pjdel,
     parse_pjstat,
     parse_pjsub,
     render_pjm_script,
     vcoord_file,
 )
-from launchers.local import JobFolderBackend, JobPaths, atomic_write, free_port
+from orchestrator.backends.contract import Handle, LaunchSpec, Liveness, PollResult
+from orchestrator.backends.jobfolder import JobFolderBackend, PreparedJob, free_port
+from orchestrator.backends.options import option, parse_options
 from orchestrator.exceptions import BackendError, InvalidRequestError
+from orchestrator.nodeside.files import atomic_write
 from orchestrator.resources.cluster import Cluster
-from orchestrator.resources.request import Shape, parse_duration, parse_shape
+from orchestrator.resources.request import Shape, parse_shape
 from orchestrator.resources.topology import NodeResources, Torus3DTopology
+from orchestrator.scheduling.job import JobState
 
 __all__ = ["PjmBackend", "pilot_cluster"]
 
 HERE = Path(__file__).resolve().parent
-RANK_SCRIPT = HERE / "_pjm_rank.py"
-PILOT_SCRIPT = HERE / "_pjm_pilot.py"
-OPTIONS = {
-    "mode": "direct | pilot",
-    "rscgrp": "resource group, e.g. small",
-    "group": "project group (-g)",
-    "elapse": "pilot allocation's elapse (direct: for jobs without walltime), e.g. 01:00:00",
-    "elapse_margin": "seconds added to a job's walltime for PJM's elapse limit (direct)",
-    "pilot_shape": "the pilot allocation's shape, e.g. 2x3x2 (default: the cluster's dims)",
-    "pilot_idle": "seconds the pilot agent waits idle before giving the allocation back",
-    "pilot_wait": "seconds a scheduling pass waits for a newly submitted allocation to start",
-    "python": "interpreter for the rank wrapper and the agent on the compute nodes",
-    "inherit_env": "0: jobs do not inherit the daemon's environment (no #PJM -X)",
-    "master_addr": "rank0 (rank 0 publishes its host and a free port) or a fixed address",
-    "requeue_code": "exit status meaning 'checkpointed, requeue me' after PJM's SIGTERM; none",
-}
-FINISHED = {"EXT", "CCL", "ERR", "RJT"}
+SUPERVISOR = HERE / "supervisor.py"
+AGENT = HERE / "agent.py"
+
+
+@dataclass(frozen=True)
+class PjmOptions:
+    """``--backend pjm`` options (``--backend-opt KEY=VALUE``)."""
+
+    mode: str = option("direct", "direct or pilot", "pilot", choices=("direct", "pilot"))
+    rscgrp: str | None = option(None, "the resource group", "small")
+    group: str | None = option(None, "the project group (-g)", "hp000000")
+    elapse: float = option(
+        3600.0, "the pilot allocation's elapse (direct: jobs without walltime)", "01:00:00",
+        seconds=True,
+    )  # fmt: skip
+    elapse_margin: float = option(
+        60.0, "seconds PJM's elapse limit exceeds a job's walltime (direct)", "60", seconds=True
+    )
+    pilot_shape: str | None = option(
+        None, "the pilot allocation's shape (none: the cluster's dims)", "2x3x2"
+    )
+    pilot_idle: float = option(
+        60.0, "seconds the pilot agent waits idle before giving the allocation back", "60",
+        seconds=True,
+    )  # fmt: skip
+    pilot_wait: float = option(
+        2.0, "seconds a scheduling pass waits for a new allocation to start", "2", seconds=True
+    )
+    python: str = option(
+        sys.executable, "the interpreter of the rank supervisor and the agent", "/usr/bin/python3"
+    )
+    inherit_env: bool = option(True, "jobs inherit the daemon's environment (0: no #PJM -X)", "0")
+    master_addr: str = option(
+        "rank0", "rank0 (rank 0 publishes its host and a free port) or a fixed address", "rank0"
+    )
+    requeue_code: int | None = option(
+        3, "the exit status meaning 'checkpointed, requeue me' after PJM's SIGTERM", "3"
+    )
+
+
 COMMAND_TIMEOUT_S = 60.0
 
 
@@ -116,17 +144,6 @@ def _box_coords(extents: Sequence[int], count: int) -> list[tuple[int, ...]]:
     return out
 
 
-def _requeue_code(text: str) -> int | None:
-    if text.lower() == "none":
-        return None
-    try:
-        return int(text)
-    except ValueError:
-        raise InvalidRequestError(
-            "requeue_code", text, "expected an exit status or none", "3"
-        ) from None
-
-
 def _extents(spec: LaunchSpec, shape: Shape | None) -> tuple[int, ...]:
     """The box the ranks of a direct job are placed in (relative coordinates).
 
@@ -143,6 +160,24 @@ def _extents(spec: LaunchSpec, shape: Shape | None) -> tuple[int, ...]:
         return (len(spec.nodes),)
     extents = tuple(len(set(axis)) for axis in axes)
     return extents if math.prod(extents) == len(spec.nodes) else (len(spec.nodes),)
+
+
+def _pilot_shape(cluster: Cluster, opts: PjmOptions) -> Shape:
+    """The pilot allocation's shape: the daemon's cluster must be a torus of that shape."""
+    topo = cluster.topology
+    if not isinstance(topo, Torus3DTopology):
+        raise InvalidRequestError(
+            "cluster", cluster.name, "pilot mode schedules a torus of the allocation's "
+            "shape (launchers.pjm.pilot_cluster)", "pjm-pilot-2x3x2",
+        )  # fmt: skip
+    shape = parse_shape(opts.pilot_shape or "x".join(map(str, topo.dims)))
+    if shape.extents3 != topo.dims:
+        raise InvalidRequestError(
+            "pilot_shape", str(shape), f"the cluster {cluster.name!r} is "
+            "{}x{}x{}: they must be the same".format(*topo.dims),
+            "x".join(map(str, topo.dims)),
+        )  # fmt: skip
+    return shape
 
 
 class PjmBackend(JobFolderBackend):
@@ -198,52 +233,22 @@ class PjmBackend(JobFolderBackend):
 
     @classmethod
     def create(cls, root: Path, cluster: Cluster, options: Mapping[str, str]) -> PjmBackend:
-        """``--backend pjm``; ``--backend-opt`` keys: see :data:`OPTIONS`."""
-        unknown = sorted(set(options) - set(OPTIONS))
-        if unknown:
-            raise InvalidRequestError(
-                "backend-opt", unknown[0], f"the pjm backend knows {sorted(OPTIONS)}", "mode=pilot"
-            )
-        mode = options.get("mode", "direct")
-        shape: Shape | None = None
-        if mode == "pilot":
-            topo = cluster.topology
-            if not isinstance(topo, Torus3DTopology):
-                raise InvalidRequestError(
-                    "cluster", cluster.name, "pilot mode schedules a torus of the allocation's "
-                    "shape (launchers.pjm.pilot_cluster)", "pjm-pilot-2x3x2",
-                )  # fmt: skip
-            shape = parse_shape(options.get("pilot_shape", "x".join(map(str, topo.dims))))
-            if shape.extents3 != topo.dims:
-                raise InvalidRequestError(
-                    "pilot_shape", str(shape), f"the cluster {cluster.name!r} is "
-                    "{}x{}x{}: they must be the same".format(*topo.dims),
-                    "x".join(map(str, topo.dims)),
-                )  # fmt: skip
-
-        def seconds(key: str, default: float) -> float:
-            text = options.get(key)
-            if text is None:
-                return default
-            try:
-                return float(parse_duration(text))
-            except (InvalidRequestError, ValueError) as e:
-                raise InvalidRequestError(key, text, "expected seconds or HH:MM:SS", "600") from e
-
+        """``--backend pjm`` with the options of :class:`PjmOptions`."""
+        opts = parse_options(PjmOptions, options, cls.name)
         return cls(
             root,
-            mode=mode,
-            rscgrp=options.get("rscgrp"),
-            group=options.get("group"),
-            elapse_s=seconds("elapse", 3600.0),
-            elapse_margin_s=seconds("elapse_margin", 60.0),
-            pilot_shape=shape,
-            pilot_idle_s=seconds("pilot_idle", 60.0),
-            pilot_wait_s=seconds("pilot_wait", 2.0),
-            python=options.get("python", sys.executable),
-            inherit_env=options.get("inherit_env", "1").lower() not in ("0", "false", "no"),
-            master_addr=options.get("master_addr", "rank0"),
-            requeue_code=_requeue_code(options.get("requeue_code", "3")),
+            mode=opts.mode,
+            rscgrp=opts.rscgrp,
+            group=opts.group,
+            elapse_s=opts.elapse,
+            elapse_margin_s=opts.elapse_margin,
+            pilot_shape=_pilot_shape(cluster, opts) if opts.mode == "pilot" else None,
+            pilot_idle_s=opts.pilot_idle,
+            pilot_wait_s=opts.pilot_wait,
+            python=opts.python,
+            inherit_env=opts.inherit_env,
+            master_addr=opts.master_addr,
+            requeue_code=opts.requeue_code,
         )
 
     # -- commands -------------------------------------------------------------------------------
@@ -283,43 +288,40 @@ class PjmBackend(JobFolderBackend):
 
     # -- start ----------------------------------------------------------------------------------
 
-    def _prepare(self, spec: LaunchSpec, paths: JobPaths, coords: list[tuple[int, ...]]) -> Path:
-        """Write the attempt's job file and rank placement; return the attempt folder."""
-        folder = paths.attempt(spec.attempt)
-        n_nodes, tpn = len(spec.nodes), spec.tasks_per_node
-        env = self._job_environment(spec)
+    def _write_job_file(self, job: PreparedJob, coords: list[tuple[int, ...]]) -> None:
+        """Write the attempt's job file (what the rank supervisors read) and rank placement."""
+        spec, paths, folder = job.spec, job.paths, job.attempt_dir
+        tpn = spec.tasks_per_node
+        env = self.job_environment(spec)
         rendezvous = self.master_addr == "rank0"
         if not rendezvous:
             env.update({"MASTER_ADDR": self.master_addr, "MASTER_PORT": str(free_port())})
-        job = {
+        document = {
             "rendezvous": rendezvous,
             "dir": str(folder),
-            "argv": self._argv(spec, paths),
-            "cwd": spec.workdir or str(paths.folder),
+            "argv": job.argv,
+            "cwd": job.cwd,
             "env": env,
             "nodes": list(spec.nodes),
             "tasks_per_node": tpn,
-            "ranks": n_nodes * tpn,
+            "ranks": job.ntasks,
             "python": self.python,
             "stdout": str(paths.stdout),
             "stderr": str(paths.stderr),
         }
-        atomic_write(folder / "job.json", json.dumps(job))
+        atomic_write(folder / "job.json", json.dumps(document))
         # One line per rank, ranks of a node together (node-rank order, as the other backends).
         atomic_write(folder / "vcoord", vcoord_file([c for c in coords for _ in range(tpn)]))
-        return folder
 
-    def start(self, spec: LaunchSpec) -> Handle:
-        paths = self.paths(spec.job_id)
-        folder = paths.attempt(spec.attempt)
+    def _launch(self, job: PreparedJob) -> Handle:
+        spec, folder = job.spec, job.attempt_dir
+        shape = parse_shape(spec.shape) if spec.shape and self.mode != "pilot" else None
         try:
-            folder.mkdir(parents=True, exist_ok=True)
             if self.mode == "pilot":
-                coords: list[tuple[int, ...]] = [_node_coords(n) for n in spec.nodes]
-                self._prepare(spec, paths, coords)
+                self._write_job_file(job, [_node_coords(n) for n in spec.nodes])
                 return self._start_pilot(spec, folder)
-            shape = parse_shape(spec.shape) if spec.shape else None
-            self._prepare(spec, paths, _box_coords(_extents(spec, shape), len(spec.nodes)))
+            coords = _box_coords(_extents(spec, shape), len(spec.nodes))
+            self._write_job_file(job, coords)
         except OSError as e:
             raise BackendError(f"job {spec.job_id}: cannot prepare {folder}: {e}") from e
         return self._start_direct(spec, folder, shape)
@@ -330,7 +332,7 @@ class PjmBackend(JobFolderBackend):
         )
         script = PjmScript(
             name=f"orch{spec.job_id}",
-            argv=[self.python, "-I", "-S", str(RANK_SCRIPT), str(folder / "job.json")],
+            argv=[self.python, "-I", "-S", str(SUPERVISOR), str(folder / "job.json")],
             nodes=None if shape is not None else len(spec.nodes),
             shape=shape,
             rscgrp=self.rscgrp,
@@ -391,7 +393,7 @@ class PjmBackend(JobFolderBackend):
             (spool / sub).mkdir(parents=True, exist_ok=True)
         script = PjmScript(
             name="orch-pilot",
-            argv=[self.python, "-I", "-S", str(PILOT_SCRIPT), str(spool), f"{self.pilot_idle_s:g}"],
+            argv=[self.python, "-I", "-S", str(AGENT), str(spool), f"{self.pilot_idle_s:g}"],
             shape=self.pilot_shape,
             rscgrp=self.rscgrp,
             elapse_s=self.elapse_s,
@@ -430,20 +432,11 @@ class PjmBackend(JobFolderBackend):
 
     # -- poll -----------------------------------------------------------------------------------
 
-    @staticmethod
-    def _codes(handle: Handle) -> tuple[list[int | None], bool]:
+    def _codes(self, handle: Handle) -> tuple[list[int | None], bool]:
         """Per rank the recorded status (None: none yet), and whether the engine ended one."""
-        folder = Path(handle["dir"])
-        codes: list[int | None] = []
-        engine = False
-        for rank in range(int(handle["ranks"])):
-            try:
-                words = (folder / f"task-{rank}.rc").read_text().split()
-                codes.append(int(words[0]))
-                engine = engine or "engine" in words[1:]
-            except (FileNotFoundError, IndexError, ValueError):
-                codes.append(None)
-        return codes, engine
+        ends = self.task_ends(handle["dir"], int(handle["ranks"]))
+        codes = [end.code if end is not None else None for end in ends]
+        return codes, any(end is not None and end.signal is not None for end in ends)
 
     def _checkpointed(self, codes: Sequence[int | None]) -> bool:
         """PJM signalled the job (elapse, pjdel) and every failed rank exited with the
@@ -458,39 +451,41 @@ class PjmBackend(JobFolderBackend):
     def poll(self, handles: Mapping[int, Handle]) -> dict[int, PollResult]:
         if not handles:
             return {}
-        live = self._pjstat("--choose", "jid,st")
+        live = {pjm_id for pjm_id, row in self._pjstat("--choose", "jid,st").items() if _live(row)}
         current = self._current_pilot()
         if current is not None and self._pilot_id(current) not in (None, *live):
             self._mark_closed(current)  # ended (elapse, pjdel): the next job needs another
         out: dict[int, PollResult] = {}
         gone: dict[int, Handle] = {}
         for job_id, handle in handles.items():
-            codes, engine = self._codes(handle)
-            if all(c is not None for c in codes):
-                if engine and handle["mode"] == "pilot":
-                    self._mark_closed(Path(handle["pilot"]))  # the allocation is ending
-                    out[job_id] = PollResult(Liveness.REQUEUE, tuple(codes))
-                elif engine and self._checkpointed(codes):
-                    out[job_id] = PollResult(Liveness.REQUEUE, tuple(codes))
-                else:
-                    out[job_id] = PollResult(Liveness.EXITED, tuple(codes))
-                continue
-            alive = sum(c is None for c in codes)
-            if handle["mode"] == "pilot":
-                rejected = Path(handle["pilot"]) / "rejected" / f"{handle['key']}.json"
-                if rejected.exists():
-                    out[job_id] = PollResult(Liveness.REQUEUE, tuple(codes))
-                elif handle["pjm_id"] in live:
-                    out[job_id] = PollResult(Liveness.RUNNING, tuple(codes), alive)
-                else:
-                    gone[job_id] = handle
-            elif handle["pjm_id"] in live:
-                out[job_id] = PollResult(Liveness.RUNNING, tuple(codes), alive)
-            else:
+            result = self._poll_listed(handle, live)
+            if result is None:
                 gone[job_id] = handle
+            else:
+                out[job_id] = result
         if gone:
             out.update(self._poll_gone(gone))
         return out
+
+    def _poll_listed(self, handle: Handle, live: set[str]) -> PollResult | None:
+        """A job's state from its ranks' records and pjstat's live jobs; None when its PJM job
+        has left the queue without every rank's record (:meth:`_poll_gone` looks further)."""
+        codes, engine = self._codes(handle)
+        if all(c is not None for c in codes):
+            if engine and handle["mode"] == "pilot":
+                self._mark_closed(Path(handle["pilot"]))  # the allocation is ending
+                return PollResult(Liveness.REQUEUE, tuple(codes))
+            if engine and self._checkpointed(codes):
+                return PollResult(Liveness.REQUEUE, tuple(codes))
+            return PollResult(Liveness.EXITED, tuple(codes))
+        alive = sum(c is None for c in codes)
+        if handle["mode"] == "pilot":
+            rejected = Path(handle["pilot"]) / "rejected" / f"{handle['key']}.json"
+            if rejected.exists():
+                return PollResult(Liveness.REQUEUE, tuple(codes))
+        if handle["pjm_id"] in live:
+            return PollResult(Liveness.RUNNING, tuple(codes), alive)
+        return None
 
     def _poll_gone(self, gone: Mapping[int, Handle]) -> dict[int, PollResult]:
         """Jobs whose PJM job has left the queue without every rank's status."""
@@ -509,10 +504,13 @@ class PjmBackend(JobFolderBackend):
                 self._mark_closed(Path(handle["pilot"]))
                 out[job_id] = PollResult(Liveness.REQUEUE, tuple(codes))
                 continue
-            end_code = row.get("PC", "-") if row else "-"
-            if end_code == "20":  # node down: no fault of the job
+            ended_as = _ended_as(row)
+            if ended_as is JobState.NODE_FAIL:  # a node went down: no fault of the job
                 out[job_id] = PollResult(Liveness.REQUEUE, tuple(codes))
-            elif row is not None and (any(c is not None for c in codes) or end_code in ("1", "11")):
+            elif row is not None and (
+                any(c is not None for c in codes)
+                or ended_as in (JobState.CANCELLED, JobState.TIMEOUT)
+            ):
                 # Killed by PJM (pjdel, elapse) before every rank could record its status.
                 filled = tuple(128 + signal.SIGKILL if c is None else c for c in codes)
                 out[job_id] = PollResult(Liveness.EXITED, filled)
@@ -570,15 +568,11 @@ class PjmBackend(JobFolderBackend):
             # Still queued, or it must go now: PJM's own way of ending a job.
             self._pjdel(handle["pjm_id"])
 
-    def abort_start(self, job_id: int, attempt: int) -> None:
-        folder = self.paths(job_id).attempt(attempt)
-        if not folder.is_dir():
-            return
-        atomic_write(folder / "abort", "aborted\n")
+    def _abort_launch(self, job_id: int, attempt: int, attempt_dir: Path) -> None:
         with contextlib.suppress(FileNotFoundError):
-            self._pjdel((folder / "pjm_id").read_text().strip())
+            self._pjdel((attempt_dir / "pjm_id").read_text().strip())
         with contextlib.suppress(FileNotFoundError):
-            spool = Path((folder / "pilot").read_text().strip())
+            spool = Path((attempt_dir / "pilot").read_text().strip())
             inbox = spool / "inbox" / f"{job_id}-{attempt}.json"
             os.rename(inbox, spool / "rejected" / inbox.name)
 
@@ -601,3 +595,22 @@ class PjmBackend(JobFolderBackend):
             with contextlib.suppress(BackendError, FileNotFoundError):
                 self._pjdel((spool / "pjm_id").read_text().strip())
             self._mark_closed(spool)
+
+
+def _live(row: Mapping[str, str]) -> bool:
+    """A pjstat row of a job that has not ended (a state newer than PJM_STATES counts as live)."""
+    try:
+        return not final_state(row.get("ST", ""), None).is_finished
+    except PjmError:
+        return True
+
+
+def _ended_as(row: Mapping[str, str] | None) -> JobState | None:
+    """Our state for a job in pjstat's history (its state and end code), None if unknown."""
+    if row is None:
+        return None
+    end_code = row.get("PC", "")
+    try:
+        return final_state(row.get("ST", ""), int(end_code) if end_code.isdigit() else None)
+    except PjmError:
+        return None

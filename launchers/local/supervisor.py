@@ -1,6 +1,6 @@
 """The per-task supervisor of the local backend (standard library only; run as a script).
 
-Usage: ``python -I -S _task.py ATTEMPT_DIR RANK -- ARGV...``
+Usage: ``python -I -S supervisor.py ATTEMPT_DIR RANK -- ARGV...``
 
 It is the leader of the task's process group. It records its own pid and start time, refuses to
 run if the attempt was aborted (a daemon crashed while starting it), runs ``ARGV`` exactly as
@@ -21,19 +21,14 @@ import os
 import signal
 import sys
 
+if not __package__:
+    # Run as a script, or imported by the spawner, under -I: the repository root (where
+    # orchestrator/nodeside lies) is not on sys.path by itself.
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+from orchestrator.nodeside import record
+from orchestrator.nodeside.files import process_start_ticks
 
-def _atomic_write(path: str, text: str) -> None:
-    folder, name = os.path.split(path)
-    tmp = os.path.join(folder, f".{name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
-def _start_ticks(pid: int) -> str:
-    with open(f"/proc/{pid}/stat") as f:
-        stat = f.read()
-    return stat.rsplit(")", 1)[1].split()[19]
+__all__ = ["main", "process_start_ticks"]
 
 
 def _fork_script(argv: list[str]) -> int:
@@ -76,14 +71,12 @@ def _wait(pid: int) -> int:
 def main(args: list[str]) -> int:
     attempt_dir, rank, sep, *argv = args
     if sep != "--" or not argv:
-        print("usage: _task.py ATTEMPT_DIR RANK -- ARGV...", file=sys.stderr)
+        print("usage: supervisor.py ATTEMPT_DIR RANK -- ARGV...", file=sys.stderr)
         return 2
-    pid = os.getpid()
-    _atomic_write(os.path.join(attempt_dir, f"task-{rank}.pid"), f"{pid} {_start_ticks(pid)}\n")
-    # Written after the pid file: a recovering daemon writes "abort" first, then reads pid files,
-    # so either it sees this task, or this task sees the abort.
-    if os.path.exists(os.path.join(attempt_dir, "abort")):
-        return 125
+    record.write_pid(attempt_dir, int(rank), os.getpid())
+    # Written after the pid record: see orchestrator.nodeside.record on the abort marker.
+    if record.is_aborted(attempt_dir):
+        return record.ABORTED
     # The group's signals (SIGTERM at the walltime, a cancel) reach the child too; the
     # supervisor only notes them, waits for the child and records how it ended.
     received: list[int] = []
@@ -105,7 +98,8 @@ def main(args: list[str]) -> int:
             code = 127 if isinstance(e, FileNotFoundError) else 126
         else:
             code = _wait(_started(child.pid, received))
-    _atomic_write(os.path.join(attempt_dir, f"task-{rank}.rc"), f"{code}\n")
+    first = signal.Signals(received[0]).name if received else None
+    record.write_task_end(attempt_dir, int(rank), record.TaskEnd(code, first))
     return code
 
 

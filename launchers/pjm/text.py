@@ -6,7 +6,7 @@ files and on text captured from the formats in RIKEN's Fugaku user guide (summar
 
 Quoting: every ``#PJM`` value is written inside double quotes and refused if it holds a double
 quote, a backslash, a dollar sign, a backquote or a newline; the job's command and environment are
-written with :func:`~launchers._shell.shell_word` (:func:`shlex.quote`, or bash's ``$'...'`` for a
+written with :func:`~launchers.shell.shell_word` (:func:`shlex.quote`, or bash's ``$'...'`` for a
 value with a control character, so a newline in an argument never starts a line that pjsub could
 read as a directive), so no value is ever interpreted by a shell.
 """
@@ -18,7 +18,7 @@ import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from launchers._shell import shell_word
+from launchers.shell import shell_word
 from orchestrator.exceptions import InvalidRequestError, OrchestratorError
 from orchestrator.resources.request import Shape
 from orchestrator.scheduling.job import JobState
@@ -179,18 +179,10 @@ class PjmScript:
     trap_term: bool = False
 
 
-def render_pjm_script(spec: PjmScript) -> str:
-    """The job script text for ``spec``.
-
-    Raises:
-        InvalidRequestError: for a value that cannot be quoted safely, naming the field.
-    """
-    if (spec.nodes is None) == (spec.shape is None):
-        raise InvalidRequestError("nodes", spec.nodes, "give nodes or shape (not both)", "4")
-    if not spec.argv:
-        raise InvalidRequestError("argv", list(spec.argv), "the command is empty", "['hostname']")
+def _resource_directives(spec: PjmScript) -> list[str]:
+    """``#PJM -N/-L/--mpi/-g`` lines: name, shape, resource group, elapse, processes, group."""
     node = str(spec.nodes) if spec.shape is None else str(spec.shape)
-    lines = ["#!/bin/bash", f"#PJM -N {_directive_value('name', spec.name)}"]
+    lines = [f"#PJM -N {_directive_value('name', spec.name)}"]
     lines.append(f"#PJM -L {_directive_value('shape', 'node=' + node)}")
     if spec.rscgrp:
         lines.append(f"#PJM -L {_directive_value('rscgrp', 'rscgrp=' + spec.rscgrp)}")
@@ -202,15 +194,36 @@ def render_pjm_script(spec: PjmScript) -> str:
         lines.append(f'#PJM --mpi "max-proc-per-node={int(spec.max_proc_per_node)}"')
     if spec.group:
         lines.append(f"#PJM -g {_directive_value('group', spec.group)}")
-    exports = []
-    for key, value in sorted(spec.env.items()):
+    return lines
+
+
+def _environment_lines(env: Mapping[str, str]) -> tuple[list[str], list[str]]:
+    """``#PJM -x`` directives for plain values, ``export`` lines for the others."""
+    directives, exports = [], []
+    for key, value in sorted(env.items()):
         if not _ENV_NAME.match(key):
             raise InvalidRequestError("env", key, "not a valid variable name", "OMP_NUM_THREADS")
         if _SAFE_ENV_VALUE.match(value) and "," not in value:
-            lines.append(f'#PJM -x "{key}={value}"')
+            directives.append(f'#PJM -x "{key}={value}"')
         else:
             # -x splits on commas and PJM's own quoting is not documented: export in the body.
             exports.append(f"export {key}={shell_word(value, 'env')}")
+    return directives, exports
+
+
+def render_pjm_script(spec: PjmScript) -> str:
+    """The job script text for ``spec``.
+
+    Raises:
+        InvalidRequestError: for a value that cannot be quoted safely, naming the field.
+    """
+    if (spec.nodes is None) == (spec.shape is None):
+        raise InvalidRequestError("nodes", spec.nodes, "give nodes or shape (not both)", "4")
+    if not spec.argv:
+        raise InvalidRequestError("argv", list(spec.argv), "the command is empty", "['hostname']")
+    lines = ["#!/bin/bash", *_resource_directives(spec)]
+    directives, exports = _environment_lines(spec.env)
+    lines.extend(directives)
     if spec.stdout:
         lines.append(f"#PJM -o {_directive_value('stdout', spec.stdout)}")
     if spec.stderr:

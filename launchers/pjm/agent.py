@@ -1,6 +1,6 @@
 """The pilot agent of the PJM backend (standard library only; the body of the pilot PJM job).
 
-Usage: ``python -I -S _pjm_pilot.py SPOOL IDLE_S``
+Usage: ``python -I -S agent.py SPOOL IDLE_S``
 
 It runs inside one large PJM allocation and starts our jobs in sub-boxes of it. The daemon's
 backend and the agent share a spool folder (a shared file system, as Fugaku's) and talk through
@@ -14,8 +14,8 @@ files only, so either side may restart without losing a job::
     SPOOL/agent               the agent's pid and PJM job id, written when it starts
 
 A job file names its attempt folder; the agent runs ``mpiexec -n P -vcoordfile FOLDER/vcoord
-PYTHON -I -S _pjm_rank.py FOLDER/job.json`` there and writes ``mpiexec.rc`` when it ends. The
-ranks write their own status files (``_pjm_rank.py``).
+PYTHON -I -S supervisor.py FOLDER/job.json`` there and writes ``mpiexec.rc`` when it ends. The
+ranks write their own end records (:mod:`.supervisor`).
 
 The agent closes after ``IDLE_S`` seconds with nothing to run (at least 30 s before its first
 job), so the allocation is given back when our queue drains; on ``stop``; and on SIGTERM (pjdel,
@@ -34,15 +34,15 @@ import sys
 import time
 from pathlib import Path
 
+if not __package__:
+    # Run as a script under -I: the repository root (where orchestrator/nodeside lies) is not
+    # on sys.path by itself.
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+from orchestrator.nodeside.files import atomic_write
+
 POLL_S = 0.05
 FIRST_JOB_S = 30.0
-RANK_SCRIPT = Path(__file__).resolve().parent / "_pjm_rank.py"
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+RANK_SCRIPT = Path(__file__).resolve().parent / "supervisor.py"
 
 
 def _inbox(spool: Path) -> list[Path]:
@@ -61,37 +61,61 @@ def _launch(spool: Path, key: str) -> subprocess.Popen[bytes] | None:
                                     stderr=err)  # fmt: skip
         except OSError as e:
             err.write(f"orch pilot: cannot run mpiexec: {e}\n".encode())
-            _atomic_write(folder / "mpiexec.rc", "127\n")
+            atomic_write(folder / "mpiexec.rc", "127\n")
             return None
 
 
 def _close(spool: Path) -> None:
     """Accept nothing more; hand back what was not taken."""
     if not (spool / "closed").exists():
-        _atomic_write(spool / "closed", f"{time.time()}\n")
+        atomic_write(spool / "closed", f"{time.time()}\n")
     for path in _inbox(spool):
         with contextlib.suppress(FileNotFoundError):
             os.rename(path, spool / "rejected" / path.name)
+
+
+def _reap(spool: Path, running: dict[str, subprocess.Popen[bytes]]) -> bool:
+    """Record the end of each job whose mpiexec exited; True if any did."""
+    ended = False
+    for key, proc in list(running.items()):
+        code = proc.poll()
+        if code is not None:
+            job = json.loads((spool / "accepted" / f"{key}.json").read_text())
+            atomic_write(Path(job["dir"]) / "mpiexec.rc", f"{code}\n")
+            del running[key]
+            ended = True
+    return ended
+
+
+def _take(spool: Path, running: dict[str, subprocess.Popen[bytes]]) -> bool:
+    """Accept and launch the jobs in the inbox; True if any was taken."""
+    taken = False
+    for path in _inbox(spool):
+        key = path.stem
+        try:
+            os.rename(path, spool / "accepted" / path.name)
+        except FileNotFoundError:  # withdrawn by the backend (cancelled before start)
+            continue
+        taken = True
+        launched = _launch(spool, key)
+        if launched is not None:
+            running[key] = launched
+    return taken
 
 
 def main(args: list[str]) -> int:
     spool, idle_s = Path(args[0]), float(args[1])
     for sub in ("inbox", "accepted", "rejected"):
         (spool / sub).mkdir(parents=True, exist_ok=True)
-    _atomic_write(spool / "agent", f"{os.getpid()} {os.environ.get('PJM_JOBID', '-')}\n")
+    atomic_write(spool / "agent", f"{os.getpid()} {os.environ.get('PJM_JOBID', '-')}\n")
     ending: list[int] = []
     signal.signal(signal.SIGTERM, lambda signum, _frame: ending.append(signum))
     running: dict[str, subprocess.Popen[bytes]] = {}
     last_busy = time.monotonic()
     ran_any = False
     while True:
-        for key, proc in list(running.items()):
-            code = proc.poll()
-            if code is not None:
-                job = json.loads((spool / "accepted" / f"{key}.json").read_text())
-                _atomic_write(Path(job["dir"]) / "mpiexec.rc", f"{code}\n")
-                del running[key]
-                last_busy = time.monotonic()
+        if _reap(spool, running):
+            last_busy = time.monotonic()
         if ending:
             # The allocation ends: its processes get PJM's signals with us; wait briefly.
             _close(spool)
@@ -107,18 +131,9 @@ def main(args: list[str]) -> int:
             _close(spool)
             if not running:
                 return 0
-        else:
-            for path in _inbox(spool):
-                key = path.stem
-                try:
-                    os.rename(path, spool / "accepted" / path.name)
-                except FileNotFoundError:  # withdrawn by the backend (cancelled before start)
-                    continue
-                ran_any = True
-                launched = _launch(spool, key)
-                if launched is not None:
-                    running[key] = launched
-                last_busy = time.monotonic()
+        elif _take(spool, running):
+            ran_any = True
+            last_busy = time.monotonic()
         if running:
             last_busy = time.monotonic()
         time.sleep(POLL_S)

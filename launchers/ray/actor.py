@@ -5,12 +5,13 @@ supervisor on that node, the way ``_task.py`` is for the local backend: it start
 (no shell) in a session of its own, so a signal reaches the command and everything it started;
 pumps its stdout and stderr to per-task files and, labelled with the task's rank (as
 ``srun --label``), to the job's two shared files; and keeps the exit status (128 + signal for a
-signal) in memory and in ``task-<rank>.rc`` so a daemon that restarts later still learns it.
+signal) in memory and in the task's end record so a daemon that restarts later still learns it.
 
 The child is tied to the actor's life (``PR_SET_PDEATHSIG``): a killed actor, or a node that
 dies, takes its command down with it rather than leaving an orphan that nobody polls.
 
-This module is imported inside Ray workers: standard library and ``ray`` only at import time.
+This module is imported inside Ray workers: the standard library, :mod:`orchestrator.nodeside`
+(standard library only) and ``ray`` only at import time.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
+
+from orchestrator.nodeside import record
 
 __all__ = ["LineLabeller", "TaskActor"]
 
@@ -46,12 +49,6 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the forked child
     # Linux: SIGKILL this child when the thread that forked it (the actor's) goes away.
     if _prctl is not None:
         _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 class LineLabeller:
@@ -153,8 +150,8 @@ class TaskActor:
                 return self.child.pid if self.child is not None else -1
             # A recovering daemon writes "abort" before it kills the actors: either this start
             # sees the marker, or the daemon's kill sees the command.
-            if (self.dir / "abort").exists():
-                self._record(125)
+            if record.is_aborted(self.dir):
+                self._record(record.ABORTED)
                 return -1
             try:
                 self.child = subprocess.Popen(
@@ -202,7 +199,7 @@ class TaskActor:
 
     def _record(self, code: int) -> None:
         with contextlib.suppress(OSError):
-            _atomic_write(self.dir / f"task-{self.rank}.rc", f"{code}\n")
+            record.write_task_end(self.dir, self.rank, record.TaskEnd(code))
         self.code = code
         self._done.set()
 

@@ -1,6 +1,6 @@
 """The per-rank supervisor of the PJM backend (standard library only; run by mpiexec).
 
-Usage: ``mpiexec ... python -I -S _pjm_rank.py JOB_JSON``
+Usage: ``mpiexec ... python -I -S supervisor.py JOB_JSON``
 
 Fujitsu MPI's mpiexec starts one copy per rank and tells it its rank (``OMPI_COMM_WORLD_RANK``,
 as Open MPI, on which Fujitsu MPI is built). This wrapper turns that into the variables every
@@ -13,7 +13,8 @@ atomically, so the daemon learns how each rank ended even when it was down at th
 Signals: the daemon cannot reach a process inside a batch job, so it appends signal numbers to
 ``signals`` in the attempt's folder (shared file system) and each wrapper forwards them to its
 command. A SIGTERM the wrapper receives itself came from the engine (pjdel, the elapse limit, the
-pilot allocation ending): the status file then says ``engine`` so the backend can requeue.
+pilot allocation ending): the task's end record (:mod:`orchestrator.nodeside.record`) then names
+that signal, so the backend can requeue; a signal the daemon asked for is not named there.
 """
 
 from __future__ import annotations
@@ -30,25 +31,16 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
-if __package__:
-    from launchers._rank_env import rank_environment
-else:
-    # Run as a script with ``python -I -S``: this folder is not on sys.path by itself.
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from _rank_env import rank_environment
+if not __package__:
+    # Run as a script under -I: the repository root (where orchestrator/nodeside lies) is not
+    # on sys.path by itself.
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+from orchestrator.nodeside import record
+from orchestrator.nodeside.files import atomic_write
+from orchestrator.nodeside.rank_env import rank_environment
 
 POLL_S = 0.05
 RENDEZVOUS_S = 120.0
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def _start_ticks(pid: int) -> str:
-    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
 
 
 def _pump(source: IO[bytes], fd: int, label: bytes) -> None:
@@ -75,7 +67,7 @@ def _rendezvous(path: Path, rank: int, timeout_s: float = RENDEZVOUS_S) -> tuple
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
             s.bind(("", 0))
             port = s.getsockname()[1]
-        _atomic_write(path, f"{socket.gethostname()} {port}\n")
+        atomic_write(path, f"{socket.gethostname()} {port}\n")
     deadline = time.monotonic() + timeout_s
     while True:
         try:
@@ -87,70 +79,25 @@ def _rendezvous(path: Path, rank: int, timeout_s: float = RENDEZVOUS_S) -> tuple
             time.sleep(0.02)
 
 
-def main(args: list[str]) -> int:
-    if len(args) != 1:
-        print("usage: _pjm_rank.py JOB_JSON", file=sys.stderr)
-        return 2
-    job: dict[str, Any] = json.loads(Path(args[0]).read_text())
-    folder = Path(job["dir"])
-    rank_text = os.environ.get("OMPI_COMM_WORLD_RANK", os.environ.get("PMIX_RANK"))
-    if rank_text is None:
-        print("orch: no rank from mpiexec (OMPI_COMM_WORLD_RANK)", file=sys.stderr)
-        return 2
-    rank = int(rank_text)
-    pid = os.getpid()
-    _atomic_write(folder / f"task-{rank}.pid", f"{pid} {_start_ticks(pid)}\n")
-    if (folder / "abort").exists():
-        return 125
-    engine_signal: list[int] = []
-
-    def on_signal(signum: int, _frame: object) -> None:
-        # The command is in our process group and got the same signal: just remember it.
-        engine_signal.append(signum)
-
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(signum, on_signal)
+def _environment(job: dict[str, Any], rank: int) -> dict[str, str]:
+    """The rank's environment: ours, the job's, the rank variables (and rendezvous)."""
     tpn = int(job["tasks_per_node"])
-    nodes: list[str] = job["nodes"]
-    node_rank = rank // tpn
     env = dict(os.environ)
     env.update(job["env"])
-    env.update(rank_environment(nodes, tpn, node_rank, rank % tpn))
+    env.update(rank_environment(job["nodes"], tpn, rank // tpn, rank % tpn))
     if job.get("rendezvous"):
-        try:
-            env["MASTER_ADDR"], env["MASTER_PORT"] = _rendezvous(folder / "master", rank)
-        except TimeoutError as e:
-            print(f"orch: rank {rank}: {e}", file=sys.stderr)
-            _atomic_write(folder / f"task-{rank}.rc", "1\n")
-            return 1
-    signals_path = folder / "signals"
-    pending = _signals(signals_path)
-    if pending:  # cancelled before this rank started: do not start it
-        code = 128 + pending[-1]
-        _atomic_write(folder / f"task-{rank}.rc", f"{code}\n")
-        return code
-    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
-    out_fd = os.open(job["stdout"], flags, 0o644)
-    err_fd = os.open(job["stderr"], flags, 0o644)
-    label = f"{rank}: ".encode()
-    try:
-        child = subprocess.Popen(
-            job["argv"],
-            env=env,
-            cwd=job["cwd"],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-    except OSError as e:
-        os.write(err_fd, label + f"orch: cannot run {job['argv'][0]!r}: {e}\n".encode())
-        code = 127 if isinstance(e, FileNotFoundError) else 126
-        _atomic_write(folder / f"task-{rank}.rc", f"{code}\n")
-        return code
+        env["MASTER_ADDR"], env["MASTER_PORT"] = _rendezvous(Path(job["dir"]) / "master", rank)
+    return env
+
+
+def _supervise(child: subprocess.Popen[bytes], signals_path: Path, fds: tuple[int, int],
+               label: bytes) -> tuple[int, int]:  # fmt: skip
+    """Copy the child's output, forward the daemon's signals; its status and how many signals
+    were forwarded."""
     assert child.stdout is not None and child.stderr is not None
     pumps = [
-        threading.Thread(target=_pump, args=(child.stdout, out_fd, label), daemon=True),
-        threading.Thread(target=_pump, args=(child.stderr, err_fd, label), daemon=True),
+        threading.Thread(target=_pump, args=(child.stdout, fds[0], label), daemon=True),
+        threading.Thread(target=_pump, args=(child.stderr, fds[1], label), daemon=True),
     ]
     for pump in pumps:
         pump.start()
@@ -169,10 +116,65 @@ def main(args: list[str]) -> int:
     deadline = time.monotonic() + 2.0
     for pump in pumps:  # a grandchild may hold the pipes open: do not wait for it forever
         pump.join(max(0.0, deadline - time.monotonic()))
-    if code < 0:
-        code = 128 - code
-    how = " engine" if engine_signal and forwarded == 0 else ""
-    _atomic_write(folder / f"task-{rank}.rc", f"{code}{how}\n")
+    return (128 - code if code < 0 else code), forwarded
+
+
+def main(args: list[str]) -> int:
+    if len(args) != 1:
+        print("usage: supervisor.py JOB_JSON", file=sys.stderr)
+        return 2
+    job: dict[str, Any] = json.loads(Path(args[0]).read_text())
+    folder = Path(job["dir"])
+    rank_text = os.environ.get("OMPI_COMM_WORLD_RANK", os.environ.get("PMIX_RANK"))
+    if rank_text is None:
+        print("orch: no rank from mpiexec (OMPI_COMM_WORLD_RANK)", file=sys.stderr)
+        return 2
+    rank = int(rank_text)
+    record.write_pid(folder, rank, os.getpid())
+    if record.is_aborted(folder):
+        return record.ABORTED
+    engine_signal: list[int] = []
+
+    def on_signal(signum: int, _frame: object) -> None:
+        # The command is in our process group and got the same signal: just remember it.
+        engine_signal.append(signum)
+
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, on_signal)
+    try:
+        env = _environment(job, rank)
+    except TimeoutError as e:
+        print(f"orch: rank {rank}: {e}", file=sys.stderr)
+        record.write_task_end(folder, rank, record.TaskEnd(1))
+        return 1
+    signals_path = folder / "signals"
+    pending = _signals(signals_path)
+    if pending:  # cancelled before this rank started: do not start it
+        code = 128 + pending[-1]
+        record.write_task_end(folder, rank, record.TaskEnd(code))
+        return code
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
+    fds = (os.open(job["stdout"], flags, 0o644), os.open(job["stderr"], flags, 0o644))
+    label = f"{rank}: ".encode()
+    try:
+        child = subprocess.Popen(
+            job["argv"],
+            env=env,
+            cwd=job["cwd"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+    except OSError as e:
+        os.write(fds[1], label + f"orch: cannot run {job['argv'][0]!r}: {e}\n".encode())
+        code = 127 if isinstance(e, FileNotFoundError) else 126
+        record.write_task_end(folder, rank, record.TaskEnd(code))
+        return code
+    code, forwarded = _supervise(child, signals_path, fds, label)
+    # The daemon's signals come through the signals file; one the supervisor got otherwise
+    # came from the engine.
+    engine = signal.Signals(engine_signal[0]).name if engine_signal and forwarded == 0 else None
+    record.write_task_end(folder, rank, record.TaskEnd(code, engine))
     return code
 
 

@@ -12,7 +12,7 @@ chose; the quantity of 1 also keeps two of our jobs off one node even if two dae
 cluster.
 
 The functions here are pure (they read the node table ``ray.nodes()`` returns) except
-:func:`fetch_nodes`; ``python -m launchers._ray_cluster --address HEAD:6379`` prints the cluster
+:func:`fetch_nodes`; ``python -m launchers.ray.cluster --address HEAD:6379`` prints the cluster
 preset (YAML) for ``orch daemon start --cluster FILE``.
 """
 
@@ -149,7 +149,7 @@ def fetch_nodes() -> dict[str, PoolNode]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Print the cluster preset of a running Ray cluster."""
     parser = argparse.ArgumentParser(
-        prog="python -m launchers._ray_cluster",
+        prog="python -m launchers.ray.cluster",
         description="Print the orch cluster preset (YAML) of a running Ray cluster.",
     )
     parser.add_argument("--address", default="auto", help="The Ray cluster (HEAD:6379).")

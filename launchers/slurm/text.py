@@ -3,7 +3,7 @@
 Pure functions, no subprocess: the Slurm backend calls them; the tests check them on golden files
 and on captured output of Slurm 22.05. Every value in a generated script is quoted: ``#SBATCH``
 values with :func:`shlex.quote` (sbatch splits them itself, and a newline is refused), the
-command and the environment with :func:`~launchers._shell.shell_word`, which also keeps a carriage
+command and the environment with :func:`~launchers.shell.shell_word`, which also keeps a carriage
 return or line feed inside an argument or value off the script's own lines (sbatch refuses a
 script that holds ``\\r\\n``).
 """
@@ -14,8 +14,10 @@ import re
 import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import NamedTuple
 
-from launchers._shell import shell_word
+from launchers.shell import shell_word
 from orchestrator.exceptions import InvalidRequestError, OrchestratorError
 from orchestrator.resources.hostlist import compress_hostlist, expand_hostlist
 from orchestrator.scheduling.job import JobState
@@ -23,9 +25,12 @@ from orchestrator.scheduling.job import JobState
 __all__ = [
     "SACCT_FIELDS",
     "SLURM_STATES",
+    "UNKNOWN_STATE",
+    "Phase",
     "SbatchScript",
     "SlurmJobRecord",
     "SlurmParseError",
+    "SlurmState",
     "format_time_limit",
     "parse_node_events",
     "parse_sacct",
@@ -42,38 +47,74 @@ class SlurmParseError(OrchestratorError):
     """Slurm printed something we cannot read."""
 
 
-SLURM_STATES: Mapping[str, JobState] = {
-    "PENDING": JobState.PENDING,
-    "CONFIGURING": JobState.STARTING,
-    "REQUEUED": JobState.PENDING,
-    "REQUEUE_FED": JobState.PENDING,
-    "REQUEUE_HOLD": JobState.HELD,
-    "RESV_DEL_HOLD": JobState.HELD,
-    "SPECIAL_EXIT": JobState.HELD,
-    "RUNNING": JobState.RUNNING,
-    "COMPLETING": JobState.RUNNING,
-    "STAGE_OUT": JobState.RUNNING,
-    "SIGNALING": JobState.RUNNING,
-    "RESIZING": JobState.RUNNING,
-    "SUSPENDED": JobState.PREEMPTED,
-    "STOPPED": JobState.PREEMPTED,
-    "PREEMPTED": JobState.PREEMPTED,
-    "COMPLETED": JobState.COMPLETED,
-    "CANCELLED": JobState.CANCELLED,
-    "DEADLINE": JobState.CANCELLED,
-    "FAILED": JobState.FAILED,
-    "OUT_OF_MEMORY": JobState.FAILED,
-    "BOOT_FAIL": JobState.NODE_FAIL,
-    "NODE_FAIL": JobState.NODE_FAIL,
-    "LAUNCH_FAILED": JobState.FAILED,
-    "TIMEOUT": JobState.TIMEOUT,
-    "REVOKED": JobState.CANCELLED,
+class Phase(StrEnum):
+    """What a Slurm job state means for the daemon (and for a pilot allocation)."""
+
+    WAITING = "waiting"
+    """Queued or being set up: the daemon has given it its nodes; nothing runs yet."""
+    RUNNING = "running"
+    """Its tasks run (a pilot allocation in this phase takes new steps)."""
+    ENDING = "ending"
+    """Still holds its nodes but is on its way out or stopped (completing, signalled,
+    suspended): keep the nodes ours until Slurm lets go of them, or the next job's
+    ``--nodelist`` would wait behind this one; a pilot allocation takes no new step."""
+    ENDED = "ended"
+    """Ended; the tasks' exit codes say how."""
+    REQUEUE = "requeue"
+    """Ended by the engine through no fault of the job (a node failed, preempted): run it
+    again."""
+
+    @property
+    def is_active(self) -> bool:
+        return self in (Phase.WAITING, Phase.RUNNING, Phase.ENDING)
+
+
+class SlurmState(NamedTuple):
+    """One row of :data:`SLURM_STATES`."""
+
+    ours: JobState
+    phase: Phase
+
+
+SLURM_STATES: Mapping[str, SlurmState] = {
+    "PENDING": SlurmState(JobState.PENDING, Phase.WAITING),
+    "CONFIGURING": SlurmState(JobState.STARTING, Phase.WAITING),
+    "REQUEUED": SlurmState(JobState.PENDING, Phase.WAITING),
+    "REQUEUE_FED": SlurmState(JobState.PENDING, Phase.WAITING),
+    "REQUEUE_HOLD": SlurmState(JobState.HELD, Phase.WAITING),
+    "RESV_DEL_HOLD": SlurmState(JobState.HELD, Phase.WAITING),
+    "SPECIAL_EXIT": SlurmState(JobState.HELD, Phase.WAITING),
+    "RUNNING": SlurmState(JobState.RUNNING, Phase.RUNNING),
+    "RESIZING": SlurmState(JobState.RUNNING, Phase.RUNNING),
+    "COMPLETING": SlurmState(JobState.RUNNING, Phase.ENDING),
+    "STAGE_OUT": SlurmState(JobState.RUNNING, Phase.ENDING),
+    "SIGNALING": SlurmState(JobState.RUNNING, Phase.ENDING),
+    # Suspended by an administrator (scontrol suspend) or a gang scheduler: its processes hold
+    # their nodes and resume later, so the job is still ours and running, not requeued.
+    "SUSPENDED": SlurmState(JobState.RUNNING, Phase.ENDING),
+    "STOPPED": SlurmState(JobState.RUNNING, Phase.ENDING),
+    "COMPLETED": SlurmState(JobState.COMPLETED, Phase.ENDED),
+    "CANCELLED": SlurmState(JobState.CANCELLED, Phase.ENDED),
+    "DEADLINE": SlurmState(JobState.CANCELLED, Phase.ENDED),
+    "REVOKED": SlurmState(JobState.CANCELLED, Phase.ENDED),
+    "FAILED": SlurmState(JobState.FAILED, Phase.ENDED),
+    "OUT_OF_MEMORY": SlurmState(JobState.FAILED, Phase.ENDED),
+    "LAUNCH_FAILED": SlurmState(JobState.FAILED, Phase.ENDED),
+    "TIMEOUT": SlurmState(JobState.TIMEOUT, Phase.ENDED),
+    "BOOT_FAIL": SlurmState(JobState.NODE_FAIL, Phase.REQUEUE),
+    "NODE_FAIL": SlurmState(JobState.NODE_FAIL, Phase.REQUEUE),
+    "PREEMPTED": SlurmState(JobState.PREEMPTED, Phase.REQUEUE),
 }
-"""Slurm job states (``sacct``/``squeue`` long names) to ours."""
+"""Slurm's job states (long names, as ``squeue %T`` and ``sacct State`` print them): our state
+and what the state means for the daemon. The one table of Slurm states: the parsers, the
+backend's poll and the pilot allocation all read it."""
+
+UNKNOWN_STATE = SlurmState(JobState.RUNNING, Phase.ENDING)
+"""A state newer than this table: wait and see (the job keeps its nodes; no new step)."""
 
 
-def slurm_state(text: str) -> JobState:
-    """Our state for a Slurm state as printed: ``CANCELLED by 1000`` and ``RUNNING+`` work too.
+def slurm_state(text: str) -> SlurmState:
+    """The row for a state as printed: ``CANCELLED by 1000`` and ``RUNNING+`` work too.
 
     Raises:
         SlurmParseError: for a state name Slurm does not have.
@@ -83,6 +124,13 @@ def slurm_state(text: str) -> JobState:
         return SLURM_STATES[name]
     except KeyError:
         raise SlurmParseError(f"unknown Slurm job state {text!r}") from None
+
+
+def _known_state(text: str) -> SlurmState:
+    try:
+        return slurm_state(text)
+    except SlurmParseError:
+        return UNKNOWN_STATE
 
 
 def format_time_limit(seconds: float) -> str:
@@ -212,11 +260,19 @@ class SlurmJobRecord:
     """One job as sacct or squeue reports it."""
 
     job_id: str
-    state: JobState
+    slurm_state: SlurmState
     raw_state: str
     exit_code: int | None = None
     signal: int | None = None
     nodes: tuple[str, ...] = ()
+
+    @property
+    def state(self) -> JobState:
+        return self.slurm_state.ours
+
+    @property
+    def phase(self) -> Phase:
+        return self.slurm_state.phase
 
 
 def _exit_code(text: str) -> tuple[int | None, int | None]:
@@ -231,7 +287,8 @@ def parse_sacct(text: str, fields: Sequence[str] = SACCT_FIELDS) -> list[SlurmJo
     ``123.0``) are skipped: a job's own row carries its state.
 
     Raises:
-        SlurmParseError: for a row with the wrong number of fields or an unknown state.
+        SlurmParseError: for a row with the wrong number of fields (a state newer than
+            :data:`SLURM_STATES` reads as :data:`UNKNOWN_STATE`).
     """
     names = list(fields)
     records = []
@@ -251,7 +308,7 @@ def parse_sacct(text: str, fields: Sequence[str] = SACCT_FIELDS) -> list[SlurmJo
         nodelist = row.get("NodeList", "")
         nodes = tuple(expand_hostlist(nodelist)) if nodelist and nodelist != "None assigned" else ()
         records.append(
-            SlurmJobRecord(job_id, slurm_state(row["State"]), row["State"], code, signal, nodes)
+            SlurmJobRecord(job_id, _known_state(row["State"]), row["State"], code, signal, nodes)
         )
     return records
 
@@ -267,7 +324,7 @@ def parse_squeue(text: str) -> list[SlurmJobRecord]:
             raise SlurmParseError(f"squeue row has {len(parts)} fields, expected 3: {line!r}")
         job_id, state, nodelist = parts
         nodes = tuple(expand_hostlist(nodelist)) if nodelist and "(" not in nodelist else ()
-        records.append(SlurmJobRecord(job_id, slurm_state(state), state, nodes=nodes))
+        records.append(SlurmJobRecord(job_id, _known_state(state), state, nodes=nodes))
     return records
 
 

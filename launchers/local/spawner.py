@@ -1,14 +1,14 @@
 """The local backend's spawner: task supervisors forked from one small, already started process.
 
-Usage: ``python -I -S _spawner.py FD`` (standard library only), ``FD`` one end of a socket pair
+Usage: ``python -I -S spawner.py FD`` (standard library only), ``FD`` one end of a socket pair
 whose other end the backend keeps.
 
-Starting each task's supervisor (``_task.py``) as a new interpreter costs about 20 ms of CPU;
-forking it from this process, which has ``_task`` imported already, costs about 1 ms. For each
+Starting each task's supervisor (``supervisor.py``) as a new interpreter costs about 20 ms of CPU;
+forking it from this process, which has ``supervisor`` imported already, costs about 1 ms. For each
 request (one JSON line with the supervisor's arguments, environment and folder, and the task's
 stdout and stderr attached with ``SCM_RIGHTS``) it forks a child that starts its own session
 (the task's process group, as ``start_new_session`` gives), takes those descriptors, environment
-and folder, and runs ``_task.main``; it answers ``pid START_TICKS`` (read before the child can
+and folder, and runs ``supervisor.main``; it answers ``pid START_TICKS`` (read before the child can
 be reaped, so pid plus start time name it without a race), or ``error TEXT``. It reaps its
 children; they do not depend on it (a task outlives the spawner and the daemon, as before).
 It exits when the backend's end of the pair closes (the daemon stopped or died).
@@ -23,8 +23,10 @@ import signal
 import socket
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import _task  # after the path: this folder is not on sys.path under -I
+# Under -I the repository root is not on sys.path; launchers/ and launchers/local/ import
+# nothing at import time, so this loads the supervisor and the standard library only.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+from launchers.local import supervisor
 
 MAX_REQUEST = 16 << 20
 
@@ -47,8 +49,53 @@ def _child(request: dict[str, object], fds: list[int], ready: int) -> None:
     os.chdir(str(request["cwd"]))
     args = request["args"]
     assert isinstance(args, list)
-    sys.argv = [_task.__file__, *map(str, args)]
-    sys.exit(_task.main([str(a) for a in args]))
+    sys.argv = [supervisor.__file__, *map(str, args)]
+    sys.exit(supervisor.main([str(a) for a in args]))
+
+
+def _read_request(conn: socket.socket, head: bytes, fds: list[int]) -> dict[str, object] | None:
+    """The JSON body announced by ``head`` (None: the backend's end closed)."""
+    size_text, _, body = head.partition(b"\n")
+    size = int(size_text)
+    if not 0 < size <= MAX_REQUEST or len(fds) != 2:
+        raise ValueError(f"bad request ({head[:16]!r}, {len(fds)} descriptors)")
+    while len(body) < size:
+        chunk = conn.recv(size - len(body))
+        if not chunk:
+            return None
+        body += chunk
+    request: dict[str, object] = json.loads(body)
+    return request
+
+
+def _fork_task(request: dict[str, object], fds: list[int]) -> tuple[int, int]:
+    """Fork the task's supervisor; its pid and start ticks."""
+    # SIGCHLD held until the start ticks are read: the handler must not reap the child first
+    # (its /proc entry, and so the ticks, would be gone).
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
+    ready_r, ready_w = os.pipe()
+    try:
+        try:
+            pid = os.fork()
+        except OSError:
+            os.close(ready_w)
+            raise
+        if pid == 0:
+            os.close(ready_r)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
+            _run_child(request, fds, ready_w)
+        os.close(ready_w)
+        # Answer once the child leads its own session: the backend signals the task's process
+        # group as soon as it has the pid (as after Popen's start_new_session).
+        os.read(ready_r, 1)
+        ticks = supervisor.process_start_ticks(pid)
+        if ticks is None:
+            os.kill(pid, signal.SIGKILL)  # never leave a task the backend cannot name
+            raise OSError(f"the task's supervisor {pid} vanished as it started")
+        return pid, ticks
+    finally:
+        os.close(ready_r)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
 
 
 def _serve(conn: socket.socket) -> None:
@@ -61,42 +108,10 @@ def _serve(conn: socket.socket) -> None:
         if not head:
             return
         try:
-            size_text, _, body = head.partition(b"\n")
-            size = int(size_text)
-            if not 0 < size <= MAX_REQUEST or len(fds) != 2:
-                raise ValueError(f"bad request ({head[:16]!r}, {len(fds)} descriptors)")
-            while len(body) < size:
-                chunk = conn.recv(size - len(body))
-                if not chunk:
-                    return
-                body += chunk
-            request = json.loads(body)
-            # SIGCHLD held until the start ticks are read: the handler must not reap the child
-            # first (its /proc entry, and so the ticks, would be gone).
-            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
-            ready_r, ready_w = os.pipe()
-            try:
-                try:
-                    pid = os.fork()
-                except OSError:
-                    os.close(ready_w)
-                    raise
-                if pid == 0:
-                    os.close(ready_r)
-                    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
-                    _run_child(request, fds, ready_w)
-                os.close(ready_w)
-                # Answer once the child leads its own session: the backend signals the task's
-                # process group as soon as it has the pid (as after Popen's start_new_session).
-                os.read(ready_r, 1)
-                try:
-                    ticks = _task._start_ticks(pid)
-                except OSError:
-                    os.kill(pid, signal.SIGKILL)  # never leave a task the backend cannot name
-                    raise
-            finally:
-                os.close(ready_r)
-                signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
+            request = _read_request(conn, head, fds)
+            if request is None:
+                return
+            pid, ticks = _fork_task(request, fds)
             answer = f"pid {pid} {ticks}\n"
         except (OSError, ValueError) as e:
             answer = "error " + str(e).replace("\n", " ") + "\n"
@@ -141,7 +156,7 @@ def _reap() -> None:
 
 def main(args: list[str]) -> int:
     if len(args) != 1 or not args[0].isdigit():
-        print("usage: _spawner.py FD", file=sys.stderr)
+        print("usage: spawner.py FD", file=sys.stderr)
         return 2
     # Children are reaped after each request and on SIGCHLD, so none stays a zombie for long.
     signal.signal(signal.SIGCHLD, lambda *_: _reap())

@@ -1,15 +1,15 @@
 """The per-task wrapper of the Slurm backend (standard library only; run by ``srun`` as a script).
 
-Usage: ``python -I -S _slurm_task.py ATTEMPT_DIR -- ARGV...``
+Usage: ``python -I -S supervisor.py ATTEMPT_DIR -- ARGV...``
 
 ``srun`` starts one copy per task. It gives each task the rank variables every backend exports,
 derived from Slurm's (``SLURMD_NODENAME``, ``SLURM_LOCALID``) and the node list our allocator
 chose (``ORCH_NODES``, in node-rank order: Slurm numbers nodes in its own order, which need not
 be ours), refuses to run if the attempt was aborted (a daemon crashed while submitting it), runs
-``ARGV`` exactly as given (no shell), and writes ``task-<rank>.rc``: the exit status (128 +
-signal for a signal) and the first signal the task was sent (``-`` for none). The backend reads
-that second word to tell a job that checkpointed on the engine's signal and exited with the
-"requeue me" code from a job that failed on its own.
+``ARGV`` exactly as given (no shell), and writes the task's end record
+(:mod:`orchestrator.nodeside.record`): the exit status and the first signal the task was sent.
+The backend reads that signal to tell a job that checkpointed on the engine's signal and exited
+with the "requeue me" code from a job that failed on its own.
 
 Signals: Slurm signals every process of a step (``scancel --signal``, the time limit, the end of
 an allocation), so the child gets them directly; the wrapper only notes them and keeps waiting,
@@ -22,22 +22,15 @@ import os
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
-if __package__:
-    from launchers._rank_env import rank_environment
-else:
-    # Run as a script with ``python -I -S``: this folder is not on sys.path by itself.
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from _rank_env import rank_environment
+if not __package__:
+    # Run as a script under -I: the repository root (where orchestrator/nodeside lies) is not
+    # on sys.path by itself.
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+from orchestrator.nodeside import record
+from orchestrator.nodeside.rank_env import rank_environment
 
 _NOTED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def rank_variables(env: dict[str, str]) -> dict[str, str]:
@@ -54,14 +47,14 @@ def rank_variables(env: dict[str, str]) -> dict[str, str]:
 
 def main(args: list[str]) -> int:
     if len(args) < 3 or args[1] != "--":
-        print("usage: _slurm_task.py ATTEMPT_DIR -- ARGV...", file=sys.stderr)
+        print("usage: supervisor.py ATTEMPT_DIR -- ARGV...", file=sys.stderr)
         return 2
-    directory, argv = Path(args[0]), args[2:]
+    directory, argv = args[0], args[2:]
     env = dict(os.environ)
     env.update(rank_variables(env))
-    rank = env["RANK"]
-    if (directory / "abort").exists():
-        return 125
+    rank = int(env["RANK"])
+    if record.is_aborted(directory):
+        return record.ABORTED
     received: list[int] = []
 
     def note(signum: int, _frame: object) -> None:
@@ -78,8 +71,8 @@ def main(args: list[str]) -> int:
         code = child.wait()  # PEP 475: a noted signal does not interrupt the wait
         if code < 0:
             code = 128 - code
-    first = signal.Signals(received[0]).name if received else "-"
-    _atomic_write(directory / f"task-{rank}.rc", f"{code} {first}\n")
+    first = signal.Signals(received[0]).name if received else None
+    record.write_task_end(directory, rank, record.TaskEnd(code, first))
     return code
 
 

@@ -16,21 +16,19 @@ import shlex
 import time
 from pathlib import Path
 
-from launchers._slurm_cli import cancel, job_states, sbatch, time_left
-from launchers._slurm_poll import Phase
-from launchers._slurm_text import SlurmJobRecord, format_time_limit
-from launchers.local import atomic_write
+from launchers.slurm.commands import cancel, job_states, sbatch, time_left
+from launchers.slurm.text import Phase, SlurmJobRecord, format_time_limit
+from orchestrator.nodeside.files import atomic_write
 
 __all__ = ["PilotAllocation", "render_pilot_script", "step_allocation_ended"]
 
-_STARTING = ("PENDING", "CONFIGURING")
 _FRESH_S = 0.25
 """A state read this recently (by the tick's poll) is not read again for the scheduling pass."""
 
 
 def step_allocation_ended(record: SlurmJobRecord | None) -> bool:
     """The allocation a step ran in has ended or is ending (steps live only while it runs)."""
-    return record is None or record.raw_state not in ("RUNNING", *_STARTING)
+    return record is None or record.phase not in (Phase.RUNNING, Phase.WAITING)
 
 
 def render_pilot_script(
@@ -105,11 +103,7 @@ class PilotAllocation:
     @property
     def running(self) -> bool:
         """The allocation is granted and its nodes known."""
-        return self.slurm_id is not None and self.phase is Phase.ACTIVE and bool(self.nodes)
-
-    def is_live(self, slurm_id: str) -> bool:
-        """``slurm_id`` is the allocation we hold and it has not ended."""
-        return slurm_id == self.slurm_id and self.phase is Phase.ACTIVE
+        return self.slurm_id is not None and self.phase is Phase.RUNNING and bool(self.nodes)
 
     def update(self, records: dict[str, SlurmJobRecord] | None = None) -> None:
         """Refresh from ``records`` (a poll's squeue) or one ``squeue`` of its own, unless the
@@ -122,11 +116,11 @@ class PilotAllocation:
             records = job_states([self.slurm_id])
         self._checked = time.monotonic()
         record = records.get(self.slurm_id)
-        state = record.raw_state if record is not None else ""
-        if record is not None and state in _STARTING:
-            self.phase, self.nodes = Phase.ACTIVE, ()
-        elif record is not None and state == "RUNNING":
-            self.phase, self.nodes = Phase.ACTIVE, record.nodes
+        phase = record.phase if record is not None else None
+        if record is not None and phase is Phase.WAITING:
+            self.phase, self.nodes = Phase.WAITING, ()
+        elif record is not None and phase is Phase.RUNNING:
+            self.phase, self.nodes = Phase.RUNNING, record.nodes
             if self.ends_at is None:
                 left = time_left(self.slurm_id)  # once per allocation
                 self.ends_at = time.time() + (left if left is not None else math.inf)
@@ -151,7 +145,7 @@ class PilotAllocation:
             partition=self.partition,
         )
         self.slurm_id = sbatch(script)
-        self.phase, self.nodes, self.idle_since = Phase.ACTIVE, (), now
+        self.phase, self.nodes, self.idle_since = Phase.WAITING, (), now
         atomic_write(self.state_file, json.dumps({"slurm_id": self.slurm_id}))
         deadline = time.monotonic() + wait_s
         while self.slurm_id is not None and not self.running and time.monotonic() < deadline:

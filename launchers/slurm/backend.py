@@ -2,9 +2,9 @@
 
 Direct mode (default): one Slurm batch job per attempt of ours, pinned to the nodes our allocator
 chose (``--nodelist``, ``-N``, whole nodes), whose script ``srun``s the tasks through a small
-wrapper (``_slurm_task.py``) that exports the rank variables every backend gives and records each
+supervisor (:mod:`.supervisor`) that exports the rank variables every backend gives and records each
 task's exit status. Pilot mode (``mode=pilot``): the backend holds one allocation of K nodes
-(:mod:`launchers._slurm_pilot`) and starts each job as a step in it (``srun --jobid=<pilot>
+(:mod:`launchers.slurm.pilot`) and starts each job as a step in it (``srun --jobid=<pilot>
 --nodelist=... --exact``); the daemon may only place jobs on the allocation's nodes.
 
 Polling is one ``squeue`` for every job of ours per tick (``sacct`` only for jobs the controller
@@ -26,11 +26,11 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from launchers._base import Handle, LaunchSpec, Liveness, PollResult
-from launchers._slurm_cli import (
+from launchers.slurm.commands import (
     cancel,
     failed_nodes,
     job_states,
@@ -38,39 +38,60 @@ from launchers._slurm_cli import (
     run_slurm,
     sbatch,
 )
-from launchers._slurm_pilot import PilotAllocation, step_allocation_ended
-from launchers._slurm_poll import Phase, TaskEnd, decide, parse_rc, slurm_phase
-from launchers._slurm_text import (
+from launchers.slurm.pilot import PilotAllocation, step_allocation_ended
+from launchers.slurm.poll import decide
+from launchers.slurm.text import (
+    Phase,
     SbatchScript,
     SlurmJobRecord,
     SlurmParseError,
     render_sbatch_script,
 )
-from launchers.local import JobFolderBackend, JobPaths, atomic_write, free_port, process_start_ticks
+from orchestrator.backends.contract import Handle, LaunchSpec, Liveness, PollResult
+from orchestrator.backends.jobfolder import JobFolderBackend, PreparedJob, free_port
+from orchestrator.backends.options import option, parse_options
 from orchestrator.exceptions import BackendError, InvalidRequestError
+from orchestrator.nodeside.files import atomic_write, process_start_ticks
+from orchestrator.nodeside.record import TaskEnd
 from orchestrator.resources.hostlist import compress_hostlist
-from orchestrator.resources.request import parse_duration
+from orchestrator.scheduling.job import JobState
 
 if TYPE_CHECKING:
     from orchestrator.resources.cluster import Cluster
 
 __all__ = ["SlurmBackend"]
 
-WRAPPER = Path(__file__).resolve().parent / "_slurm_task.py"
+SUPERVISOR = Path(__file__).resolve().parent / "supervisor.py"
 
-OPTIONS: Mapping[str, str] = {
-    "mode": "direct|pilot",
-    "partition": "debug",
-    "pilot_nodes": "16",
-    "pilot_time": "1:00:00",
-    "pilot_idle": "30",
-    "pilot_margin": "60",
-    "requeue_code": "3",
-    "time_slack": "60",
-    "quarantine": "300",
-    "pending_limit": "60",
-}
-"""The ``--backend-opt`` keys the Slurm backend knows, with an example each."""
+
+@dataclass(frozen=True)
+class SlurmOptions:
+    """``--backend slurm`` options (``--backend-opt KEY=VALUE``; see :class:`SlurmBackend`)."""
+
+    mode: str = option("direct", "direct or pilot", "pilot", choices=("direct", "pilot"))
+    partition: str | None = option(None, "the Slurm partition (none: the default)", "debug")
+    pilot_nodes: int | None = option(
+        None, "the pilot allocation's nodes (none: the cluster's)", "16", minimum=1
+    )
+    pilot_time: float = option(3600.0, "the pilot allocation's time", "1:00:00", seconds=True)
+    pilot_idle: float = option(30.0, "seconds a pilot allocation stays idle", "30", seconds=True)
+    pilot_margin: float = option(
+        60.0, "an allocation with less time left takes no new job", "60", seconds=True
+    )
+    requeue_code: int | None = option(
+        3, "the exit status of a job that checkpointed on Slurm's signal (none: none)", "3"
+    )
+    time_slack: float = option(
+        60.0, "seconds Slurm's time limit exceeds the job's walltime", "60", seconds=True
+    )
+    quarantine: float = option(
+        300.0, "seconds a node that failed under a job is not given", "300", seconds=True
+    )
+    pending_limit: float = option(
+        60.0, "seconds Slurm may keep a direct job pending before it is requeued", "60",
+        seconds=True,
+    )  # fmt: skip
+
 
 _KILL_EVERY_S = 2.0
 """A repeated SIGKILL (the daemon repeats it every tick) reaches scancel this often at most."""
@@ -86,7 +107,7 @@ class SlurmBackend(JobFolderBackend):
         partition: The Slurm partition (None: the default one).
         pilot_nodes, pilot_time_s, pilot_idle_s: The pilot allocation's K, T and idle timeout.
         pilot_margin_s: An allocation with less time left takes no new job
-            (:class:`~launchers._slurm_pilot.PilotAllocation`).
+            (:class:`~launchers.slurm.pilot.PilotAllocation`).
         requeue_code: A task that was sent a signal by the engine and exits with this status
             checkpointed and wants to run again (None: no such status).
         time_slack_s: Slurm's own time limit is the job's walltime plus this (the daemon
@@ -159,45 +180,32 @@ class SlurmBackend(JobFolderBackend):
 
     @classmethod
     def create(cls, root: Path, cluster: Cluster, options: Mapping[str, str]) -> SlurmBackend:
-        """``--backend slurm`` with ``--backend-opt`` keys from :data:`OPTIONS`."""
-        for key in options:
-            if key not in OPTIONS:
-                raise InvalidRequestError(
-                    "backend-opt",
-                    key,
-                    f"the slurm backend knows {', '.join(OPTIONS)}",
-                    "mode=pilot",
-                )
-        pilot_nodes = options.get("pilot_nodes")
-        requeue = options.get("requeue_code", "3")
-        if pilot_nodes is not None and (not pilot_nodes.isdigit() or int(pilot_nodes) < 1):
-            raise InvalidRequestError("pilot_nodes", pilot_nodes, "expected a count >= 1", "4")
-        if pilot_nodes is not None and int(pilot_nodes) > cluster.size:
+        """``--backend slurm`` with the options of :class:`SlurmOptions`."""
+        opts = parse_options(SlurmOptions, options, cls.name)
+        if opts.pilot_nodes is not None and opts.pilot_nodes > cluster.size:
             raise InvalidRequestError(
-                "pilot_nodes", pilot_nodes, f"the cluster has {cluster.size} nodes", "4"
+                "pilot_nodes", opts.pilot_nodes, f"the cluster has {cluster.size} nodes", "4"
             )
-        if requeue not in ("", "none") and not requeue.isdigit():
-            raise InvalidRequestError("requeue_code", requeue, "expected a status or none", "3")
         return cls(
             root,
             cluster.topology.node_names,
-            mode=options.get("mode", "direct"),
-            partition=options.get("partition") or None,
-            pilot_nodes=int(pilot_nodes) if pilot_nodes else None,
-            pilot_time_s=parse_duration(options.get("pilot_time", "3600"), "pilot_time"),
-            pilot_idle_s=parse_duration(options.get("pilot_idle", "30"), "pilot_idle"),
-            pilot_margin_s=parse_duration(options.get("pilot_margin", "60"), "pilot_margin"),
-            requeue_code=int(requeue) if requeue.isdigit() else None,
-            time_slack_s=parse_duration(options.get("time_slack", "60"), "time_slack"),
-            quarantine_s=parse_duration(options.get("quarantine", "300"), "quarantine"),
-            pending_limit_s=parse_duration(options.get("pending_limit", "60"), "pending_limit"),
+            mode=opts.mode,
+            partition=opts.partition or None,
+            pilot_nodes=opts.pilot_nodes,
+            pilot_time_s=opts.pilot_time,
+            pilot_idle_s=opts.pilot_idle,
+            pilot_margin_s=opts.pilot_margin,
+            requeue_code=opts.requeue_code,
+            time_slack_s=opts.time_slack,
+            quarantine_s=opts.quarantine,
+            pending_limit_s=opts.pending_limit,
         )
 
     # -- paths and environment ------------------------------------------------------------------
 
     def _environment(self, spec: LaunchSpec) -> dict[str, str]:
         """The job's variables; the wrapper adds the per-task ones (RANK, LOCAL_RANK, ...)."""
-        env = self._job_environment(spec)
+        env = self.job_environment(spec)
         # The first node of ours hosts rank 0 (torch.distributed's env:// meets there).
         env.update({"MASTER_ADDR": spec.nodes[0], "MASTER_PORT": str(free_port())})
         return env
@@ -207,33 +215,27 @@ class SlurmBackend(JobFolderBackend):
 
     # -- start ----------------------------------------------------------------------------------
 
-    def start(self, spec: LaunchSpec) -> Handle:
-        paths = self.paths(spec.job_id)
-        attempt_dir = paths.attempt(spec.attempt)
-        try:
-            attempt_dir.mkdir(parents=True, exist_ok=True)
-            argv = self._argv(spec, paths)
-        except OSError as e:
-            raise BackendError(f"job {spec.job_id}: cannot prepare {paths.folder}: {e}") from e
-        task = [self.python, "-I", "-S", str(WRAPPER), str(attempt_dir), "--", *argv]
-        cwd = spec.workdir or str(paths.folder)
+    def _launch(self, job: PreparedJob) -> Handle:
+        spec = job.spec
+        task = [self.python, "-I", "-S", str(SUPERVISOR), str(job.attempt_dir), "--", *job.argv]
         handle: Handle = {
             "mode": self.mode,
             "job_id": spec.job_id,
             "attempt": spec.attempt,
-            "dir": str(attempt_dir),
-            "ranks": len(spec.nodes) * spec.tasks_per_node,
+            "dir": str(job.attempt_dir),
+            "ranks": job.ntasks,
             "submitted": time.time(),
         }
         if self.pilot is not None:
-            handle.update(self._start_step(spec, task, cwd, paths))
+            handle.update(self._start_step(job, task))
             self._pilot_jobs.add((spec.job_id, spec.attempt))
         else:
-            handle["slurm_id"] = self._submit(spec, task, cwd, paths)
+            handle["slurm_id"] = self._submit(job, task)
         return handle
 
-    def _submit(self, spec: LaunchSpec, task: list[str], cwd: str, paths: JobPaths) -> str:
-        extra = {"--open-mode": "append", "--chdir": cwd, "--comment": self._comment(spec)}
+    def _submit(self, job: PreparedJob, task: list[str]) -> str:
+        spec, paths = job.spec, job.paths
+        extra = {"--open-mode": "append", "--chdir": job.cwd, "--comment": self._comment(spec)}
         if self.partition:
             extra["--partition"] = self.partition
         script = SbatchScript(
@@ -263,18 +265,17 @@ class SlurmBackend(JobFolderBackend):
             text = render_sbatch_script(script)
         except InvalidRequestError as e:
             raise BackendError(f"job {spec.job_id}: {e}") from e
-        atomic_write(paths.attempt(spec.attempt) / "sbatch.sh", text)
+        atomic_write(job.attempt_dir / "sbatch.sh", text)
         slurm_id = sbatch(text)
-        atomic_write(paths.attempt(spec.attempt) / "slurm_id", slurm_id + "\n")
+        atomic_write(job.attempt_dir / "slurm_id", slurm_id + "\n")
         return slurm_id
 
     def _comment(self, spec: LaunchSpec) -> str:
         return f"{self.tag}:{spec.job_id}:{spec.attempt}"
 
-    def _start_step(
-        self, spec: LaunchSpec, task: list[str], cwd: str, paths: JobPaths
-    ) -> dict[str, object]:
+    def _start_step(self, job: PreparedJob, task: list[str]) -> dict[str, object]:
         assert self.pilot is not None
+        spec, paths, cwd = job.spec, job.paths, job.cwd
         pilot_id = self.pilot.slurm_id
         if pilot_id is None or not self.pilot.running:
             # The allocation ended between the scheduling pass and now: the job never ran,
@@ -326,14 +327,7 @@ class SlurmBackend(JobFolderBackend):
     # -- poll -----------------------------------------------------------------------------------
 
     def _tasks(self, handle: Handle) -> list[TaskEnd | None]:
-        folder = Path(handle["dir"])
-        ends: list[TaskEnd | None] = []
-        for rank in range(int(handle["ranks"])):
-            try:
-                ends.append(parse_rc((folder / f"task-{rank}.rc").read_text()))
-            except FileNotFoundError:
-                ends.append(None)
-        return ends
+        return self.task_ends(handle["dir"], int(handle["ranks"]))
 
     def poll(self, handles: Mapping[int, Handle]) -> dict[int, PollResult]:
         for pid, proc in list(self._children.items()):
@@ -359,23 +353,23 @@ class SlurmBackend(JobFolderBackend):
             if record is not None and self._pending_too_long(record, handle):
                 out[job_id] = PollResult(Liveness.REQUEUE, (None,) * int(handle["ranks"]))
                 continue
-            phase = _phase(record)
+            phase = record.phase if record is not None else None
             exit_code = (record.exit_code, record.signal) if record is not None else None
             out[job_id] = decide(
                 phase,
                 self._tasks(handle),
                 slurm_exit=exit_code,
-                slurm_completed=record is not None and record.raw_state == "COMPLETED",
+                slurm_completed=record is not None and record.state is JobState.COMPLETED,
                 requeue_code=self.requeue_code,
             )
-            if record is not None and record.raw_state in ("NODE_FAIL", "BOOT_FAIL"):
+            if record is not None and record.state is JobState.NODE_FAIL:
                 self._quarantine_failed(record.nodes, float(handle.get("submitted", 0.0)))
         return out
 
     def _pending_too_long(self, record: SlurmJobRecord, handle: Handle) -> bool:
         """Cancel a job Slurm has kept pending past ``pending_limit_s`` (True: cancelled)."""
         waited = time.time() - float(handle.get("submitted", time.time()))
-        if record.raw_state != "PENDING" or waited < self.pending_limit_s:
+        if record.state is not JobState.PENDING or waited < self.pending_limit_s:
             return False
         try:
             cancel(record.job_id)
@@ -399,7 +393,7 @@ class SlurmBackend(JobFolderBackend):
         pid, ticks = handle["srun"]
         tasks = self._tasks(handle)
         if pid and process_start_ticks(int(pid)) == int(ticks):
-            return decide(Phase.ACTIVE, tasks)
+            return decide(Phase.RUNNING, tasks)
         ended = step_allocation_ended(records.get(str(handle["pilot"])))
         return decide(
             Phase.ENDED,
@@ -431,7 +425,7 @@ class SlurmBackend(JobFolderBackend):
         del said
         records = job_states([slurm_id])
         record = records.get(slurm_id)
-        if record is not None and record.raw_state == "PENDING":
+        if record is not None and record.state is JobState.PENDING:
             cancel(slurm_id)
 
     def _signal_step(self, handle: Handle, signum: int) -> None:
@@ -457,12 +451,7 @@ class SlurmBackend(JobFolderBackend):
                 steps.append(step)
         return steps
 
-    def abort_start(self, job_id: int, attempt: int) -> None:
-        paths = self.paths(job_id)
-        attempt_dir = paths.attempt(attempt)
-        if not attempt_dir.is_dir():
-            return
-        atomic_write(paths.abort_file(attempt), "aborted\n")
+    def _abort_launch(self, job_id: int, attempt: int, attempt_dir: Path) -> None:
         comment = f"{self.tag}:{job_id}:{attempt}"
         if self.pilot is not None:
             if self.pilot.slurm_id is not None:
@@ -537,12 +526,3 @@ class SlurmBackend(JobFolderBackend):
         if pilot is not None and pilot.slurm_id is not None and not self._pilot_jobs:
             with contextlib.suppress(BackendError):
                 pilot.release()
-
-
-def _phase(record: SlurmJobRecord | None) -> Phase | None:
-    if record is None:
-        return None
-    try:
-        return slurm_phase(record.raw_state)
-    except KeyError:
-        return Phase.ACTIVE  # a state newer than this table: wait and see

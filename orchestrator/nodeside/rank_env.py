@@ -1,8 +1,8 @@
 """The rank variables every backend gives each task (standard library only).
 
-Imported by the backends (``launchers._rank_env``) and by the per-task wrapper scripts that run
-on the compute nodes with ``python -I -S`` (which add this folder to ``sys.path`` themselves), so
-a task sees the same variables whichever backend started it.
+Called where a task starts: in the daemon (local backend), in a Ray actor, or in the node-side
+supervisor a batch system starts (Slurm, PJM), so a task sees the same variables whichever
+backend started it.
 """
 
 from __future__ import annotations
