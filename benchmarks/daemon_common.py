@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from orchestrator.daemon.client import DaemonClient
-from orchestrator.daemon.files import read_daemon_info
+from orchestrator.daemon.state_folder import read_daemon_info
 
 
 class BenchDaemon:

@@ -1,4 +1,5 @@
-"""The two places a sweep's jobs can be scheduled: an in-process daemon, or a running one.
+"""The launcher's two clients of a scheduler: an in-process daemon (:class:`EmbeddedScheduler`),
+or a running one over its API (:class:`RemoteScheduler`); :func:`make_scheduler` picks one.
 
 Both answer the same three questions (submit these jobs, which of them ended and how, cancel
 one), so the launcher does not care where the scheduler lives.
@@ -21,11 +22,10 @@ from orchestrator.daemon.service import Daemon, DaemonConfig
 from orchestrator.daemon.spec import JobSpec
 from orchestrator.exceptions import DaemonError, InvalidRequestError
 from orchestrator.resources.cluster import load_cluster
+from orchestrator.scheduling.job import FINISHED_VALUES
 from orchestrator.store import Store, sqlite_url
 
 __all__ = ["EmbeddedScheduler", "Ended", "RemoteScheduler", "make_scheduler"]
-
-FINAL = frozenset({"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL"})
 
 
 @dataclass(frozen=True)
@@ -145,7 +145,7 @@ class RemoteScheduler:
         if wanted:
             for job_id in wanted:
                 doc = self.client.job(job_id)
-                if doc["state"] in FINAL:
+                if doc["state"] in FINISHED_VALUES:
                     self._ended[job_id] = Ended(doc["state"], doc["reason"], doc["exit_code"])
         return {i: self._ended[i] for i in ids if i in self._ended}
 

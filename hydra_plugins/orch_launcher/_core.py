@@ -40,13 +40,13 @@ from hydra.core.utils import JobReturn, JobStatus, filter_overrides
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
-from hydra_plugins.orch_launcher._compose_once import ComposedOnce
-from hydra_plugins.orch_launcher._scheduler import (
+from hydra_plugins.orch_launcher._clients import (
     EmbeddedScheduler,
     Ended,
     RemoteScheduler,
     make_scheduler,
 )
+from hydra_plugins.orch_launcher._compose_once import ComposedOnce
 from hydra_plugins.orch_launcher._tracking import ParentRun
 from orchestrator.exceptions import InvalidRequestError, OrchestratorError
 

@@ -20,14 +20,23 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from orchestrator.cli import main
 from orchestrator.daemon.client import ApiError, DaemonClient, default_state_dir
-from orchestrator.daemon.files import DaemonFiles
+from orchestrator.daemon.state_folder import DaemonFiles
 from orchestrator.exceptions import OrchestratorError
+from orchestrator.scheduling.job import FINISHED_VALUES
 
-__all__ = ["daemon_process"]
+__all__ = [
+    "cancel",
+    "daemon",
+    "hold",
+    "logs",
+    "nodes",
+    "queue",
+    "release",
+    "show",
+    "submit",
+]
 
-FINISHED = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL")
 state_dir_option = click.option(
     "--state-dir",
     type=click.Path(file_okay=False, path_type=Path),
@@ -79,7 +88,7 @@ def _fail(e: Exception) -> click.ClickException:
 # -- daemon -----------------------------------------------------------------------------------
 
 
-@main.group()
+@click.group()
 def daemon() -> None:
     """Start, stop or inspect the scheduler daemon."""
 
@@ -189,8 +198,7 @@ def daemon() -> None:
 @click.option("--foreground", is_flag=True, help="Run in this process (logs on stderr).")
 def daemon_start(state_dir: Path | None, foreground: bool, **options: Any) -> None:
     """Start the daemon (in the background unless --foreground)."""
-    from orchestrator.daemon.files import (
-        DaemonFiles,
+    from orchestrator.daemon.state_folder import (
         exposure_warning,
         is_loopback,
         prepare_state_dir,
@@ -218,7 +226,20 @@ def daemon_start(state_dir: Path | None, foreground: bool, **options: Any) -> No
         raise click.ClickException(str(e)) from e
     if former is not None:
         click.echo(f"state folder {root} tightened from mode {former:o} to 700", err=True)
-    # The same options, for the same command in the foreground of a detached process.
+    log_fd = os.open(DaemonFiles(root).log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    with open(log_fd, "ab") as log_file:
+        proc = subprocess.Popen(
+            _foreground_argv(root, options),
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=log_file,
+            start_new_session=True,
+        )
+    _wait_until_up(root, proc)
+
+
+def _foreground_argv(root: Path, options: dict[str, Any]) -> list[str]:
+    """The same options, for the same command in the foreground of a detached process."""
     argv = [sys.executable, "-m", "orchestrator.daemon", "--state-dir", str(root)]
     names = {"store_url": "store", "socket_path": "socket"}
     for name, value in options.items():
@@ -230,11 +251,13 @@ def daemon_start(state_dir: Path | None, foreground: bool, **options: Any) -> No
             argv += [flag] if value else []
         elif value is not None:
             argv += [flag, str(value)]
-    log_fd = os.open(DaemonFiles(root).log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-    with open(log_fd, "ab") as log_file:
-        proc = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file, start_new_session=True
-        )
+    return argv
+
+
+def _wait_until_up(root: Path, proc: subprocess.Popen[bytes]) -> None:
+    """Until the detached daemon has written its info file (its URL printed), or exited."""
+    from orchestrator.daemon.state_folder import read_daemon_info
+
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         info = read_daemon_info(root)
@@ -275,7 +298,7 @@ def _run_foreground(
     max_jobs_per_request: int,
     max_queued_jobs: int,
 ) -> None:
-    from launchers import parse_backend_options
+    from orchestrator.backends import parse_backend_options
     from orchestrator.daemon.api import ApiLimits
     from orchestrator.daemon.server import serve
     from orchestrator.daemon.service import DaemonConfig
@@ -328,7 +351,7 @@ def _run_foreground(
 def daemon_stop(state_dir: Path | None, timeout: float) -> None:
     """Stop the daemon gracefully (SIGTERM); running jobs keep running unless it was started
     with --on-stop requeue."""
-    from orchestrator.daemon.files import read_daemon_info
+    from orchestrator.daemon.state_folder import read_daemon_info
 
     root = state_dir or default_state_dir()
     info = read_daemon_info(root)
@@ -390,16 +413,10 @@ def daemon_status(state_dir: Path | None) -> None:
         )
 
 
-def daemon_process() -> int:
-    """Entry of ``python -m orchestrator.daemon``: ``orch daemon start --foreground ARGS``."""
-    main(["daemon", "start", "--foreground", *sys.argv[1:]])
-    return 0
-
-
 # -- jobs -------------------------------------------------------------------------------------
 
 
-@main.command(context_settings={"allow_interspersed_args": False})
+@click.command(context_settings={"allow_interspersed_args": False})
 @state_dir_option
 @click.option("-N", "--nodes", type=int, help="Number of nodes.")
 @click.option("--shape", help="PJM-style node shape on a torus3d cluster, e.g. 2x2x2:torus.")
@@ -482,12 +499,7 @@ def submit(
         job["script"] = script.read_text()
     else:
         job["script"] = f"#!/bin/sh\n{wrap}\n"
-    env = {}
-    for item in exports:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise click.BadParameter(f"{item!r}: expected VAR=VALUE", param_hint="--export")
-        env[key] = value
+    env = _exported(exports)
     if env:
         job["env"] = env
     client = _client(state_dir, changes=True)
@@ -495,6 +507,21 @@ def submit(
         ids = client.submit(job)
     except OrchestratorError as e:
         raise _fail(e) from e
+    _print_submitted(ids, array, parsable)
+
+
+def _exported(exports: tuple[str, ...]) -> dict[str, str]:
+    """``--export VAR=VALUE`` items as a dict."""
+    env = {}
+    for item in exports:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise click.BadParameter(f"{item!r}: expected VAR=VALUE", param_hint="--export")
+        env[key] = value
+    return env
+
+
+def _print_submitted(ids: list[int], array: str | None, parsable: bool) -> None:
     if parsable:
         click.echo(str(ids[0]) if not array else ",".join(map(str, ids)))
     elif array:
@@ -507,14 +534,14 @@ def _elapsed(job: dict[str, Any]) -> str:
     start = job["start_time"]
     if start is None:
         return "0:00"
-    end = job["end_time"] if job["state"] in FINISHED and job["end_time"] else time.time()
+    end = job["end_time"] if job["state"] in FINISHED_VALUES and job["end_time"] else time.time()
     seconds = int(max(0.0, end - start))
     h, rest = divmod(seconds, 3600)
     m, s = divmod(rest, 60)
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
-@main.command()
+@click.command()
 @state_dir_option
 @click.option("-u", "--user", help="Only this user's jobs.")
 @click.option("-t", "--states", help="Comma list of states (default: waiting and running).")
@@ -552,7 +579,7 @@ def queue(
     Console().print(table)
 
 
-@main.command()
+@click.command()
 @state_dir_option
 @click.argument("job_id")
 @click.option("--json", "as_json", is_flag=True)
@@ -592,7 +619,7 @@ def _act(state_dir: Path | None, job_ids: tuple[str, ...], action: str) -> None:
         sys.exit(1)
 
 
-@main.command()
+@click.command()
 @state_dir_option
 @click.argument("job_ids", nargs=-1, required=True)
 def cancel(state_dir: Path | None, job_ids: tuple[str, ...]) -> None:
@@ -600,7 +627,7 @@ def cancel(state_dir: Path | None, job_ids: tuple[str, ...]) -> None:
     _act(state_dir, job_ids, "cancel")
 
 
-@main.command()
+@click.command()
 @state_dir_option
 @click.argument("job_ids", nargs=-1, required=True)
 def hold(state_dir: Path | None, job_ids: tuple[str, ...]) -> None:
@@ -608,7 +635,7 @@ def hold(state_dir: Path | None, job_ids: tuple[str, ...]) -> None:
     _act(state_dir, job_ids, "hold")
 
 
-@main.command()
+@click.command()
 @state_dir_option
 @click.argument("job_ids", nargs=-1, required=True)
 def release(state_dir: Path | None, job_ids: tuple[str, ...]) -> None:
@@ -616,7 +643,7 @@ def release(state_dir: Path | None, job_ids: tuple[str, ...]) -> None:
     _act(state_dir, job_ids, "release")
 
 
-@main.command()
+@click.command()
 @state_dir_option
 @click.argument("job_id")
 @click.option("-f", "--follow", is_flag=True, help="Keep printing until the job ends.")
@@ -641,12 +668,12 @@ def logs(state_dir: Path | None, job_id: str, follow: bool, use_stderr: bool) ->
         raise _fail(e) from e
 
 
-@main.command()
+@click.command()
 @state_dir_option
 @click.option("--json", "as_json", is_flag=True)
 def nodes(state_dir: Path | None, as_json: bool) -> None:
     """The allocation map: one character per node, per switch or torus slice."""
-    from orchestrator.daemon.views import text_map
+    from orchestrator.daemon.api_documents import text_map
 
     client = _client(state_dir)
     try:

@@ -6,18 +6,23 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from rich.console import Console
 from rich.table import Table
 
-from orchestrator.cli import main
 from orchestrator.exceptions import OrchestratorError
+
+if TYPE_CHECKING:
+    from orchestrator.perfmodel.calibrate import RunPoint
+
+__all__ = ["predict", "report"]
 
 _URI_HELP = "MLflow store: sqlite:///ABS/mlflow.db or http://127.0.0.1:PORT (default: ./mlflow.db)."
 
 
-@main.command()
+@click.command()
 @click.option("--experiment", required=True, help="MLflow experiment (a sweep preset's name).")
 @click.option(
     "--out",
@@ -71,7 +76,7 @@ def _nodes(text: str | None) -> list[int] | None:
     return values
 
 
-@main.command()
+@click.command()
 @click.option("--model", default="mlp-mnist5k", show_default=True, help="Model preset.")
 @click.option("--cluster", default="fugaku", show_default=True, help="Cluster preset or YAML.")
 @click.option(
@@ -122,15 +127,14 @@ def predict(
 ) -> None:
     """Predict SGD and K-FAC step time, throughput and efficiency on N nodes of a preset,
     calibrated on runs in MLflow, with the measured points beside."""
-    from orchestrator.perfmodel import MODELS, KfacSchedule, Link, load_points
+    from orchestrator.perfmodel import MODELS, KfacSchedule
     from orchestrator.perfmodel.predict import (
+        calibrated_machine,
         default_nodes,
-        machine_for,
         prediction_rows,
-        profile_for,
+        shows_measured,
     )
     from orchestrator.resources.cluster import load_cluster
-    from orchestrator.tracking import connect, default_tracking_uri
 
     if model not in MODELS:
         raise click.BadParameter(
@@ -145,41 +149,25 @@ def predict(
         local = load_cluster("local")
     except OrchestratorError as e:
         raise click.ClickException(str(e)) from e
-    points = []
     if tracking_uri is None and not Path("mlflow.db").exists():
         no_calibrate = True  # nothing logged here: do not create an empty store
-    if not no_calibrate:
-        client = connect(tracking_uri or default_tracking_uri())
-        if experiments:
-            ids = []
-            for name in experiments:
-                found = client.get_experiment_by_name(name)
-                if found is None:
-                    raise click.BadParameter(f"no experiment {name!r}", param_hint="--experiment")
-                ids.append(found.experiment_id)
-        else:
-            ids = [e.experiment_id for e in client.search_experiments()]
-        points = load_points(client, ids)
+    points = [] if no_calibrate else _measured_points(tracking_uri, experiments)
     try:
-        base, calibrated_on = profile_for(points, calibrate_on, cores=local.node.cpus)
+        machine = calibrated_machine(
+            target,
+            points,
+            calibrate_on=calibrate_on,
+            cores=local.node.cpus,
+            node_tflops=node_tflops,
+            alpha_us=alpha_us,
+            beta_gbps=beta_gbps,
+        )
     except ValueError as e:
         raise click.ClickException(str(e)) from e
-    link = None
-    if alpha_us is not None or beta_gbps is not None:
-        from orchestrator.perfmodel import NETWORKS
-
-        cur = NETWORKS.get(target.name, NETWORKS["slurm16"]).link
-        link = Link(
-            alpha_us * 1e-6 if alpha_us is not None else cur.alpha_s,
-            1 / (beta_gbps * 1e9) if beta_gbps is not None else cur.beta_s_per_byte,
-        )
-    prof, net = machine_for(
-        target, base, node_flops=node_tflops * 1e12 if node_tflops else None, link=link
-    )
+    prof, net, calibrated_on = machine.profile, machine.network, machine.calibrated_on
     opts = ["sgd", "kfac"] if optimizer == "both" else [optimizer]
     wanted = _nodes(nodes) or default_nodes(target.size)
-    # Measured points are from this machine: shown beside a preset that models it.
-    beside = points if target.name in ("local", "slurm16") else []
+    beside = points if shows_measured(target.name) else []
     try:
         rows = prediction_rows(
             model=model,
@@ -244,3 +232,21 @@ def predict(
             f"measured points are from this machine: see them with --cluster local "
             f"(--model {calibrated_on or model})"
         )
+
+
+def _measured_points(tracking_uri: str | None, experiments: tuple[str, ...]) -> list[RunPoint]:
+    """The runs' measured points of ``experiments`` (all experiments when none is named)."""
+    from orchestrator.perfmodel import load_points
+    from orchestrator.tracking import connect, default_tracking_uri
+
+    client = connect(tracking_uri or default_tracking_uri())
+    if experiments:
+        ids = []
+        for name in experiments:
+            found = client.get_experiment_by_name(name)
+            if found is None:
+                raise click.BadParameter(f"no experiment {name!r}", param_hint="--experiment")
+            ids.append(found.experiment_id)
+    else:
+        ids = [e.experiment_id for e in client.search_experiments()]
+    return load_points(client, ids)

@@ -1,10 +1,13 @@
-"""The ``orch`` command: parses options, calls the library, prints. No logic of its own."""
+"""``orch simulate`` (a workload through the scheduler on a virtual clock), ``orch clusters`` (the
+presets it runs on) and ``orch demo``.
+
+Thin: parses options, calls ``orchestrator.simulate`` / ``orchestrator.demo``, prints.
+"""
 
 from __future__ import annotations
 
 import json
 import math
-import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,15 +26,11 @@ from orchestrator.scheduling.policies import ORDERINGS, Backfill
 if TYPE_CHECKING:
     from orchestrator.simulate.swf import SwfTrace
 
-SHIPPED_TRACE = Path(__file__).resolve().parent / "data" / "lublin_256.swf.gz"
+__all__ = ["clusters", "demo", "simulate"]
+
+SHIPPED_TRACE = Path(__file__).resolve().parents[1] / "data" / "lublin_256.swf.gz"
 
 err_console = Console(stderr=True)
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="orchestrator")
-def main() -> None:
-    """orchestrator: topology-aware HPC scheduling, simulation and experiment sweeps."""
 
 
 @contextmanager
@@ -95,7 +94,7 @@ def _fmt(value: Any) -> str:
     return "-" if value is None else str(value)
 
 
-@main.command()
+@click.command()
 @click.option(
     "--trace",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -168,8 +167,7 @@ def simulate(
 ) -> None:
     """Replay a workload trace through the scheduler on a virtual clock."""
     from orchestrator.simulate.engine import simulate as run_simulation
-    from orchestrator.simulate.plots import plot_protocol, plot_schedule
-    from orchestrator.simulate.protocol import rlscheduler_protocol
+    from orchestrator.simulate.plots import plot_schedule
     from orchestrator.simulate.swf import read_swf
     from orchestrator.simulate.workload import synthetic_torus_workload, workload_from_swf
 
@@ -182,27 +180,7 @@ def simulate(
         cluster = _cluster_for(parsed, nodes, preset, ppn)
         if protocol == "rlscheduler":
             assert parsed is not None
-            modes = []
-            for name in backfills.split(","):
-                if name.strip() not in {b.value for b in Backfill}:
-                    raise click.BadParameter(
-                        f"{name!r} is not one of none, easy, conservative, strict",
-                        param_hint="--backfills",
-                    )
-                modes.append(Backfill(name.strip()))
-            with _progress("windows") as update:
-                rows = rlscheduler_protocol(
-                    parsed,
-                    cluster,
-                    first=first,
-                    procs_per_node=ppn,
-                    backfills=modes,
-                    variant="schedgym" if variant == "schedgym" else "described",
-                    progress=update,
-                )
-            if plot is not None:
-                plot_protocol(rows, plot)
-            _print_protocol(rows, fmt)
+            _simulate_protocol(parsed, cluster, first, ppn, backfills, variant, plot, fmt)
             return
         if synthetic is not None:
             jobs = synthetic_torus_workload(cluster, synthetic, seed=seed, load=load)
@@ -231,11 +209,7 @@ def simulate(
     except (OrchestratorError, FileNotFoundError, ValueError) as e:
         raise click.ClickException(str(e)) from e
     if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        if out.suffix == ".parquet":
-            result.jobs.to_parquet(out)
-        else:
-            result.jobs.to_csv(out, index=False)
+        _write_records(result.jobs, out)
     if plot is not None:
         plot_schedule(result, cluster.size, plot)
     summary: dict[str, Any] = {
@@ -259,6 +233,52 @@ def simulate(
         err_console.print(f"[yellow]skipped job {job.job_id}: {job.reason}[/yellow]")
     if len(skipped) > 5:
         err_console.print(f"[yellow]... and {len(skipped) - 5} more skipped jobs[/yellow]")
+
+
+def _write_records(jobs: Any, out: Path) -> None:
+    """The per-job records as ``.parquet`` or ``.csv`` (by the file name)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix == ".parquet":
+        jobs.to_parquet(out)
+    else:
+        jobs.to_csv(out, index=False)
+
+
+def _simulate_protocol(
+    parsed: SwfTrace,
+    cluster: Cluster,
+    first: int | None,
+    ppn: int,
+    backfills: str,
+    variant: str,
+    plot: Path | None,
+    fmt: str,
+) -> None:
+    """``--protocol rlscheduler``: RLScheduler's windows of the trace, per backfilling mode."""
+    from orchestrator.simulate.plots import plot_protocol
+    from orchestrator.simulate.protocol import rlscheduler_protocol
+
+    modes = []
+    for name in backfills.split(","):
+        if name.strip() not in {b.value for b in Backfill}:
+            raise click.BadParameter(
+                f"{name!r} is not one of none, easy, conservative, strict",
+                param_hint="--backfills",
+            )
+        modes.append(Backfill(name.strip()))
+    with _progress("windows") as update:
+        rows = rlscheduler_protocol(
+            parsed,
+            cluster,
+            first=first,
+            procs_per_node=ppn,
+            backfills=modes,
+            variant="schedgym" if variant == "schedgym" else "described",
+            progress=update,
+        )
+    if plot is not None:
+        plot_protocol(rows, plot)
+    _print_protocol(rows, fmt)
 
 
 def _print_protocol(rows: list[Any], fmt: str) -> None:
@@ -292,7 +312,7 @@ def _print_protocol(rows: list[Any], fmt: str) -> None:
     Console().print(table)
 
 
-@main.command()
+@click.command()
 def clusters() -> None:
     """List the cluster presets of conf/cluster/."""
     table = Table(title="cluster presets")
@@ -310,7 +330,7 @@ def clusters() -> None:
     Console().print(table)
 
 
-@main.command()
+@click.command()
 @click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
@@ -327,11 +347,3 @@ def demo(out: Path) -> None:
         run_demo(out, Console())
     except OrchestratorError as e:
         raise click.ClickException(str(e)) from e
-
-
-import orchestrator.cli_jobs  # noqa: E402, F401 - registers the daemon and job commands
-from orchestrator import cli_report as _cli_report  # noqa: E402, F401 - report, predict
-from orchestrator import cli_sweep as _cli_sweep  # noqa: E402, F401 - registers `orch sweep`
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

@@ -21,13 +21,11 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from orchestrator.cli import main
 from orchestrator.daemon.client import DaemonClient, default_state_dir
 from orchestrator.exceptions import InvalidRequestError, OrchestratorError
+from orchestrator.scheduling.job import FINISHED_VALUES
 
-__all__ = ["job_states", "read_manifest"]
-
-FINISHED = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL")
+__all__ = ["job_states", "read_manifest", "sweep"]
 
 state_dir_option = click.option(
     "--state-dir",
@@ -122,7 +120,7 @@ def _table(manifest: Mapping[str, Any], states: Mapping[int, Mapping[str, Any]])
     for job in manifest["jobs"]:
         st = states.get(int(job["job_id"]), {})
         state = str(st.get("state", "?"))
-        result = _result(job["folder"]) if state in FINISHED else ""
+        result = _result(job["folder"]) if state in FINISHED_VALUES else ""
         table.add_row(
             str(job["idx"]), str(job["job_id"]), state, " ".join(job["overrides"]), result
         )
@@ -136,7 +134,7 @@ def _counts(states: Mapping[int, Mapping[str, Any]]) -> dict[str, int]:
     return counts
 
 
-@main.group()
+@click.group()
 def sweep() -> None:
     """Follow sweeps launched with hydra/launcher=orch."""
 
@@ -185,7 +183,7 @@ def sweep_wait(state_dir: Path | None, sweep_id: str, timeout: float | None, pol
         manifest = read_manifest(sweep_id, state_dir or default_state_dir())
         while True:
             states = job_states(manifest)
-            if all(s["state"] in FINISHED for s in states.values()):
+            if all(s["state"] in FINISHED_VALUES for s in states.values()):
                 break
             if deadline is not None and time.monotonic() > deadline:
                 raise click.ClickException(

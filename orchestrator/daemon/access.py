@@ -27,9 +27,9 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from launchers.local import atomic_write
 from orchestrator.daemon.spec import login_name
 from orchestrator.exceptions import DaemonError, InvalidRequestError
+from orchestrator.nodeside.files import atomic_write
 
 __all__ = ["Access", "Caller", "add_user_token", "group_id", "user_name"]
 

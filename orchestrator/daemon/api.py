@@ -49,6 +49,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from orchestrator.daemon.access import Access, Caller
+from orchestrator.daemon.api_documents import API_VERSION, job_document, layout
 from orchestrator.daemon.models import (
     ActionResult,
     BatchSubmission,
@@ -64,7 +65,6 @@ from orchestrator.daemon.models import (
 )
 from orchestrator.daemon.service import Daemon
 from orchestrator.daemon.spec import JobSpec, ascii_digits, json_int
-from orchestrator.daemon.views import API_VERSION, job_document, layout
 from orchestrator.exceptions import (
     IdempotencyKeyReusedError,
     InvalidRequestError,
@@ -78,9 +78,9 @@ from orchestrator.scheduling.job import JobState
 __all__ = [
     "MAX_PAGE",
     "STORE_RETRY_AFTER_S",
-    "ApiError",
     "ApiLimits",
     "Guard",
+    "HttpError",
     "create_app",
     "error_document",
 ]
@@ -130,8 +130,9 @@ class ApiLimits:
     max_header_bytes: int = 16 * 1024
 
 
-class ApiError(Exception):
-    """An HTTP error with the API's error body."""
+class HttpError(Exception):
+    """An error the API replies with: its HTTP status and the API's error body (a client sees it
+    as :class:`orchestrator.daemon.client.ApiError`)."""
 
     def __init__(
         self,
@@ -227,7 +228,7 @@ class Guard:
         finally:
             self.in_flight -= 1
 
-    def _check(self, scope: Scope) -> ApiError | None:
+    def _check(self, scope: Scope) -> HttpError | None:
         length: bytes | None = None
         for name, value in scope["headers"]:
             if name == b"host" and self.allowed_hosts is not None:
@@ -235,7 +236,7 @@ class Guard:
                 host = host_name(text)
                 if host not in self.allowed_hosts and not _is_ip_address(host):
                     server = scope.get("server") or ("127.0.0.1", 0)
-                    return ApiError(
+                    return HttpError(
                         HTTPStatus.MISDIRECTED_REQUEST,
                         "misdirected",
                         f"Host {text[:100]!r} is not a name of this daemon, so the request may "
@@ -249,7 +250,7 @@ class Guard:
                 length = value
         if length is not None:
             if not (length.isdigit() and len(length) <= 18):
-                return ApiError(
+                return HttpError(
                     HTTPStatus.BAD_REQUEST, "bad_length", "bad Content-Length", "Content-Length"
                 )
             if int(length) > self.max_body_bytes:
@@ -257,8 +258,8 @@ class Guard:
         return None
 
 
-def _too_large(size: int, limit: int) -> ApiError:
-    return ApiError(
+def _too_large(size: int, limit: int) -> HttpError:
+    return HttpError(
         HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
         "too_large",
         f"body of {size} bytes exceeds the limit of {limit} bytes (the daemon's --max-body-bytes)",
@@ -307,7 +308,7 @@ async def _caller(
         found = access.from_peer(peer[1], peer[2])
         if found is not None:
             return found
-    raise ApiError(
+    raise HttpError(
         HTTPStatus.UNAUTHORIZED,
         "unauthorized",
         "a valid 'Authorization: Bearer <token>' header is needed for changes and job "
@@ -363,7 +364,6 @@ def create_app(
             socket, which no web page can reach).
     """
     limits = limits or ApiLimits()
-    started = time.time()
     app = FastAPI(
         title="orchestrator daemon",
         version=API_VERSION,
@@ -374,64 +374,89 @@ def create_app(
     app.state.access = access
     hosts = None if allowed_hosts is None else frozenset(host_name(h) for h in allowed_hosts)
     guard = Guard(app, hosts, limits.max_body_bytes)
-    # The daemon's calls block (store, lock): they run in these threads, so a slow write never
-    # holds up the event loop, and one hop costs less than anyio's (run_in_threadpool).
-    workers = ThreadPoolExecutor(max_workers=8, thread_name_prefix="api")
+    service = _Service(daemon, limits, guard)
+    _install_error_handlers(app)
+    _add_change_routes(app, service)
+    _add_job_routes(app, service)
+    _add_cluster_routes(app, service)
+    _add_pages(app)
+    return guard
 
-    async def blocking(function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+
+class _Service:
+    """What the routes do, over one daemon: the routes parse and answer; this calls the daemon
+    where it should run (the event loop, or a worker thread)."""
+
+    def __init__(self, daemon: Daemon, limits: ApiLimits, guard: Guard) -> None:
+        self.daemon = daemon
+        self.limits = limits
+        self.guard = guard
+        self.started = time.time()
+        # The daemon's calls block (store, lock): they run in these threads, so a slow write
+        # never holds up the event loop, and one hop costs less than anyio's (run_in_threadpool).
+        self.workers = ThreadPoolExecutor(max_workers=8, thread_name_prefix="api")
+
+    async def blocking(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         call = functools.partial(function, *args, **kwargs)
-        return await asyncio.get_running_loop().run_in_executor(workers, call)
+        return await asyncio.get_running_loop().run_in_executor(self.workers, call)
 
-    async def under_lock(function: Callable[..., T], *args: Any, small: bool, **kwargs: Any) -> T:
+    async def under_lock(
+        self, function: Callable[..., T], *args: Any, small: bool, **kwargs: Any
+    ) -> T:
         """A change (it takes the daemon's lock). A small one, when no other request is being
         answered and the lock is free, runs in the event loop: a submission takes about 0.4 ms,
         and the hop to a thread and back 0.1 ms more. Otherwise it runs in a worker thread, so
         that the loop reads the next requests while this one waits for the lock or the store
         (which give up the GIL): large changes, concurrent clients, a busy tick."""
-        if small and guard.in_flight <= 1 and daemon.lock.acquire(blocking=False):
+        daemon = self.daemon
+        if small and self.guard.in_flight <= 1 and daemon.lock.acquire(blocking=False):
             try:
                 return function(*args, **kwargs)
             finally:
                 daemon.lock.release()
-        return await blocking(function, *args, **kwargs)
+        return await self.blocking(function, *args, **kwargs)
 
-    def offloaded(function: Callable[..., T]) -> Callable[..., Awaitable[T]]:
+    def offloaded(self, function: Callable[..., T]) -> Callable[..., Awaitable[T]]:
         """A reading endpoint run in the workers (FastAPI runs a plain one in anyio's threads,
         a dearer hop); the signature FastAPI reads is the function's."""
 
         @functools.wraps(function)
         async def endpoint(*args: Any, **kwargs: Any) -> T:
-            return await blocking(function, *args, **kwargs)
+            return await self.blocking(function, *args, **kwargs)
 
         return endpoint
 
-    _install_error_handlers(app)
+    # -- changes --------------------------------------------------------------------------------
 
-    def submit(body: Any, key: str | None, who: Caller, *, batch: bool) -> list[list[int]]:
-        now = daemon.clock()
-        if batch:
-            if not isinstance(body, dict) or set(body) != {"jobs"}:
-                raise InvalidRequestError(
-                    "jobs",
-                    body if not isinstance(body, dict) else sorted(body),
-                    "expected an object with exactly one field, jobs",
-                    '{"jobs": [...]}',
-                )
-            items = body["jobs"]
-            if not isinstance(items, list) or not 1 <= len(items) <= limits.max_jobs_per_request:
-                raise InvalidRequestError(
-                    "jobs",
-                    type(items).__name__,
-                    f"expected a list of 1 to {limits.max_jobs_per_request} jobs",
-                    '{"jobs": [...]}',
-                )
-            specs = [JobSpec.from_mapping(item, f"jobs[{i}].", now) for i, item in enumerate(items)]
-        else:
-            specs = [JobSpec.from_mapping(body, "", now)]
-        specs = [spec.filed_under(who.name) for spec in specs]
-        count = sum(len(s.array.indices) if s.array is not None else 1 for s in specs)
+    def _specs(self, body: Any, who: Caller, *, batch: bool) -> list[JobSpec]:
+        now = self.daemon.clock()
+        most = self.limits.max_jobs_per_request
+        if not batch:
+            return [JobSpec.from_mapping(body, "", now).filed_under(who.name)]
+        if not isinstance(body, dict) or set(body) != {"jobs"}:
+            raise InvalidRequestError(
+                "jobs",
+                body if not isinstance(body, dict) else sorted(body),
+                "expected an object with exactly one field, jobs",
+                '{"jobs": [...]}',
+            )
+        items = body["jobs"]
+        if not isinstance(items, list) or not 1 <= len(items) <= most:
+            raise InvalidRequestError(
+                "jobs",
+                type(items).__name__,
+                f"expected a list of 1 to {most} jobs",
+                '{"jobs": [...]}',
+            )
+        return [
+            JobSpec.from_mapping(item, f"jobs[{i}].", now).filed_under(who.name)
+            for i, item in enumerate(items)
+        ]
+
+    def _check_room(self, count: int, *, batch: bool) -> None:
+        limits = self.limits
         if count > limits.max_jobs_per_request:
-            raise ApiError(
+            raise HttpError(
                 HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
                 "too_many_jobs",
                 f"the request makes {count} jobs (array elements counted), over the limit of "
@@ -439,9 +464,9 @@ def create_app(
                 field="jobs" if batch else "array",
                 example="several requests, or a smaller array with a %N limit",
             )
-        waiting = len(daemon.waiting)
+        waiting = len(self.daemon.waiting)
         if waiting + count > limits.max_queued_jobs:
-            raise ApiError(
+            raise HttpError(
                 HTTPStatus.TOO_MANY_REQUESTS,
                 "queue_full",
                 f"the queue holds {waiting} jobs; {count} more would pass its limit of "
@@ -450,75 +475,36 @@ def create_app(
                 example="fewer jobs at once",
                 headers={"Retry-After": str(QUEUE_FULL_RETRY_AFTER_S)},
             )
+
+    def submit(self, body: Any, key: str | None, who: Caller, *, batch: bool) -> list[list[int]]:
+        specs = self._specs(body, who, batch=batch)
+        self._check_room(
+            sum(len(s.array.indices) if s.array is not None else 1 for s in specs), batch=batch
+        )
         # The key stands for this request: sent again with another one, it is refused (409).
         fingerprint = _fingerprint("batch" if batch else "job", body) if key is not None else None
-        return daemon.submit(specs, idempotency_key=key, fingerprint=fingerprint)
+        return self.daemon.submit(specs, idempotency_key=key, fingerprint=fingerprint)
 
     async def submission(
-        request: Request, who: Caller, key: str | None, *, batch: bool
+        self, request: Request, who: Caller, key: str | None, *, batch: bool
     ) -> JSONResponse:
         raw = await request.body()
         body = _parse_json(raw)
         small = len(raw) <= INLINE_BODY_BYTES
-        ids = await under_lock(submit, body, key, who, batch=batch, small=small)
+        ids = await self.under_lock(self.submit, body, key, who, batch=batch, small=small)
         return JSONResponse({"job_ids": ids if batch else ids[0]}, HTTPStatus.CREATED)
 
-    body_doc = _body_schema(app)
-
-    @app.post(
-        "/api/v1/jobs",
-        status_code=201,
-        response_model=SubmitResult,
-        responses=_ERROR_RESPONSES,
-        summary="Submit one job or one array (field array)",
-        openapi_extra=body_doc("JobSubmission"),
-    )
-    async def submit_one(
-        request: Request, who: Authenticated, key: IdempotencyKey = None
-    ) -> JSONResponse:
-        return await submission(request, who, key, batch=False)
-
-    @app.post(
-        "/api/v1/jobs/batch",
-        status_code=201,
-        response_model=SubmitResult,
-        responses=_ERROR_RESPONSES,
-        summary="Submit many jobs atomically (all or none)",
-        openapi_extra=body_doc("BatchSubmission"),
-    )
-    async def submit_batch(
-        request: Request, who: Authenticated, key: IdempotencyKey = None
-    ) -> JSONResponse:
-        return await submission(request, who, key, batch=True)
-
-    def act(action: str, job_id: int, who: Caller) -> JSONResponse:
+    def act(self, action: str, job_id: int, who: Caller) -> JSONResponse:
+        daemon = self.daemon
         row = daemon.store.get_job(job_id)
         _check_owner(who, row, job_id)
-        state = {"cancel": daemon.cancel, "hold": daemon.hold, "release": daemon.release}[action](
-            job_id
-        )
-        return JSONResponse({"id": job_id, "state": state.value})
+        change = {"cancel": daemon.cancel, "hold": daemon.hold, "release": daemon.release}[action]
+        return JSONResponse({"id": job_id, "state": change(job_id).value})
 
-    for action in ("cancel", "hold", "release"):
+    # -- reads ----------------------------------------------------------------------------------
 
-        def route(action: str) -> Callable[..., Awaitable[JSONResponse]]:
-            async def change(request: Request, job_id: JobId, who: Authenticated) -> JSONResponse:
-                raw = await request.body()
-                if raw:
-                    _parse_json(raw)  # an action takes no fields, but the body must be JSON
-                return await under_lock(act, action, job_id, who, small=True)
-
-            return change
-
-        app.post(
-            f"/api/v1/jobs/{{job_id}}/{action}",
-            response_model=ActionResult,
-            responses=_ERROR_RESPONSES,
-            summary=f"{action.capitalize()} a job",
-            name=action,
-        )(route(action))
-
-    def nodelist(job_id: int) -> list[str]:
+    def nodelist(self, job_id: int) -> list[str]:
+        daemon = self.daemon
         job = daemon.active.get(job_id) or daemon.draining.get(job_id)
         # One read of the block: the tick thread may clear it meanwhile.
         block = job.block if job is not None else None
@@ -527,57 +513,17 @@ def create_app(
         names = daemon.cluster.topology.node_names
         return [names[int(n)] for n in block.nodes]
 
-    def document(row: dict[str, Any]) -> dict[str, Any]:
-        doc = job_document(row, nodelist(row["id"]))
+    def document(self, row: dict[str, Any]) -> dict[str, Any]:
+        doc = job_document(row, self.nodelist(row["id"]))
         if row["state"] in ("PENDING", "HELD"):
-            doc["reason"] = daemon.pending_reason(row["id"]) or doc["reason"]
+            doc["reason"] = self.daemon.pending_reason(row["id"]) or doc["reason"]
         return doc
 
-    @app.get(
-        "/api/v1/jobs",
-        response_model=JobList,
-        responses=_ERROR_RESPONSES,
-        summary="List and filter jobs (pages of at most 10,000: next_offset)",
-    )
-    @offloaded
-    def list_jobs(
-        request: Request,
-        state: Annotated[str | None, Query(max_length=200, examples=["PENDING,RUNNING"])] = None,
-        user: Annotated[str | None, Query(max_length=128)] = None,
-        name: Annotated[str | None, Query(max_length=256)] = None,
-        array_id: Count = None,
-        limit: Count = None,
-        offset: Count = None,
-    ) -> JSONResponse:
-        _known(request, ("state", "user", "name", "array_id", "limit", "offset"))
-        states = None
-        if state is not None:
-            states = [s.strip().upper() for s in state.split(",") if s.strip()]
-            for s in states:
-                if s not in JobState.__members__:
-                    raise InvalidRequestError("state", s, "unknown state", "PENDING,RUNNING")
-        page_size = min(limit or MAX_PAGE, MAX_PAGE)
-        start = offset or 0
-        rows = daemon.store.list_jobs(
-            states=states, user=user, name=name, array_id=array_id, limit=page_size, offset=start
-        )
-        page = [document(r) for r in rows]
-        more = start + len(page) if len(page) == page_size else None
-        return JSONResponse({"jobs": page, "next_offset": more})
-
-    @app.get(
-        "/api/v1/jobs/{job_id}",
-        response_model=JobDocument,
-        responses=_ERROR_RESPONSES,
-        summary="A job with its events",
-    )
-    async def show_job(request: Request, job_id: JobId) -> JSONResponse:
-        # In the event loop: one job's rows take less than the hop to a worker and back (and
-        # clients poll this route), and it takes no lock.
-        _known(request, ())
+    def job_with_history(self, job_id: int) -> dict[str, Any]:
+        daemon = self.daemon
         store = daemon.store
         row = store.get_job(job_id)
-        doc = job_document(row, nodelist(job_id), store.events_of(job_id))
+        doc = job_document(row, self.nodelist(job_id), store.events_of(job_id))
         doc["allocations"] = [
             {
                 "attempt": a["attempt"],
@@ -589,9 +535,12 @@ def create_app(
         ]
         paths = daemon.backend.output_paths(job_id)
         doc["stdout"], doc["stderr"] = paths if paths else (None, None)
-        return JSONResponse(doc)
+        return doc
 
-    def read_output(job_id: int, who: Caller, stream: str, offset: int, limit: int) -> JSONResponse:
+    def read_output(
+        self, job_id: int, who: Caller, stream: str, offset: int, limit: int
+    ) -> JSONResponse:
+        daemon = self.daemon
         row = daemon.store.get_job(job_id)
         _check_owner(who, row, job_id)
         paths = daemon.backend.output_paths(job_id)
@@ -612,6 +561,126 @@ def create_app(
             }
         )
 
+    def health(self) -> dict[str, Any]:
+        daemon = self.daemon
+        fault = daemon.store_fault
+        return {
+            # Degraded: reads are served, changes answer 503 until the store takes writes.
+            "status": "ok" if fault is None else "degraded",
+            "store_fault": fault,
+            "pid": os.getpid(),
+            "cluster": daemon.cluster.name,
+            "nodes": daemon.cluster.size,
+            "uptime_s": time.time() - self.started,
+            "ticks": daemon.ticks,
+            "store": daemon.store.engine.dialect.name,
+        }
+
+    def status(self) -> dict[str, Any]:
+        daemon = self.daemon
+        store = daemon.store
+        queue = store.list_jobs(states=["PENDING", "HELD"], limit=200)
+        running = store.list_jobs(states=["STARTING", "RUNNING"], limit=500)
+        return {
+            "cluster": daemon.cluster.name,
+            "time": time.time(),
+            "counts": store.count_by_state(),
+            "queue": [self.document(r) for r in queue],
+            "running": [job_document(r, self.nodelist(r["id"])) for r in running],
+            "layout": layout(daemon.cluster, daemon.node_owners()),
+        }
+
+
+def _add_change_routes(app: FastAPI, service: _Service) -> None:
+    body_doc = _body_schema(app)
+
+    @app.post(
+        "/api/v1/jobs",
+        status_code=201,
+        response_model=SubmitResult,
+        responses=_ERROR_RESPONSES,
+        summary="Submit one job or one array (field array)",
+        openapi_extra=body_doc("JobSubmission"),
+    )
+    async def submit_one(
+        request: Request, who: Authenticated, key: IdempotencyKey = None
+    ) -> JSONResponse:
+        return await service.submission(request, who, key, batch=False)
+
+    @app.post(
+        "/api/v1/jobs/batch",
+        status_code=201,
+        response_model=SubmitResult,
+        responses=_ERROR_RESPONSES,
+        summary="Submit many jobs atomically (all or none)",
+        openapi_extra=body_doc("BatchSubmission"),
+    )
+    async def submit_batch(
+        request: Request, who: Authenticated, key: IdempotencyKey = None
+    ) -> JSONResponse:
+        return await service.submission(request, who, key, batch=True)
+
+    def route(action: str) -> Callable[..., Awaitable[JSONResponse]]:
+        async def change(request: Request, job_id: JobId, who: Authenticated) -> JSONResponse:
+            raw = await request.body()
+            if raw:
+                _parse_json(raw)  # an action takes no fields, but the body must be JSON
+            return await service.under_lock(service.act, action, job_id, who, small=True)
+
+        return change
+
+    for action in ("cancel", "hold", "release"):
+        app.post(
+            f"/api/v1/jobs/{{job_id}}/{action}",
+            response_model=ActionResult,
+            responses=_ERROR_RESPONSES,
+            summary=f"{action.capitalize()} a job",
+            name=action,
+        )(route(action))
+
+
+def _add_job_routes(app: FastAPI, service: _Service) -> None:
+    daemon = service.daemon
+
+    @app.get(
+        "/api/v1/jobs",
+        response_model=JobList,
+        responses=_ERROR_RESPONSES,
+        summary="List and filter jobs (pages of at most 10,000: next_offset)",
+    )
+    @service.offloaded
+    def list_jobs(
+        request: Request,
+        state: Annotated[str | None, Query(max_length=200, examples=["PENDING,RUNNING"])] = None,
+        user: Annotated[str | None, Query(max_length=128)] = None,
+        name: Annotated[str | None, Query(max_length=256)] = None,
+        array_id: Count = None,
+        limit: Count = None,
+        offset: Count = None,
+    ) -> JSONResponse:
+        _known(request, ("state", "user", "name", "array_id", "limit", "offset"))
+        states = None if state is None else _states(state)
+        page_size = min(limit or MAX_PAGE, MAX_PAGE)
+        start = offset or 0
+        rows = daemon.store.list_jobs(
+            states=states, user=user, name=name, array_id=array_id, limit=page_size, offset=start
+        )
+        page = [service.document(r) for r in rows]
+        more = start + len(page) if len(page) == page_size else None
+        return JSONResponse({"jobs": page, "next_offset": more})
+
+    @app.get(
+        "/api/v1/jobs/{job_id}",
+        response_model=JobDocument,
+        responses=_ERROR_RESPONSES,
+        summary="A job with its events",
+    )
+    async def show_job(request: Request, job_id: JobId) -> JSONResponse:
+        # In the event loop: one job's rows take less than the hop to a worker and back (and
+        # clients poll this route), and it takes no lock.
+        _known(request, ())
+        return JSONResponse(service.job_with_history(job_id))
+
     @app.get(
         "/api/v1/jobs/{job_id}/output",
         response_model=OutputSlice,
@@ -628,50 +697,38 @@ def create_app(
     ) -> JSONResponse:
         _known(request, ("stream", "offset", "limit"))
         size = min(limit or 65536, 1024 * 1024)
-        return await blocking(read_output, job_id, who, stream, offset or 0, size)
+        return await service.blocking(service.read_output, job_id, who, stream, offset or 0, size)
+
+
+def _states(text: str) -> list[str]:
+    """``pending, RUNNING`` -> ``["PENDING", "RUNNING"]``, each a known state."""
+    states = [s.strip().upper() for s in text.split(",") if s.strip()]
+    for state in states:
+        if state not in JobState.__members__:
+            raise InvalidRequestError("state", state, "unknown state", "PENDING,RUNNING")
+    return states
+
+
+def _add_cluster_routes(app: FastAPI, service: _Service) -> None:
+    daemon = service.daemon
 
     @app.get("/api/v1/nodes", response_model=Layout, summary="Which job holds each node")
-    @offloaded
+    @service.offloaded
     def nodes() -> JSONResponse:
         return JSONResponse(layout(daemon.cluster, daemon.node_owners()))
 
     @app.get("/api/v1/health", response_model=Health, summary="Liveness and basic facts")
     async def health() -> JSONResponse:
-        fault = daemon.store_fault
-        return JSONResponse(
-            {
-                # Degraded: reads are served, changes answer 503 until the store takes writes.
-                "status": "ok" if fault is None else "degraded",
-                "store_fault": fault,
-                "pid": os.getpid(),
-                "cluster": daemon.cluster.name,
-                "nodes": daemon.cluster.size,
-                "uptime_s": time.time() - started,
-                "ticks": daemon.ticks,
-                "store": daemon.store.engine.dialect.name,
-            }
-        )
+        return JSONResponse(service.health())
 
     @app.get(
         "/api/v1/status",
         response_model=Status,
         summary="Queue, running jobs and allocation (the status page)",
     )
-    @offloaded
+    @service.offloaded
     def status() -> JSONResponse:
-        store = daemon.store
-        queue = store.list_jobs(states=["PENDING", "HELD"], limit=200)
-        running = store.list_jobs(states=["STARTING", "RUNNING"], limit=500)
-        return JSONResponse(
-            {
-                "cluster": daemon.cluster.name,
-                "time": time.time(),
-                "counts": store.count_by_state(),
-                "queue": [document(r) for r in queue],
-                "running": [job_document(r, nodelist(r["id"])) for r in running],
-                "layout": layout(daemon.cluster, daemon.node_owners()),
-            }
-        )
+        return JSONResponse(service.status())
 
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_DaemonCollector(daemon))
@@ -682,10 +739,13 @@ def create_app(
         summary="Prometheus metrics (text format)",
         responses={200: {"content": {"text/plain": {}}}},
     )
-    @offloaded
+    @service.offloaded
     def metrics() -> Response:
         return Response(generate_latest(registry), media_type="text/plain; version=0.0.4")
 
+
+def _add_pages(app: FastAPI) -> None:
+    """The status page's three files (no route of the API's schema)."""
     for url, (file, media) in {
         "/": ("index.html", "text/html; charset=utf-8"),
         "/static/app.js": ("app.js", "text/javascript; charset=utf-8"),
@@ -697,8 +757,6 @@ def create_app(
             return lambda: Response(content, media_type=media)
 
         app.get(url, include_in_schema=False, name=file)(page())
-
-    return guard
 
 
 def _body_schema(app: FastAPI) -> Callable[[str], dict[str, Any]]:
@@ -738,7 +796,7 @@ def _parse_json(raw: bytes) -> Any:
         # An integer too long for any field is kept as text and refused naming its field.
         return json.loads(raw, parse_int=json_int)
     except (UnicodeDecodeError, ValueError, RecursionError) as e:
-        raise ApiError(
+        raise HttpError(
             HTTPStatus.BAD_REQUEST,
             "malformed_json",
             f"the body is not valid JSON: {e}",
@@ -749,7 +807,7 @@ def _parse_json(raw: bytes) -> Any:
 
 def _check_owner(who: Caller, row: Mapping[str, Any], job_id: int) -> None:
     if not who.may_touch(row["user"]):
-        raise ApiError(
+        raise HttpError(
             HTTPStatus.FORBIDDEN,
             "forbidden",
             f"job {job_id} belongs to {row['user']}; {who.name} may touch their own jobs only",
@@ -797,7 +855,7 @@ def _install_error_handlers(app: FastAPI) -> None:
         return handler
 
     async def api_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, ApiError)
+        assert isinstance(exc, HttpError)
         return exc.response()
 
     async def validation(request: Request, exc: Exception) -> Response:
@@ -839,7 +897,7 @@ def _install_error_handlers(app: FastAPI) -> None:
         log.error("internal error on %s %s", request.method, request.url.path, exc_info=exc)
         return error_response(500, "internal", "internal error (see the daemon log)", None)
 
-    app.add_exception_handler(ApiError, api_error)
+    app.add_exception_handler(HttpError, api_error)
     app.add_exception_handler(RequestValidationError, validation)
     app.add_exception_handler(StarletteHTTPException, http_error)
     for exc_type, status, code in (
@@ -904,9 +962,9 @@ def _read_output(path: Path, root: Path, offset: int, limit: int) -> bytes:
     or another file by putting a symbolic link, a hard link or a FIFO in its output's place.
 
     Raises:
-        ApiError: 403, the path is not such a file.
+        HttpError: 403, the path is not such a file.
     """
-    refused = ApiError(
+    refused = HttpError(
         HTTPStatus.FORBIDDEN,
         "output_refused",
         f"{path} is not a regular file of the job's own (it is, or lies behind, a link, a hard "

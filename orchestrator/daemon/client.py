@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
-from orchestrator.daemon.files import DaemonFiles, read_daemon_info
+from orchestrator.daemon.state_folder import DaemonFiles, read_daemon_info
 from orchestrator.exceptions import DaemonError, InvalidRequestError, OrchestratorError
+from orchestrator.scheduling.job import FINISHED_VALUES
 
 __all__ = ["ApiError", "DaemonClient", "default_state_dir"]
 
@@ -239,7 +240,7 @@ class DaemonClient:
         deadline = time.monotonic() + timeout_s
         while True:
             doc = self.job(job_id)
-            if doc["state"] in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL"):
+            if doc["state"] in FINISHED_VALUES:
                 return doc
             if time.monotonic() > deadline:
                 raise DaemonError(f"job {job_id} still {doc['state']} after {timeout_s}s")

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from launchers._base import LaunchSpec
+from orchestrator.backends.contract import LaunchSpec
 from orchestrator.daemon.table import LiveJob
 from orchestrator.exceptions import BackendError, JobNotFoundError
 from orchestrator.resources.topology import Block
@@ -19,7 +20,7 @@ if TYPE_CHECKING:
     from orchestrator.daemon.service import Daemon
 
 __all__ = [
-    "Holder",
+    "RunningJobView",
     "dependency_state",
     "record_starts",
     "schedule",
@@ -27,13 +28,12 @@ __all__ = [
     "start_job",
 ]
 
-S = JobState
-
 log = logging.getLogger("orchestrator.daemon")
 
 
-class Holder:
-    """A running job as the scheduler core sees it (its block is known)."""
+class RunningJobView:
+    """A job holding nodes (running or draining) as the scheduler core sees it: its id, request,
+    block and start time (:class:`~orchestrator.scheduling.core.RunningLike`)."""
 
     __slots__ = ("block", "job_id", "request", "start_time")
 
@@ -55,7 +55,7 @@ def dependency_state(daemon: Daemon, job_id: int) -> JobState:
         try:
             state = JobState(daemon.store.get_job(job_id)["state"])
         except JobNotFoundError:
-            state = S.CANCELLED
+            state = JobState.CANCELLED
         if state.is_finished:
             daemon.finished[job_id] = state
     return state
@@ -69,11 +69,11 @@ def settle_dependencies(daemon: Daemon, job: LiveJob, now: float) -> bool:
         if not state.is_finished:
             waiting = True
             continue
-        ok = state is S.COMPLETED
+        ok = state is JobState.COMPLETED
         if (kind == "afterok" and not ok) or (kind == "afternotok" and ok):
             daemon.table.move(
                 job,
-                S.CANCELLED,
+                JobState.CANCELLED,
                 f"dependency never satisfied: {kind}:{dep} ended {state}",
                 now,
                 end_time=now,
@@ -86,75 +86,79 @@ def settle_dependencies(daemon: Daemon, job: LiveJob, now: float) -> bool:
     return True
 
 
+@dataclass
+class _Usage:
+    """What each user and each job array holds now: the per-user and per-array limits read it
+    while one scheduling pass hands out starts."""
+
+    max_jobs_per_user: int | None
+    max_nodes_per_user: int | None
+    jobs: dict[str, int] = field(default_factory=dict)
+    nodes: dict[str, int] = field(default_factory=dict)
+    arrays: dict[int, int] = field(default_factory=dict)
+
+    def take(self, job: LiveJob, size: int) -> None:
+        user = job.request.user
+        self.jobs[user] = self.jobs.get(user, 0) + 1
+        self.nodes[user] = self.nodes.get(user, 0) + size
+        if job.array_id is not None:
+            self.arrays[job.array_id] = self.arrays.get(job.array_id, 0) + 1
+
+    def array_full(self, job: LiveJob) -> bool:
+        return (
+            job.array_limit is not None
+            and job.array_id is not None
+            and self.arrays.get(job.array_id, 0) >= job.array_limit
+        )
+
+    def user_full(self, job: LiveJob) -> bool:
+        limit = self.max_jobs_per_user
+        return limit is not None and self.jobs.get(job.request.user, 0) >= limit
+
+    def may_start(self, job: LiveJob, size: int) -> bool:
+        limit = self.max_nodes_per_user
+        nodes_after = self.nodes.get(job.request.user, 0) + size
+        over_nodes = limit is not None and nodes_after > limit
+        return not (self.array_full(job) or self.user_full(job) or over_nodes)
+
+
+def _settle_all_dependencies(daemon: Daemon, now: float) -> None:
+    """Dependencies are settled even while the cluster is full, so a job whose dependency can
+    never be satisfied is cancelled as soon as that is known."""
+    table = daemon.table
+    for job_id in list(table.dependent):
+        job = table.waiting.get(job_id)
+        if job is None or not job.dependency:
+            table.dependent.discard(job_id)
+        elif job.state is JobState.PENDING:
+            settle_dependencies(daemon, job, now)
+
+
 def schedule(daemon: Daemon, now: float) -> None:
-    cfg = daemon.config
     table = daemon.table
     running = list(table.holders())
-    user_jobs: dict[str, int] = {}
-    user_nodes: dict[str, int] = {}
-    array_active: dict[int, int] = {}
+    usage = _Usage(daemon.config.max_jobs_per_user, daemon.config.max_nodes_per_user)
     for job in table.active.values():
-        user = job.request.user
-        user_jobs[user] = user_jobs.get(user, 0) + 1
-        user_nodes[user] = user_nodes.get(user, 0) + (job.block.size if job.block else 0)
-        if job.array_id is not None:
-            array_active[job.array_id] = array_active.get(job.array_id, 0) + 1
-    # Dependencies are settled even while the cluster is full, so a job whose dependency
-    # can never be satisfied is cancelled as soon as that is known.
-    for job_id in list(table.dependent):
-        job_or_none = table.waiting.get(job_id)
-        if job_or_none is None or not job_or_none.dependency:
-            table.dependent.discard(job_id)
-        elif job_or_none.state is S.PENDING:
-            settle_dependencies(daemon, job_or_none, now)
-    daemon.backend.demand(
-        sum(
-            j.request.node_count
-            for j in table.pending.values()
-            if j.not_before <= now and not j.dependency
-        )
-    )
+        usage.take(job, job.block.size if job.block else 0)
+    _settle_all_dependencies(daemon, now)
+    ready = [j for j in table.pending.values() if j.not_before <= now and not j.dependency]
+    daemon.backend.demand(sum(j.request.node_count for j in ready))
     free = daemon.schedulable()
     if not free.any():
         daemon.head = None
         return
-    eligible: list[LiveJob] = []
-    for job in table.pending.values():
-        if job.not_before > now or job.dependency:
-            continue
-        if (
-            job.array_limit is not None
-            and job.array_id is not None
-            and array_active.get(job.array_id, 0) >= job.array_limit
-        ):
-            continue
-        if (
-            cfg.max_jobs_per_user is not None
-            and user_jobs.get(job.request.user, 0) >= cfg.max_jobs_per_user
-        ):
-            continue
-        eligible.append(job)
+    eligible = [j for j in ready if not usage.array_full(j) and not usage.user_full(j)]
     if not eligible:
         return
     decisions = daemon.core.schedule(
-        now, eligible, [Holder(j) for j in running if j.block is not None], free
+        now, eligible, [RunningJobView(j) for j in running if j.block is not None], free
     )
     daemon.head = int(decisions.head) if decisions.head is not None else None
     for start in decisions.starts:
         job = table.waiting[int(start.job_id)]
-        user = job.request.user
-        if job.array_limit is not None and job.array_id is not None:
-            if array_active.get(job.array_id, 0) >= job.array_limit:
-                continue
-            array_active[job.array_id] = array_active.get(job.array_id, 0) + 1
-        if cfg.max_jobs_per_user is not None and user_jobs.get(user, 0) >= cfg.max_jobs_per_user:
-            continue
-        nodes_after = user_nodes.get(user, 0) + start.block.size
-        if cfg.max_nodes_per_user is not None and nodes_after > cfg.max_nodes_per_user:
-            continue
-        user_jobs[user] = user_jobs.get(user, 0) + 1
-        user_nodes[user] = user_nodes.get(user, 0) + start.block.size
-        start_job(daemon, job, start.block, now)
+        if usage.may_start(job, start.block.size):
+            usage.take(job, start.block.size)
+            start_job(daemon, job, start.block, now)
 
 
 def start_job(daemon: Daemon, job: LiveJob, block: Block, now: float) -> None:
@@ -171,7 +175,7 @@ def start_job(daemon: Daemon, job: LiveJob, block: Block, now: float) -> None:
     spec = _launch_spec(daemon, job, attempt, names)
     daemon.table.move(
         job,
-        S.STARTING,
+        JobState.STARTING,
         f"attempt {attempt} on {len(nodes)} nodes",
         now,
         block=block,
@@ -221,15 +225,17 @@ def record_start(daemon: Daemon, job: LiveJob, now: float) -> None:
     """Store how a launch went: RUNNING with its handle, or the failed attempt's end."""
     if job.launch_error is not None:
         with daemon.table.change() as change:
-            daemon.end_attempt(change, job, S.FAILED, job.launch_error, None, now)
+            daemon.end_attempt(change, job, JobState.FAILED, job.launch_error, None, now)
     elif job.handle is not None:
         nodes = job.block.nodes.tolist() if job.block is not None else []
         names = ",".join(daemon.cluster.topology.node_name(int(n)) for n in nodes)
-        daemon.table.move(job, S.RUNNING, f"running on {names}", now, handle=job.handle)
+        daemon.table.move(job, JobState.RUNNING, f"running on {names}", now, handle=job.handle)
 
 
 def record_starts(daemon: Daemon, now: float) -> None:
     """Store the launches whose outcome the store refused at an earlier tick."""
     for job in list(daemon.table.active.values()):
-        if job.state is S.STARTING and (job.handle is not None or job.launch_error is not None):
+        if job.state is JobState.STARTING and (
+            job.handle is not None or job.launch_error is not None
+        ):
             record_start(daemon, job, now)

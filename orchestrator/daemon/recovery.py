@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from launchers._base import Liveness, PollResult
-from orchestrator.daemon.rows import request_of
+from orchestrator.backends.contract import Liveness, PollResult
+from orchestrator.daemon.job_rows import request_of
 from orchestrator.daemon.spec import parse_dependency
 from orchestrator.daemon.table import LiveJob
 from orchestrator.resources.topology import Block
@@ -24,8 +24,6 @@ if TYPE_CHECKING:
     from orchestrator.daemon.service import Daemon
 
 __all__ = ["live_job", "recover", "stop_with_requeue"]
-
-S = JobState
 
 
 def live_job(row: dict[str, Any]) -> LiveJob:
@@ -57,18 +55,38 @@ def recover(daemon: Daemon, now: float) -> dict[str, int]:
     starts, drains, leaks) then go through the table like any change, so a store that refuses
     them leaves memory equal to the store, and calling this again resumes the work.
     """
-    store, backend, table = daemon.store, daemon.backend, daemon.table
     counts = {"waiting": 0, "reattached": 0, "aborted": 0, "ended": 0, "draining": 0, "leaked": 0}
-    table.clear()
-    held = store.held_nodes(daemon.cluster_id)
+    daemon.table.clear()
+    held = daemon.store.held_nodes(daemon.cluster_id)
+    starting = _mirror_live_jobs(daemon, now, held, counts)
+    leaked = _mirror_held_nodes(daemon, now, held, counts)
+    # Memory equals the store from here on; the repairs below are ordinary changes.
+    table = daemon.table
+    for job_id, nodes in leaked:
+        with table.change() as change:
+            daemon.store.release(change.conn, job_id, now)
+        table.free[nodes] = True
+        counts["leaked"] += 1
+    for job in starting:
+        _settle_start(daemon, job, now, counts)
+    table.dirty = True
+    return counts
 
-    def hold(job: LiveJob, nodes: list[int]) -> None:
-        job.block = Block(nodes=np.asarray(nodes, dtype=np.int64))
-        table.free[nodes] = False
 
+def _hold(daemon: Daemon, job: LiveJob, nodes: list[int]) -> None:
+    job.block = Block(nodes=np.asarray(nodes, dtype=np.int64))
+    daemon.table.free[nodes] = False
+
+
+def _mirror_live_jobs(
+    daemon: Daemon, now: float, held: dict[int, list[int]], counts: dict[str, int]
+) -> list[LiveJob]:
+    """Waiting and active jobs into the table (their nodes taken out of ``held``); the jobs
+    that were STARTING."""
+    table = daemon.table
     starting: list[LiveJob] = []
-    live_states = [s.value for s in (S.PENDING, S.HELD, S.STARTING, S.RUNNING)]
-    for row in list(store.iter_live(live_states)):
+    live = (JobState.PENDING, JobState.HELD, JobState.STARTING, JobState.RUNNING)
+    for row in list(daemon.store.iter_live([s.value for s in live])):
         job = live_job(row)
         if job.state.is_waiting:
             table.wait(job)
@@ -78,53 +96,59 @@ def recover(daemon: Daemon, now: float) -> dict[str, int]:
                 table.dependent.add(job.job_id)
             counts["waiting"] += 1
             continue
-        hold(job, held.pop(job.job_id, []))
+        _hold(daemon, job, held.pop(job.job_id, []))
         table.active[job.job_id] = job
-        if job.state is S.STARTING:
+        if job.state is JobState.STARTING:
             starting.append(job)
         else:
             counts["reattached"] += 1
+    return starting
+
+
+def _mirror_held_nodes(
+    daemon: Daemon, now: float, held: dict[int, list[int]], counts: dict[str, int]
+) -> list[tuple[int, list[int]]]:
+    """Nodes still held by finished jobs: a job whose processes may live is drained again;
+    the others are leaks (returned, to be released)."""
+    table = daemon.table
     leaked: list[tuple[int, list[int]]] = []
-    held_rows = {r["id"]: r for r in store.list_jobs(ids=list(held))}
+    held_rows = {r["id"]: r for r in daemon.store.list_jobs(ids=list(held))}
     for job_id, nodes in held.items():
         held_row = held_rows.get(job_id)
         if held_row is not None and JobState(held_row["state"]).is_finished and held_row["handle"]:
             # Cancelled or timed out, processes perhaps still alive: drain again.
             drained = live_job(held_row)
-            hold(drained, nodes)
+            _hold(daemon, drained, nodes)
             drained.kill_at = now + daemon.config.grace_s
             table.draining[job_id] = drained
-            backend.signal(held_row["handle"], signal.SIGTERM)
+            daemon.backend.signal(held_row["handle"], signal.SIGTERM)
             counts["draining"] += 1
         else:
             table.free[nodes] = False
             leaked.append((job_id, nodes))
-    # Memory equals the store from here on; the repairs below are ordinary changes.
-    for job_id, nodes in leaked:
-        with table.change() as change:
-            store.release(change.conn, job_id, now)
-        table.free[nodes] = True
-        counts["leaked"] += 1
-    for job in starting:
-        # Killed between allocating and recording the launch: make sure nothing of that
-        # attempt runs, now or later. An attempt whose every task had already ended is
-        # recorded as it ended (rerunning work that succeeded would be wrong); any other
-        # fails as NODE_FAIL (the retry policy may requeue it).
-        backend.abort_start(job.job_id, job.attempts)
-        ended = backend.ended_attempt(job.job_id, job.attempts, job.ntasks)
-        with table.change() as change:
-            if ended is not None:
-                # It did run: the event log says so before it says how it ended.
-                change.move(job, S.RUNNING, "launched before the daemon restarted", now)
-                new, reason, exit_code = daemon.outcome(job, ended)
-                reason += " (recorded after a daemon restart)"
-                counts["ended"] += 1
-            else:
-                new, reason, exit_code = S.NODE_FAIL, "daemon restarted while starting it", None
-                counts["aborted"] += 1
-            daemon.end_attempt(change, job, new, reason, exit_code, now)
-    table.dirty = True
-    return counts
+    return leaked
+
+
+def _settle_start(daemon: Daemon, job: LiveJob, now: float, counts: dict[str, int]) -> None:
+    """Killed between allocating and recording the launch: make sure nothing of that attempt
+    runs, now or later. An attempt whose every task had already ended is recorded as it ended
+    (rerunning work that succeeded would be wrong); any other fails as NODE_FAIL (the retry
+    policy may requeue it)."""
+    backend = daemon.backend
+    backend.abort_start(job.job_id, job.attempts)
+    ended = backend.ended_attempt(job.job_id, job.attempts, job.ntasks)
+    with daemon.table.change() as change:
+        if ended is not None:
+            # It did run: the event log says so before it says how it ended.
+            change.move(job, JobState.RUNNING, "launched before the daemon restarted", now)
+            new, reason, exit_code = daemon.outcome(job, ended)
+            reason += " (recorded after a daemon restart)"
+            counts["ended"] += 1
+        else:
+            new, exit_code = JobState.NODE_FAIL, None
+            reason = "daemon restarted while starting it"
+            counts["aborted"] += 1
+        daemon.end_attempt(change, job, new, reason, exit_code, now)
 
 
 def stop_with_requeue(daemon: Daemon, now: float, timeout_s: float) -> int:
@@ -148,7 +172,7 @@ def stop_with_requeue(daemon: Daemon, now: float, timeout_s: float) -> int:
     count = 0
     for job in list(table.active.values()):
         with table.change() as change:
-            change.move(job, S.PREEMPTED, "daemon stopped (requeue)", now)
-            change.move(job, S.PENDING, "requeued after preemption", now, handle=None)
+            change.move(job, JobState.PREEMPTED, "daemon stopped (requeue)", now)
+            change.move(job, JobState.PENDING, "requeued after preemption", now, handle=None)
         count += 1
     return count

@@ -19,20 +19,20 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from launchers import make_backend
-from launchers.local import atomic_write, process_start_ticks
+from orchestrator.backends import make_backend
 from orchestrator.daemon.access import Access, group_id
 from orchestrator.daemon.api import ApiLimits
-from orchestrator.daemon.files import (
+from orchestrator.daemon.listener import ApiServer
+from orchestrator.daemon.service import Daemon, DaemonConfig
+from orchestrator.daemon.state_folder import (
     DaemonFiles,
     ensure_token,
     exposure_warning,
     is_loopback,
     prepare_state_dir,
 )
-from orchestrator.daemon.listener import ApiServer
-from orchestrator.daemon.service import Daemon, DaemonConfig
 from orchestrator.exceptions import DaemonError, StoreUnavailableError
+from orchestrator.nodeside.files import atomic_write, process_start_ticks
 from orchestrator.resources.cluster import Cluster
 from orchestrator.store import Store, sqlite_url
 
@@ -62,7 +62,7 @@ def serve(
     """Run a daemon until SIGTERM or SIGINT (or ``stop`` is set).
 
     Args:
-        backend: The backend's name (:data:`launchers.BACKENDS`).
+        backend: The backend's name (:data:`orchestrator.backends.BACKENDS`).
         backend_options: Its ``--backend-opt`` pairs.
         expose: Allow a ``host`` that is not loopback (see :func:`exposure_warning`).
         allowed_hosts: Names accepted in the ``Host`` header besides the loopback ones, the
@@ -81,14 +81,7 @@ def serve(
             raise DaemonError(exposure_warning(host) + "; add --expose if that is what you want")
         log.warning("warning: %s", exposure_warning(host))
     files = DaemonFiles(root)
-    former = prepare_state_dir(root)
-    if former is not None:
-        log.warning("state folder %s tightened from mode %o to 700", root, former)
-    lock_fd = os.open(files.lock, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        raise DaemonError(f"another daemon already runs on {root} (see {files.info})") from None
+    lock_fd = _claim_state_folder(root, files)
     token = ensure_token(files.token)
     if store_url is None:
         # SQLite gives its -wal and -shm files the database's mode: all three are 0600.
@@ -138,15 +131,7 @@ def serve(
     if ready is not None:
         ready.set()
     try:
-        while not stop.is_set():
-            daemon.wake.clear()
-            now = time.time()
-            try:
-                daemon.tick(now)
-            except Exception:
-                # A broken tick must not take the API down; the next one retries.
-                log.exception("tick failed")
-            daemon.wake.wait(min(daemon.next_wakeup(time.time()), 1.0))
+        _tick_until(daemon, stop)
     finally:
         server.shutdown()
         server.server_close()
@@ -155,6 +140,36 @@ def serve(
         files.info.unlink(missing_ok=True)
         store.close()
         os.close(lock_fd)
+
+
+def _claim_state_folder(root: Path, files: DaemonFiles) -> int:
+    """Tighten the state folder and lock it for this daemon; the lock's descriptor.
+
+    Raises:
+        DaemonError: another daemon holds it.
+    """
+    former = prepare_state_dir(root)
+    if former is not None:
+        log.warning("state folder %s tightened from mode %o to 700", root, former)
+    lock_fd = os.open(files.lock, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(lock_fd)
+        raise DaemonError(f"another daemon already runs on {root} (see {files.info})") from None
+    return lock_fd
+
+
+def _tick_until(daemon: Daemon, stop: threading.Event) -> None:
+    while not stop.is_set():
+        daemon.wake.clear()
+        now = time.time()
+        try:
+            daemon.tick(now)
+        except Exception:
+            # A broken tick must not take the API down; the next one retries.
+            log.exception("tick failed")
+        daemon.wake.wait(min(daemon.next_wakeup(time.time()), 1.0))
 
 
 def _recover(daemon: Daemon, stop: threading.Event) -> dict[str, int]:

@@ -32,10 +32,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from launchers._base import BaseBackend, Liveness, PollResult
+from orchestrator.backends.contract import BaseBackend, Liveness, PollResult
 from orchestrator.daemon.dispatch import record_starts, schedule
+from orchestrator.daemon.job_rows import expand_dependency, job_row, regroup
 from orchestrator.daemon.recovery import recover, stop_with_requeue
-from orchestrator.daemon.rows import expand_dependency, job_row, regroup
 from orchestrator.daemon.spec import JobSpec
 from orchestrator.daemon.table import Change, JobTable, LiveJob
 from orchestrator.exceptions import (
@@ -51,8 +51,6 @@ from orchestrator.scheduling.policies import Backfill, make_ordering
 from orchestrator.store import Store
 
 __all__ = ["Daemon", "DaemonConfig", "LiveJob"]
-
-S = JobState
 
 
 @dataclass(frozen=True)
@@ -256,12 +254,12 @@ class Daemon:
             # The handle is stored with the end: a daemon restarted while the job drains
             # finds its processes again (a start not yet recorded RUNNING has it in memory only).
             self.table.move(
-                job, S.CANCELLED, reason, now, end_time=now, drain=running, handle=job.handle
+                job, JobState.CANCELLED, reason, now, end_time=now, drain=running, handle=job.handle
             )
             if running:
                 self._signal(job, signal.SIGTERM, now)
         self.wake.set()
-        return S.CANCELLED
+        return JobState.CANCELLED
 
     def hold(self, job_id: int) -> JobState:
         """PENDING -> HELD.
@@ -270,7 +268,7 @@ class Daemon:
             JobNotFoundError: no such job.
             JobStateError: the job is not pending.
         """
-        return self._move_waiting(job_id, S.PENDING, S.HELD, "held by user")
+        return self._move_waiting(job_id, JobState.PENDING, JobState.HELD, "held by user")
 
     def release(self, job_id: int) -> JobState:
         """HELD -> PENDING.
@@ -279,7 +277,7 @@ class Daemon:
             JobNotFoundError: no such job.
             JobStateError: the job is not held.
         """
-        return self._move_waiting(job_id, S.HELD, S.PENDING, "released by user")
+        return self._move_waiting(job_id, JobState.HELD, JobState.PENDING, "released by user")
 
     def _move_waiting(self, job_id: int, old: JobState, new: JobState, reason: str) -> JobState:
         now = self.clock()
@@ -362,7 +360,7 @@ class Daemon:
         results = self.backend.poll(handles)
         for job_id, job in list(self.active.items()):
             result = results.get(job_id)
-            if result is None or job.state is not S.RUNNING:
+            if result is None or job.state is not JobState.RUNNING:
                 continue
             if result.liveness is Liveness.RUNNING:
                 if result.any_failed and job.failing is None:
@@ -395,19 +393,19 @@ class Daemon:
     def outcome(self, job: LiveJob, result: PollResult) -> tuple[JobState, str, int | None]:
         """The end state, reason and exit code of an attempt whose tasks have all ended."""
         if result.liveness is Liveness.EXITED and not result.any_failed:
-            return S.COMPLETED, "every task exited 0", 0
+            return JobState.COMPLETED, "every task exited 0", 0
         if result.liveness is Liveness.EXITED or result.any_failed:
             rank, exit_code = job.failing or _first_failure(result)
             how = f"signal {exit_code - 128}" if exit_code > 128 else f"status {exit_code}"
-            return S.FAILED, f"task {rank} exited with {how}", exit_code
-        return S.NODE_FAIL, "its processes vanished without a status", None
+            return JobState.FAILED, f"task {rank} exited with {how}", exit_code
+        return JobState.NODE_FAIL, "its processes vanished without a status", None
 
     def _requeue(self, job: LiveJob, now: float) -> None:
         """The engine ended the attempt through no fault of the job: queue it again at once
         (a retry is not spent; a checkpointing job resumes)."""
         with self.table.change() as change:
-            change.move(job, S.PREEMPTED, "ended by the engine (requeue)", now)
-            change.move(job, S.PENDING, "requeued", now, handle=None)
+            change.move(job, JobState.PREEMPTED, "ended by the engine (requeue)", now)
+            change.move(job, JobState.PENDING, "requeued", now, handle=None)
 
             def spare_the_retry() -> None:
                 # Attempts count every start (handles and output folders are per attempt); the
@@ -429,7 +427,7 @@ class Daemon:
         """Record an attempt's end in ``change``; requeue by the retry policy (same
         transaction). The job's nodes are freed as it leaves its active state."""
         change.move(job, new, reason, now, end_time=now, exit_code=exit_code)
-        if new in (S.FAILED, S.NODE_FAIL) and job.attempts <= job.max_retries:
+        if new in (JobState.FAILED, JobState.NODE_FAIL) and job.attempts <= job.max_retries:
             delay = min(
                 self.config.retry_backoff_s * 2 ** max(job.attempts - 1, 0),
                 self.config.max_backoff_s,
@@ -437,7 +435,7 @@ class Daemon:
             not_before = now + delay
             change.move(
                 job,
-                S.PENDING,
+                JobState.PENDING,
                 f"requeued: retry {job.attempts} of {job.max_retries} in {delay:g}s ({reason})",
                 now,
                 not_before=not_before,
@@ -452,11 +450,11 @@ class Daemon:
     def _walltimes(self, now: float) -> None:
         for job in list(self.active.values()):
             limit = job.request.walltime_s
-            if limit is None or now < job.start_time + limit or job.state is not S.RUNNING:
+            if limit is None or now < job.start_time + limit or job.state is not JobState.RUNNING:
                 continue
             self.table.move(
                 job,
-                S.TIMEOUT,
+                JobState.TIMEOUT,
                 f"walltime {limit:g}s reached: SIGTERM, SIGKILL after {self.config.grace_s:g}s",
                 now,
                 end_time=now,
@@ -537,7 +535,7 @@ class Daemon:
             head = self.head
         if job is None:
             return None
-        if job.state is S.HELD:
+        if job.state is JobState.HELD:
             return "JobHeldUser"
         if job.dependency:
             return "Dependency"

@@ -199,6 +199,35 @@ def format_dependency(deps: tuple[tuple[str, int], ...]) -> str:
     return ",".join(f"{kind}:{job_id}" for kind, job_id in deps)
 
 
+def _check_command(argv: list[str] | None, script: str | None) -> None:
+    """Exactly one of a command or a script, each within its size."""
+    if (argv is None) == (script is None):
+        raise InvalidRequestError(
+            "argv", argv, "give exactly one of argv or script", '["python", "train.py"]'
+        )
+    if argv is not None:
+        for item in argv:
+            # CR and LF are kept: a ``python -c`` program is one argument.
+            check_text("argv", item, example='["python", "train.py"]')
+        if sum(len(a) for a in argv) > MAX_ARGV_BYTES:
+            raise InvalidRequestError(
+                "argv", argv[:3], "longer than 128 KiB", '["python", "train.py"]'
+            )
+    if script is not None and len(script) > MAX_SCRIPT_BYTES:
+        raise InvalidRequestError("script", script[:40], "longer than 1 MiB", "#!/bin/sh")
+
+
+def _check_env(env: dict[str, str]) -> None:
+    """Variable names like ``FOO_1``; values any text but NUL and lone surrogates."""
+    for k, v in env.items():
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", k):
+            raise InvalidRequestError(
+                "env", {k: v}, "names like FOO_1, string values", '{"SEED": "1"}'
+            )
+        # CR and LF are kept: a PEM key or a JSON document is one value.
+        check_text(f"env.{k}", v, example="1")
+
+
 @dataclass(frozen=True)
 class JobSpec:
     """A validated submission (before the cluster check and dependency lookup)."""
@@ -263,29 +292,10 @@ class JobSpec:
                 # NUL and lone surrogates are refused everywhere (text_rules says why).
                 check_text(name, value, single_line=name != "script", example=example_of(name))
         argv, script = values["argv"], values["script"]
-        if (argv is None) == (script is None):
-            raise InvalidRequestError(
-                "argv", argv, "give exactly one of argv or script", '["python", "train.py"]'
-            )
-        if argv is not None:
-            for item in argv:
-                # CR and LF are kept: a ``python -c`` program is one argument.
-                check_text("argv", item, example='["python", "train.py"]')
-            if sum(len(a) for a in argv) > MAX_ARGV_BYTES:
-                raise InvalidRequestError(
-                    "argv", argv[:3], "longer than 128 KiB", '["python", "train.py"]'
-                )
-        if script is not None and len(script) > MAX_SCRIPT_BYTES:
-            raise InvalidRequestError("script", script[:40], "longer than 1 MiB", "#!/bin/sh")
+        _check_command(argv, script)
         retries = values["retries"]
         env = values["env"] or {}
-        for k, v in env.items():
-            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", k):
-                raise InvalidRequestError(
-                    "env", {k: v}, "names like FOO_1, string values", '{"SEED": "1"}'
-                )
-            # CR and LF are kept: a PEM key or a JSON document is one value.
-            check_text(f"env.{k}", v, example="1")
+        _check_env(env)
         workdir = values["workdir"]
         if workdir is not None and not workdir.startswith("/"):
             raise InvalidRequestError("workdir", workdir, "must be an absolute path", "/tmp")

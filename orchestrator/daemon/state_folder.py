@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from launchers.local import process_start_ticks
 from orchestrator.exceptions import DaemonError
+from orchestrator.nodeside.files import process_start_ticks
 
 __all__ = [
     "DaemonFiles",

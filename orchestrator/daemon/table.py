@@ -15,6 +15,7 @@ Nodes are freed in exactly two places: when a job leaves an active state without
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from collections.abc import Callable, Iterator
@@ -26,7 +27,7 @@ import numpy as np
 import numpy.typing as npt
 from sqlalchemy import Connection
 
-from launchers._base import Handle
+from orchestrator.backends.contract import Handle
 from orchestrator.exceptions import IllegalTransitionError, StoreUnavailableError
 from orchestrator.resources.request import JobRequest
 from orchestrator.resources.topology import BaseTopology, Block
@@ -149,42 +150,9 @@ class Change:
         self._state[job_id] = new
         self._holds[job_id] = (holds and not release) or new is JobState.STARTING
 
-        def effect() -> None:
-            job.state = new
-            for name in _MIRRORED:
-                if name in fields:
-                    value = fields[name]
-                    if name == "start_time" and value is None:
-                        value = math.nan
-                    setattr(job, name, value)
-            table.waiting.pop(job_id, None)
-            table.pending.pop(job_id, None)
-            table.active.pop(job_id, None)
-            if new in WAITING:
-                table.waiting[job_id] = job
-                if new is JobState.PENDING:
-                    table.pending[job_id] = job
-                if job.dependency:
-                    table.dependent.add(job_id)
-                job.handle, job.kill_at, job.killed, job.failing = None, None, False, None
-                job.launch_error = None
-            elif new in ACTIVE:
-                table.active[job_id] = job
-                table.dependent.discard(job_id)
-            else:
-                table.dependent.discard(job_id)
-                if drain and job.block is not None:
-                    table.draining[job_id] = job
-                else:
-                    table.finished[job_id] = new
-            if new is JobState.STARTING:
-                assert block is not None
-                job.block = block
-                table.free[block.nodes] = False
-            elif release:
-                table.free_block(job)
-
-        self._effects.append(effect)
+        self._effects.append(
+            functools.partial(_mirror_move, table, job, new, fields, block, drain, release)
+        )
 
     def drained(self, job: LiveJob, now: float) -> None:
         """A draining (or finished) job's processes are gone: free its nodes."""
@@ -296,3 +264,49 @@ class JobTable:
         """Every job holding nodes (active and draining)."""
         yield from self.active.values()
         yield from self.draining.values()
+
+
+def _mirror_move(
+    table: JobTable,
+    job: LiveJob,
+    new: JobState,
+    fields: dict[str, Any],
+    block: Block | None,
+    drain: bool,
+    release: bool,
+) -> None:
+    """The memory side of :meth:`Change.move`, run once its transaction has committed."""
+    job_id = job.job_id
+    job.state = new
+    for name in _MIRRORED:
+        if name in fields:
+            value = fields[name]
+            if name == "start_time" and value is None:
+                value = math.nan
+            setattr(job, name, value)
+    table.waiting.pop(job_id, None)
+    table.pending.pop(job_id, None)
+    table.active.pop(job_id, None)
+    if new in WAITING:
+        table.waiting[job_id] = job
+        if new is JobState.PENDING:
+            table.pending[job_id] = job
+        if job.dependency:
+            table.dependent.add(job_id)
+        job.handle, job.kill_at, job.killed, job.failing = None, None, False, None
+        job.launch_error = None
+    elif new in ACTIVE:
+        table.active[job_id] = job
+        table.dependent.discard(job_id)
+    else:
+        table.dependent.discard(job_id)
+        if drain and job.block is not None:
+            table.draining[job_id] = job
+        else:
+            table.finished[job_id] = new
+    if new is JobState.STARTING:
+        assert block is not None
+        job.block = block
+        table.free[block.nodes] = False
+    elif release:
+        table.free_block(job)

@@ -18,7 +18,13 @@ from orchestrator.perfmodel.collectives import (
     torus_allreduce,
     torus_shape,
 )
-from orchestrator.perfmodel.machine import DEFAULT_PROFILE, NETWORKS, Network, Profile
+from orchestrator.perfmodel.machine import (
+    DEFAULT_PROFILE,
+    NETWORKS,
+    Network,
+    Profile,
+    network_for,
+)
 from orchestrator.perfmodel.model import (
     KfacSchedule,
     StepPrediction,
@@ -49,6 +55,7 @@ __all__ = [
     "inverse_load",
     "load_points",
     "model_preset_of",
+    "network_for",
     "predict_step",
     "resnet50",
     "ring_allreduce",

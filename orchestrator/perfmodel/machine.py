@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 
 from orchestrator.perfmodel.collectives import Link
 
-__all__ = ["DEFAULT_PROFILE", "NETWORKS", "Network", "Profile"]
+__all__ = ["DEFAULT_PROFILE", "NETWORKS", "Network", "Profile", "network_for"]
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,16 @@ NETWORKS: dict[str, Network] = {
         Link(1.0e-6, 1 / 6.8e9), 6.76e12 * 0.3, source="A64FX 30 % of fp32 peak, Tofu-D"
     ),
 }
+
+
+def network_for(cluster: str) -> Network:
+    """What the model assumes of preset ``cluster``: its entry of :data:`NETWORKS`, else that of
+    ``slurm16`` (real nodes as fast as this machine's, on 10 GbE).
+
+    >>> network_for("my-cluster") is NETWORKS["slurm16"]
+    True
+    """
+    return NETWORKS.get(cluster, NETWORKS["slurm16"])
 
 
 @dataclass(frozen=True)

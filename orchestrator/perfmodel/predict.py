@@ -1,6 +1,9 @@
 """The table ``orch predict`` prints: predicted scaling on a preset, with measured points beside.
 
-Kept apart from the CLI so a notebook or a test gets the same rows as data.
+Kept apart from the CLI so a notebook or a test gets the same rows as data, and so is every
+choice behind them: which profile (:func:`profile_for`) and network (:func:`machine_for`,
+overrides included: :func:`calibrated_machine`) a preset gets, and which presets the points
+measured here are shown beside (:func:`shows_measured`).
 """
 
 from __future__ import annotations
@@ -12,12 +15,24 @@ from dataclasses import dataclass, replace
 
 from orchestrator.perfmodel.calibrate import RunPoint, calibrate
 from orchestrator.perfmodel.collectives import Link
-from orchestrator.perfmodel.machine import DEFAULT_PROFILE, NETWORKS, Network, Profile
+from orchestrator.perfmodel.machine import DEFAULT_PROFILE, Network, Profile, network_for
 from orchestrator.perfmodel.model import KfacSchedule, efficiency, predict_step
 from orchestrator.perfmodel.workloads import get_model
 from orchestrator.resources.cluster import Cluster
 
-__all__ = ["Row", "default_nodes", "machine_for", "prediction_rows", "profile_for"]
+__all__ = [
+    "Machine",
+    "Row",
+    "calibrated_machine",
+    "default_nodes",
+    "machine_for",
+    "prediction_rows",
+    "profile_for",
+    "shows_measured",
+]
+
+MEASURED_HERE = ("local", "slurm16")
+"""The presets that model this machine (``slurm16``'s nodes are emulated on it too)."""
 
 
 @dataclass(frozen=True)
@@ -78,7 +93,7 @@ def machine_for(
     link: Link | None = None,
 ) -> tuple[Profile, Network]:
     """The profile and network of a preset: this machine's profile moved to its nodes."""
-    net = NETWORKS.get(cluster.name, NETWORKS["slurm16"])
+    net = network_for(cluster.name)
     if link is not None:
         net = replace(net, link=link)
     flops = node_flops if node_flops is not None else net.node_flops
@@ -90,6 +105,71 @@ def machine_for(
         # Uncalibrated: the ranks share the host's cores, all of them free.
         profile = replace(profile, host_cores=float(net.shared_host_cores))
     return profile, net
+
+
+@dataclass(frozen=True)
+class Machine:
+    """A preset as the model sees it.
+
+    Args:
+        profile: Its node's profile.
+        network: Its network (links, node rate, where the figures come from).
+        calibrated_on: The model preset the profile was calibrated on (``None``: defaults).
+    """
+
+    profile: Profile
+    network: Network
+    calibrated_on: str | None
+
+
+def calibrated_machine(
+    cluster: Cluster,
+    points: Sequence[RunPoint],
+    *,
+    calibrate_on: str | None,
+    cores: int,
+    node_tflops: float | None = None,
+    alpha_us: float | None = None,
+    beta_gbps: float | None = None,
+) -> Machine:
+    """The profile calibrated on ``points`` (:func:`profile_for`), moved to the nodes of
+    ``cluster`` (:func:`machine_for`), with the given figures replacing the preset's own.
+
+    Args:
+        cluster: The preset predicted.
+        points: Runs from MLflow (none: the defaults).
+        calibrate_on: The model preset to calibrate on; ``None``: the one with most 1-rank runs.
+        cores: The shared host's cores (the ``local`` preset's ``node.cpus``).
+        node_tflops: A node's TFLOP/s instead of the preset's (0 or ``None``: the preset's).
+        alpha_us: The link latency in microseconds instead of the preset's.
+        beta_gbps: The link bandwidth in GB/s instead of the preset's.
+
+    Raises:
+        ValueError: From :func:`~orchestrator.perfmodel.calibrate.calibrate`: no finished
+            1-rank run of the model calibrated on.
+    """
+    base, calibrated_on = profile_for(points, calibrate_on, cores=cores)
+    link = None
+    if alpha_us is not None or beta_gbps is not None:
+        cur = network_for(cluster.name).link
+        link = Link(
+            alpha_us * 1e-6 if alpha_us is not None else cur.alpha_s,
+            1 / (beta_gbps * 1e9) if beta_gbps is not None else cur.beta_s_per_byte,
+        )
+    profile, network = machine_for(
+        cluster, base, node_flops=node_tflops * 1e12 if node_tflops else None, link=link
+    )
+    return Machine(profile, network, calibrated_on)
+
+
+def shows_measured(cluster: str) -> bool:
+    """Whether the points measured on this machine belong beside the predictions for preset
+    ``cluster``: only on a preset that models this machine.
+
+    >>> shows_measured("local"), shows_measured("fugaku")
+    (True, False)
+    """
+    return cluster in MEASURED_HERE
 
 
 def prediction_rows(

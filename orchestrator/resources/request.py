@@ -1,8 +1,9 @@
 """Job requests: how many nodes (or which PJM-style shape), for how long, for whom.
 
-A request is validated when it is created; :meth:`JobRequest.check_fits` validates it against a
-cluster. Errors are :class:`~orchestrator.exceptions.InvalidRequestError`, naming the field, the
-value and a valid example.
+A request is validated when it is created; ``Cluster.check_request``
+(:mod:`orchestrator.resources.cluster`) validates it against a cluster. Errors are
+:class:`~orchestrator.exceptions.InvalidRequestError`, naming the field, the value and a valid
+example.
 
 >>> parse_shape("4x6x16:torus")
 Shape(extents=(4, 6, 16), mode=<ShapeMode.TORUS: 'torus'>, strict=False)
@@ -16,12 +17,9 @@ import math
 import re
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from orchestrator.exceptions import InvalidRequestError
-
-if TYPE_CHECKING:
-    from orchestrator.resources.cluster import Cluster
 
 __all__ = ["JobRequest", "Shape", "ShapeMode", "parse_duration", "parse_shape"]
 
@@ -224,7 +222,3 @@ class JobRequest:
         else:
             estimate = self.walltime_s if self.walltime_s is not None else math.inf
         object.__setattr__(self, "estimate", estimate)
-
-    def check_fits(self, cluster: Cluster) -> None:
-        """Raise :class:`InvalidRequestError` if this request can never run on ``cluster``."""
-        cluster.check_request(self)

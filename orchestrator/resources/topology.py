@@ -156,6 +156,35 @@ class Switch:
         return bool(self.nodes)
 
 
+def _switches_by_name(switches: Sequence[Switch]) -> dict[str, Switch]:
+    """Switches by name; each defined once, each a leaf or an inner switch."""
+    if not switches:
+        raise ClusterConfigError("tree topology needs at least one switch")
+    by_name: dict[str, Switch] = {}
+    for sw in switches:
+        if sw.name in by_name:
+            raise ClusterConfigError(f"switch {sw.name!r} is defined twice")
+        if bool(sw.nodes) == bool(sw.children):
+            raise ClusterConfigError(
+                f"switch {sw.name!r} must list either nodes (a leaf) or switches (inner)"
+            )
+        by_name[sw.name] = sw
+    return by_name
+
+
+def _parents(switches: Sequence[Switch], by_name: Mapping[str, Switch]) -> dict[str, str]:
+    """Switch -> its parent switch; every child known, none with two parents."""
+    parent: dict[str, str] = {}
+    for sw in switches:
+        for child in sw.children:
+            if child not in by_name:
+                raise ClusterConfigError(f"switch {sw.name!r} lists unknown switch {child!r}")
+            if child in parent:
+                raise ClusterConfigError(f"switch {child!r} has two parents")
+            parent[child] = sw.name
+    return parent
+
+
 class TreeTopology(BaseTopology):
     """A switch hierarchy as Slurm's ``topology.conf`` describes it.
 
@@ -166,17 +195,7 @@ class TreeTopology(BaseTopology):
     kind = "tree"
 
     def __init__(self, switches: Sequence[Switch]) -> None:
-        if not switches:
-            raise ClusterConfigError("tree topology needs at least one switch")
-        by_name: dict[str, Switch] = {}
-        for sw in switches:
-            if sw.name in by_name:
-                raise ClusterConfigError(f"switch {sw.name!r} is defined twice")
-            if bool(sw.nodes) == bool(sw.children):
-                raise ClusterConfigError(
-                    f"switch {sw.name!r} must list either nodes (a leaf) or switches (inner)"
-                )
-            by_name[sw.name] = sw
+        by_name = _switches_by_name(switches)
         names: list[str] = []
         leaf_of: list[int] = []
         leaves = [sw for sw in switches if sw.is_leaf]
@@ -187,14 +206,7 @@ class TreeTopology(BaseTopology):
         if len(set(names)) != len(names):
             dup = sorted({n for n in names if names.count(n) > 1})
             raise ClusterConfigError(f"nodes under more than one leaf switch: {dup[:5]}")
-        parent: dict[str, str] = {}
-        for sw in switches:
-            for child in sw.children:
-                if child not in by_name:
-                    raise ClusterConfigError(f"switch {sw.name!r} lists unknown switch {child!r}")
-                if child in parent:
-                    raise ClusterConfigError(f"switch {child!r} has two parents")
-                parent[child] = sw.name
+        parent = _parents(switches, by_name)
         roots = [sw.name for sw in switches if sw.name not in parent]
         if len(roots) != 1:
             raise ClusterConfigError(f"tree topology needs exactly one root switch, found {roots}")

@@ -352,36 +352,10 @@ class _Pass:
 
     def conservative(self, order: Sequence[JobLike]) -> None:
         """Reserve every job, in order, at the earliest time it fits around earlier ones."""
-        times: list[float] = [self.now]
-        caps: list[BaseCapacity] = [self.cap.copy()]
-        for end, nodes in sorted(self.holders, key=lambda h: h[0]):
-            if not math.isfinite(end):
-                break
-            # Step 0 is what is free now. A holder past its expected end (its end is clamped to
-            # now) still holds its nodes: they come back in a later step, at the same time.
-            if end > times[-1] or len(times) == 1:
-                times.append(end)
-                caps.append(caps[-1].copy())
-            caps[-1].give(nodes)
+        times, caps = self._capacity_profile()
         for job in order:
             request = job.request
-            n = request.node_count
-            found: tuple[int, int, Placement] | None = None
-            for i, t in enumerate(times):
-                if caps[i].free_count < n:
-                    continue
-                end = t + request.estimate
-                window = caps[i].copy()
-                j = i + 1
-                while j < len(times) and times[j] < end and window.free_count >= n:
-                    window = window.intersect(caps[j])
-                    j += 1
-                if window.free_count < n:
-                    continue
-                placement = window.place(request)
-                if placement is not None:
-                    found = (i, j, placement)
-                    break
+            found = _earliest_fit(times, caps, request)
             if found is None:
                 if self.decisions.head is None:
                     self.decisions.head = job.job_id
@@ -399,6 +373,45 @@ class _Pass:
                 if self.decisions.head is None:
                     self.decisions.head = job.job_id
                 self.decisions.reservations.append(Reservation(job.job_id, times[i], placement))
+
+    def _capacity_profile(self) -> tuple[list[float], list[BaseCapacity]]:
+        """Step times and the capacity free from each until the next: now, then each holder's
+        expected end."""
+        times: list[float] = [self.now]
+        caps: list[BaseCapacity] = [self.cap.copy()]
+        for end, nodes in sorted(self.holders, key=lambda h: h[0]):
+            if not math.isfinite(end):
+                break
+            # Step 0 is what is free now. A holder past its expected end (its end is clamped to
+            # now) still holds its nodes: they come back in a later step, at the same time.
+            if end > times[-1] or len(times) == 1:
+                times.append(end)
+                caps.append(caps[-1].copy())
+            caps[-1].give(nodes)
+        return times, caps
+
+
+def _earliest_fit(
+    times: Sequence[float], caps: Sequence[BaseCapacity], request: JobRequest
+) -> tuple[int, int, Placement] | None:
+    """The first step ``i`` at which ``request`` fits through every step ``i..j-1`` its run
+    spans, with the placement; None when it fits nowhere."""
+    n = request.node_count
+    for i, t in enumerate(times):
+        if caps[i].free_count < n:
+            continue
+        end = t + request.estimate
+        window = caps[i].copy()
+        j = i + 1
+        while j < len(times) and times[j] < end and window.free_count >= n:
+            window = window.intersect(caps[j])
+            j += 1
+        if window.free_count < n:
+            continue
+        placement = window.place(request)
+        if placement is not None:
+            return i, j, placement
+    return None
 
 
 def _move_to_front(order: Sequence[JobLike], job_id: int | str) -> Sequence[JobLike]:

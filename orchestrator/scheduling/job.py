@@ -17,9 +17,9 @@ from enum import StrEnum
 from orchestrator.exceptions import IllegalTransitionError
 
 __all__ = [
-    "ACTIVE_STATES",
     "ALLOWED",
     "FINISHED_STATES",
+    "FINISHED_VALUES",
     "JobState",
     "check_transition",
 ]
@@ -60,11 +60,6 @@ class JobState(StrEnum):
         return self in FINISHED_STATES
 
     @property
-    def is_active(self) -> bool:
-        """True while the job holds (or is about to hold) nodes."""
-        return self in ACTIVE_STATES
-
-    @property
     def is_waiting(self) -> bool:
         """True while the job waits in the queue."""
         return self in (JobState.PENDING, JobState.HELD)
@@ -79,25 +74,40 @@ FINISHED_STATES = frozenset(
         JobState.NODE_FAIL,
     }
 )
-ACTIVE_STATES = frozenset({JobState.STARTING, JobState.RUNNING})
+FINISHED_VALUES = frozenset(state.value for state in FINISHED_STATES)
+"""The names of :data:`FINISHED_STATES`, for states read as text (JSON documents, store rows)."""
 
-_S = JobState
 ALLOWED: Mapping[JobState | None, frozenset[JobState]] = {
     # None: a job being created (its first event).
-    None: frozenset({_S.PENDING, _S.HELD}),
-    _S.PENDING: frozenset({_S.HELD, _S.STARTING, _S.CANCELLED}),
-    _S.HELD: frozenset({_S.PENDING, _S.CANCELLED}),
-    _S.STARTING: frozenset({_S.RUNNING, _S.FAILED, _S.CANCELLED, _S.NODE_FAIL, _S.PREEMPTED}),
-    _S.RUNNING: frozenset(
-        {_S.COMPLETED, _S.FAILED, _S.CANCELLED, _S.TIMEOUT, _S.PREEMPTED, _S.NODE_FAIL}
+    None: frozenset({JobState.PENDING, JobState.HELD}),
+    JobState.PENDING: frozenset({JobState.HELD, JobState.STARTING, JobState.CANCELLED}),
+    JobState.HELD: frozenset({JobState.PENDING, JobState.CANCELLED}),
+    JobState.STARTING: frozenset(
+        {
+            JobState.RUNNING,
+            JobState.FAILED,
+            JobState.CANCELLED,
+            JobState.NODE_FAIL,
+            JobState.PREEMPTED,
+        }
     ),
-    _S.PREEMPTED: frozenset({_S.PENDING}),
+    JobState.RUNNING: frozenset(
+        {
+            JobState.COMPLETED,
+            JobState.FAILED,
+            JobState.CANCELLED,
+            JobState.TIMEOUT,
+            JobState.PREEMPTED,
+            JobState.NODE_FAIL,
+        }
+    ),
+    JobState.PREEMPTED: frozenset({JobState.PENDING}),
     # Retries: a failed attempt is requeued by the job's retry policy.
-    _S.FAILED: frozenset({_S.PENDING}),
-    _S.NODE_FAIL: frozenset({_S.PENDING}),
-    _S.COMPLETED: frozenset(),
-    _S.CANCELLED: frozenset(),
-    _S.TIMEOUT: frozenset(),
+    JobState.FAILED: frozenset({JobState.PENDING}),
+    JobState.NODE_FAIL: frozenset({JobState.PENDING}),
+    JobState.COMPLETED: frozenset(),
+    JobState.CANCELLED: frozenset(),
+    JobState.TIMEOUT: frozenset(),
 }
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -218,10 +218,6 @@ class Store:
             },
         )
 
-    def update_job(self, conn: Connection, job_id: int, **fields: Any) -> None:
-        """Update non-state fields of a job (handle, not_before, ...)."""
-        conn.execute(update(jobs).where(jobs.c.id == job_id).values(**fields))
-
     def get_job(self, job_id: int) -> Row:
         """One job as a dict.
 
@@ -386,8 +382,3 @@ def _update_job_in_state(columns: tuple[str, ...]) -> Update:
 def _cause(error: OperationalError) -> str:
     """The database's own message, without SQLAlchemy's statement and link."""
     return str(error.orig).strip().splitlines()[0] if error.orig is not None else str(error)
-
-
-def rows_by_id(rows: Iterable[Mapping[str, Any]]) -> dict[int, Mapping[str, Any]]:
-    """Index job rows by id."""
-    return {int(r["id"]): r for r in rows}

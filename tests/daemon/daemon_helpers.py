@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.daemon.client import DaemonClient
-from orchestrator.daemon.files import read_daemon_info
+from orchestrator.daemon.state_folder import read_daemon_info
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "test-artifacts"

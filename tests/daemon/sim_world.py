@@ -49,7 +49,7 @@ from typing import ClassVar, Literal
 from sqlalchemy import Connection
 from sqlalchemy.exc import OperationalError
 
-from launchers._base import BaseBackend, Handle, LaunchSpec, Liveness, PollResult
+from orchestrator.backends.contract import BaseBackend, Handle, LaunchSpec, Liveness, PollResult
 from orchestrator.exceptions import BackendError
 from orchestrator.store import Store, sqlite_url
 from orchestrator.store.schema import metadata

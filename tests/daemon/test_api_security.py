@@ -28,7 +28,7 @@ from click.testing import CliRunner
 from daemon_helpers import DaemonProcess, start_daemon, stop_daemon
 
 from orchestrator.daemon.client import DaemonClient
-from orchestrator.daemon.files import read_daemon_info
+from orchestrator.daemon.state_folder import read_daemon_info
 
 PY = sys.executable
 HUGE = "9" * 5000  # over Python's 4,300-digit limit of int(str)

@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 from fastapi import FastAPI
 
-from launchers import make_backend
+from orchestrator.backends import make_backend
 from orchestrator.daemon.access import Access
 from orchestrator.daemon.api import Guard, create_app
-from orchestrator.daemon.files import ensure_token
+from orchestrator.daemon.api_documents import display_id, layout, text_map
 from orchestrator.daemon.models import JobSubmission
 from orchestrator.daemon.service import Daemon
-from orchestrator.daemon.views import display_id, layout, text_map
+from orchestrator.daemon.state_folder import ensure_token
 from orchestrator.exceptions import DaemonError
 from orchestrator.resources.cluster import Cluster, load_cluster
 from orchestrator.resources.topology import FlatTopology, Torus3DTopology

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from launchers import make_backend, parse_backend_options
-from launchers._base import Handle, Liveness, PollResult
 from launchers.local import LocalBackend
+from orchestrator.backends import make_backend, parse_backend_options
+from orchestrator.backends.contract import Handle, Liveness, PollResult
 from orchestrator.daemon.service import Daemon, DaemonConfig
 from orchestrator.daemon.spec import JobSpec
 from orchestrator.exceptions import InvalidRequestError

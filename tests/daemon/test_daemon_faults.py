@@ -19,8 +19,8 @@ import pytest
 from daemon_helpers import Clock
 from sqlalchemy import event
 
-from launchers._base import Handle, LaunchSpec
 from launchers.local import LocalBackend
+from orchestrator.backends.contract import Handle, LaunchSpec
 from orchestrator.daemon import api
 from orchestrator.daemon.client import DaemonClient
 from orchestrator.daemon.listener import ApiServer

@@ -10,9 +10,11 @@ import sys
 import time
 from pathlib import Path
 
-from launchers._base import LaunchSpec, Liveness
-from launchers.local import JobPaths, LocalBackend, atomic_write, process_start_ticks
+from launchers.local import LocalBackend
+from orchestrator.backends.contract import LaunchSpec, Liveness
+from orchestrator.backends.jobfolder import JobPaths
 from orchestrator.daemon.client import DaemonClient
+from orchestrator.nodeside.files import atomic_write, process_start_ticks
 from orchestrator.resources.hostlist import expand_hostlist
 
 PY = sys.executable
@@ -195,7 +197,7 @@ def test_supervisors_come_from_the_spawner_and_survive_it(tmp_path: Path) -> Non
     spawner = _parent(pid)
     assert spawner != os.getpid() and os.getpgid(pid) == pid
     with open(f"/proc/{spawner}/cmdline", "rb") as f:
-        assert b"_spawner.py" in f.read()
+        assert b"local/spawner.py" in f.read()
     os.kill(spawner, signal.SIGKILL)
     deadline = time.monotonic() + 10
     while process_start_ticks(spawner) is not None and time.monotonic() < deadline:

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from sweep_test_helpers import run
 
 from orchestrator.cli import main
-from orchestrator.cli_sweep import read_manifest
+from orchestrator.cli.sweep import read_manifest
 
 
 def write_header(folder: Path, sweep_id: str, **extra: object) -> None:
