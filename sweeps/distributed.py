@@ -136,7 +136,7 @@ def all_reduce_gradients(model: nn.Module, size: int) -> None:
     flat = torch.cat([g.reshape(-1) for g in grads])
     dist.all_reduce(flat)
     flat /= size
-    for g, t in zip(grads, flat.split([g.numel() for g in grads]), strict=True):
+    for g, t in zip(grads, torch.split(flat, [g.numel() for g in grads]), strict=True):
         g.copy_(t.view_as(g))
 
 

@@ -121,7 +121,8 @@ def damped_inverse(m: torch.Tensor, damping: float, method: str) -> torch.Tensor
         evals64, evecs64 = torch.linalg.eigh(m.double())
         evals, evecs = evals64.to(m.dtype), evecs64.to(m.dtype)
     inv_vals = 1.0 / (evals.clamp_min(0.0) + damping)
-    return (evecs * inv_vals) @ evecs.T
+    inverse: torch.Tensor = (evecs * inv_vals) @ evecs.T
+    return inverse
 
 
 def assign_inverses(costs: list[float], world: int) -> list[int]:
@@ -280,7 +281,9 @@ class KFAC:
             if self.s.fisher == "sampled":
                 lay.outputs = output
             elif output.requires_grad:
-                output.register_hook(lambda g: self._store_grad(lay, g, full))
+                output.register_hook(  # type: ignore[no-untyped-call]  # untyped in torch
+                    lambda g: self._store_grad(lay, g, full)
+                )
 
         return hook
 
@@ -352,7 +355,7 @@ class KFAC:
             flat /= self.world
             batch = [
                 t.view_as(b)
-                for t, b in zip(flat.split([b.numel() for b in batch]), batch, strict=True)
+                for t, b in zip(torch.split(flat, [b.numel() for b in batch]), batch, strict=True)
             ]
             self.timings["communication"] += time.perf_counter() - start
         start = time.perf_counter()
@@ -402,7 +405,7 @@ class KFAC:
                     sum(dims[k] ** 2 for k in items), dtype=ref.dtype, device=ref.device
                 )
             dist.broadcast(flat, src=r)
-            for k, t in zip(items, flat.split([dims[k] ** 2 for k in items]), strict=True):
+            for k, t in zip(items, torch.split(flat, [dims[k] ** 2 for k in items]), strict=True):
                 results[k] = t.view(dims[k], dims[k])
 
     def _precondition(self, lr: float) -> None:

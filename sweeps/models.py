@@ -17,7 +17,13 @@ __all__ = ["build_model", "count_parameters"]
 
 
 def _activation(name: str) -> nn.Module:
-    return {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "tanh": nn.Tanh}[name]()
+    kinds: dict[str, type[nn.Module]] = {
+        "relu": nn.ReLU,
+        "gelu": nn.GELU,
+        "silu": nn.SiLU,
+        "tanh": nn.Tanh,
+    }
+    return kinds[name]()
 
 
 def _kernel(k: int, h: int, w: int) -> tuple[int, int]:
@@ -110,7 +116,8 @@ class _Block(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.act1(self.norm1(self.conv1(x)))
         out = self.norm2(self.conv2(out))
-        return self.act2(out + self.shortcut(x))
+        result: torch.Tensor = self.act2(out + self.shortcut(x))
+        return result
 
 
 def _resnet(
@@ -191,7 +198,8 @@ class ParamNet(nn.Module):
         for layer, act in zip(self.layers, self.acts[1:], strict=True):
             y = act(layer(x))
             x = x + y if self.skip else y
-        return self.head(self.pool(x))
+        logits: torch.Tensor = self.head(self.pool(x))
+        return logits
 
 
 def build_model(cfg: Mapping[str, Any], shape: tuple[int, int, int], classes: int) -> nn.Module:

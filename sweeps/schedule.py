@@ -53,7 +53,7 @@ def learning_rate(
     if name == "constant":
         return peak
     if name == "step":
-        passed = sum(step >= m * total_steps for m in cfg["milestones"])
+        passed: int = sum(step >= m * total_steps for m in cfg["milestones"])
         return peak * float(cfg["gamma"]) ** passed
     span = max(1, total_steps - warmup - 1)
     progress = min(1.0, (step - warmup) / span)
