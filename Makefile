@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck setup clean
+.PHONY: demo test test-fast lint typecheck setup clean
 
 setup: $(STAMP)
 
@@ -27,6 +27,12 @@ test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 	$(VENV)/bin/pytest -q --durations=20
+
+# The fast lane (under 2 minutes on 2 cores): every test that starts no external service (Slurm,
+# Ray, an MLflow server, PostgreSQL, the PJM emulator, a daemon process) and is not among the
+# slowest; tests/conftest.py puts the `service` and `slow` markers on them.
+test-fast: $(STAMP)
+	$(VENV)/bin/pytest -q -m "not service and not slow" --durations=10
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

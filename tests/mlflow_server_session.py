@@ -1,7 +1,13 @@
-"""A real ``mlflow server`` on loopback for the test sessions that need one (a uniquely named
-module, importable from every test folder: ``tests/`` is on ``sys.path`` through its conftest).
+"""The session's one MLflow store and its one real ``mlflow server`` on loopback (a fixture
+module registered by ``tests/conftest.py``).
 
-Started in its own session so its gunicorn workers share its process group, and stopped by
+``mlflow_store`` is a fresh folder with ``mlflow.db`` (SQLite) and ``artifacts/``: the recorded
+experiment of ``tests/reports`` is written into it, and ``mlflow_server`` serves it, so the MLflow
+UI test sees that experiment and the training-job tests of ``tests/sweeps`` log to the same server
+(each in experiments of its own). Neither fixture needs the other: a session that only trains
+starts the server without recording, and one that only reads the recording starts no server.
+
+The server is started in its own session so its workers share its process group, and stopped by
 that group (led by the server's own PID): SIGTERM, then SIGKILL after a grace.
 """
 
@@ -18,7 +24,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["running_mlflow_server"]
+import pytest
+
+__all__ = ["mlflow_server", "mlflow_store", "running_mlflow_server"]
 
 
 @contextmanager
@@ -78,3 +86,25 @@ def running_mlflow_server(
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         log.close()
+
+
+@pytest.fixture(scope="session")
+def mlflow_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The session's MLflow store folder: ``mlflow.db`` and ``artifacts/`` (both made on use)."""
+    return tmp_path_factory.mktemp("mlflow")
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(mlflow_store: Path) -> Iterator[str]:
+    """A real ``mlflow server`` on the session's store, once per session; yields its URL."""
+    # One worker: two shared cores. Healthy in about 17 s on an idle machine; 180 s when loaded.
+    with running_mlflow_server(
+        f"sqlite:///{mlflow_store / 'mlflow.db'}",
+        mlflow_store / "artifacts",
+        mlflow_store / "server.log",
+        extra_args=("--workers", "1"),
+        cwd=mlflow_store,
+        healthy_within_s=180,
+        stop_grace_s=20,
+    ) as (url, _pid):
+        yield url

@@ -7,7 +7,7 @@ stats off and a small object store. Its temporary folder and address file are ou
 (``RAY_TMPDIR``), and it is stopped by ``cluster.shutdown()``, which kills only the processes it
 started (never ``ray stop``: that kills every Ray on the machine).
 
-The fixture is registered for every test folder by ``tests/conftest.py``.
+A fixture module, registered for every test folder by ``tests/conftest.py`` (``pytest_plugins``).
 """
 
 from __future__ import annotations

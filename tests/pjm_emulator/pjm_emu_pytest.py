@@ -1,4 +1,5 @@
-"""The PJM emulator for pytest: a session's state folder, its commands first on PATH."""
+"""The PJM emulator for pytest: the ``pjm_emulator`` fixture (a fixture module registered by
+``tests/conftest.py``), a state folder of its own with the commands first on PATH."""
 
 from __future__ import annotations
 
@@ -9,10 +10,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pjm_emu
 import pytest
 
-__all__ = ["emulator_session"]
+from tests.pjm_emulator import pjm_emu
+
+__all__ = ["emulator_session", "pjm_emulator"]
 
 
 def emulator_session(base: Path, config: dict[str, Any] | None = None) -> Iterator[Path]:
@@ -34,3 +36,12 @@ def emulator_session(base: Path, config: dict[str, Any] | None = None) -> Iterat
     finally:
         pjm_emu.stop_all(state)
         patch.undo()
+
+
+# Module scope, not session: installing is only writing four scripts, and each test module gets an
+# empty emulated machine (no job of another module still queued or running on its nodes); every
+# job a module leaves is pjdel'ed, and its runner killed by its PID, when the module ends.
+@pytest.fixture(scope="module")
+def pjm_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The emulator on PATH for the test module; yields its state folder (``PJM_EMU_ROOT``)."""
+    yield from emulator_session(tmp_path_factory.mktemp("pjm-emu"))

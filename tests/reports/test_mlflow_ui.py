@@ -5,12 +5,10 @@ under test-artifacts/."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
-
-from record_experiment import Recorded
-from webdriver_lite import Browser
 
 from orchestrator.reports import load_runs, sweep_parents, write_report
+from tests.reports.record_experiment import Recorded
+from tests.reports.webdriver_lite import Browser
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
@@ -27,7 +25,7 @@ return true;
 
 
 def test_ui_shows_nested_trials_and_the_report(
-    recorded: Recorded, mlflow_server: Any, tmp_path: Path
+    recorded: Recorded, mlflow_server: str, tmp_path: Path
 ) -> None:
     runs = load_runs(recorded.experiment, recorded.uri)
     parents = sweep_parents(runs)
@@ -38,7 +36,7 @@ def test_ui_shows_nested_trials_and_the_report(
     exp = parent["experiment_id"]
     ARTIFACTS.mkdir(exist_ok=True)
     with Browser(tmp_path / "profile") as page:
-        page.get(f"{mlflow_server.url}/#/experiments/{exp}/runs")
+        page.get(f"{mlflow_server}/#/experiments/{exp}/runs")
         page.wait_for(f"return document.body.innerText.includes({parent['run_name']!r})")
         assert page.script(_EXPAND, parent["run_name"]), "no expander on the parent run's row"
         # Nested: the trials appear only once their parent is expanded.
@@ -50,7 +48,7 @@ def test_ui_shows_nested_trials_and_the_report(
         assert shot.stat().st_size > 20_000
 
         page.get(
-            f"{mlflow_server.url}/#/experiments/{exp}/runs/{parent['run_id']}"
+            f"{mlflow_server}/#/experiments/{exp}/runs/{parent['run_id']}"
             "/artifacts/report/index.html"
         )
         page.wait_for("return document.body.innerText.includes('scaling.png')")

@@ -19,11 +19,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from record_experiment import EXPERIMENT, run_trial
-
 from orchestrator.perfmodel import MODELS, NETWORKS, calibrate, load_points, predict_step
 from orchestrator.perfmodel.calibrate import fastest_per_config
 from orchestrator.tracking import connect
+from tests.reports.record_experiment import EXPERIMENT, run_trial
 
 BASE = [
     "model=mlp",

@@ -9,8 +9,6 @@ import math
 
 import pytest
 from click.testing import CliRunner
-from model_presets_gen import build_table
-from record_experiment import Recorded
 
 from orchestrator.cli import main
 from orchestrator.perfmodel import (
@@ -32,6 +30,8 @@ from orchestrator.perfmodel import (
 )
 from orchestrator.perfmodel._conf_models import CONF_MODELS
 from orchestrator.tracking import connect
+from tests.reports.model_presets_gen import build_table
+from tests.reports.record_experiment import Recorded
 
 LINK = Link(2e-6, 1 / 10e9)
 

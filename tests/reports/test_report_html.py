@@ -9,7 +9,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from click.testing import CliRunner
-from record_experiment import Recorded
 
 from orchestrator.cli import main
 from orchestrator.reports import (
@@ -21,6 +20,7 @@ from orchestrator.reports import (
     write_report,
 )
 from orchestrator.tracking import connect
+from tests.reports.record_experiment import Recorded
 
 
 def test_report_has_every_section_and_is_logged_on_the_parent(

@@ -9,7 +9,8 @@ from pathlib import Path
 import nbformat
 import pytest
 from nbclient import NotebookClient
-from record_experiment import Recorded
+
+from tests.reports.record_experiment import Recorded
 
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 
