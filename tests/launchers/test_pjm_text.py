@@ -211,3 +211,18 @@ def test_every_documented_pjm_state_is_mapped() -> None:
     assert sorted(PJM_STATES) == sorted(documented)
     with pytest.raises(PjmError, match="unknown job state"):
         final_state("XYZ", None)
+
+
+def test_the_backend_reads_pjstat_through_the_state_table() -> None:
+    # The PJM backend decides which jobs still run, and how one that left the queue ended,
+    # from PJM_STATES and the end codes (it kept every listed job live before).
+    from launchers.pjm.backend import _ended_as, _live
+
+    listed = [dict(r.columns) for r in parse_pjstat(PJSTAT)]
+    assert [row["ST"] for row in listed if _live(row)] == [row["ST"] for row in listed]
+    history = {r.job_id: dict(r.columns) for r in parse_pjstat(PJSTAT_V)}
+    assert not _live(history["17"]) and _ended_as(history["17"]) is JobState.COMPLETED
+    assert _ended_as(history["18"]) is JobState.TIMEOUT
+    assert _ended_as({"ST": "EXT", "PC": "20"}) is JobState.NODE_FAIL  # a node went down
+    assert _ended_as(None) is None and _ended_as({"ST": "NEW"}) is None
+    assert _live({"ST": "NEW"})  # a state newer than the table: wait and see
