@@ -1,8 +1,9 @@
 """The ``orch`` command: parses options, calls the library, prints. No logic of its own.
 
-:mod:`.root` holds the group ``orch`` and adds to it the commands of :mod:`.simulate`
-(``simulate``, ``clusters``, ``demo``), :mod:`.jobs` (``daemon ...`` and the job commands:
-``submit``, ``queue``, ``show``, ``cancel``, ``hold``, ``release``, ``logs``, ``nodes``),
+:mod:`.root` holds the group ``orch`` and names, for import on first use, the commands of
+:mod:`.simulate` (``simulate``, ``clusters``, ``demo``), :mod:`.jobs` (``daemon ...`` and the
+job commands: ``submit``, ``queue``, ``show``, ``cancel``, ``hold``, ``release``, ``logs``,
+``nodes``),
 :mod:`.report` (``report``, ``predict``) and :mod:`.sweep` (``sweep ...``). Those modules import
 nothing of this package; the console script ``orch`` is :func:`main`.
 """

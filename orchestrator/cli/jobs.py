@@ -7,23 +7,21 @@ from __future__ import annotations
 
 import getpass
 import json
-import logging
 import os
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.console import Console
-from rich.table import Table
 
 from orchestrator.daemon.client import ApiError, DaemonClient, default_state_dir
 from orchestrator.daemon.state_folder import DaemonFiles
 from orchestrator.exceptions import OrchestratorError
 from orchestrator.scheduling.job import FINISHED_VALUES
+
+if TYPE_CHECKING:
+    import subprocess
 
 __all__ = [
     "cancel",
@@ -36,6 +34,9 @@ __all__ = [
     "show",
     "submit",
 ]
+
+UNFINISHED = "PENDING,HELD,STARTING,RUNNING"
+"""The states ``queue`` lists and ``cancel``'s filters match unless told otherwise."""
 
 state_dir_option = click.option(
     "--state-dir",
@@ -226,6 +227,8 @@ def daemon_start(state_dir: Path | None, foreground: bool, **options: Any) -> No
         raise click.ClickException(str(e)) from e
     if former is not None:
         click.echo(f"state folder {root} tightened from mode {former:o} to 700", err=True)
+    import subprocess  # here: the job commands never start a process
+
     log_fd = os.open(DaemonFiles(root).log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     with open(log_fd, "ab") as log_file:
         proc = subprocess.Popen(
@@ -298,6 +301,8 @@ def _run_foreground(
     max_jobs_per_request: int,
     max_queued_jobs: int,
 ) -> None:
+    import logging
+
     from orchestrator.backends import parse_backend_options
     from orchestrator.daemon.api import ApiLimits
     from orchestrator.daemon.server import serve
@@ -357,6 +362,8 @@ def daemon_stop(state_dir: Path | None, timeout: float) -> None:
     info = read_daemon_info(root)
     if info is None:
         raise click.ClickException(f"no daemon runs on {root}")
+    import signal
+
     pid = int(info["pid"])
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
@@ -544,23 +551,38 @@ def _elapsed(job: dict[str, Any]) -> str:
 @click.command()
 @state_dir_option
 @click.option("-u", "--user", help="Only this user's jobs.")
-@click.option("-t", "--states", help="Comma list of states (default: waiting and running).")
+@click.option("-n", "--name", help="Only jobs of this name.")
+@click.option(
+    "-t",
+    "--state",
+    "--states",
+    "states",
+    help="Comma list of states (default: waiting and running).",
+)
 @click.option("-a", "--all", "show_all", is_flag=True, help="Include finished jobs.")
 @click.option("--json", "as_json", is_flag=True)
 def queue(
-    state_dir: Path | None, user: str | None, states: str | None, show_all: bool, as_json: bool
+    state_dir: Path | None,
+    user: str | None,
+    name: str | None,
+    states: str | None,
+    show_all: bool,
+    as_json: bool,
 ) -> None:
     """List jobs (as squeue)."""
     client = _client(state_dir)
     if states is None and not show_all:
-        states = "PENDING,HELD,STARTING,RUNNING"
+        states = UNFINISHED
     try:
-        jobs = client.jobs(state=states, user=user)
+        jobs = client.jobs(state=states, user=user, name=name)
     except OrchestratorError as e:
         raise _fail(e) from e
     if as_json:
         click.echo(json.dumps(jobs))
         return
+    from rich.console import Console  # here, not at the top: submit and cancel never load rich
+    from rich.table import Table
+
     table = Table(title=f"{len(jobs)} jobs", title_justify="left")
     for column in ("JOBID", "NAME", "USER", "STATE", "TIME", "NODES", "NODELIST(REASON)"):
         table.add_column(column, no_wrap=column != "NODELIST(REASON)")
@@ -596,6 +618,9 @@ def show(state_dir: Path | None, job_id: str, as_json: bool) -> None:
     for key, value in doc.items():
         if key not in ("events", "allocations"):
             click.echo(f"{key:>14}: {value}")
+    from rich.console import Console
+    from rich.table import Table
+
     table = Table(title="events", title_justify="left")
     for column in ("time", "from", "to", "reason"):
         table.add_column(column)
@@ -621,10 +646,34 @@ def _act(state_dir: Path | None, job_ids: tuple[str, ...], action: str) -> None:
 
 @click.command()
 @state_dir_option
-@click.argument("job_ids", nargs=-1, required=True)
-def cancel(state_dir: Path | None, job_ids: tuple[str, ...]) -> None:
-    """Cancel jobs (as scancel)."""
-    _act(state_dir, job_ids, "cancel")
+@click.option("-u", "--user", help="Cancel this user's jobs (with the other filters).")
+@click.option("-n", "--name", help="Cancel the jobs of this name.")
+@click.option("-t", "--state", "states", help="Cancel jobs in these states (comma list).")
+@click.argument("job_ids", nargs=-1)
+def cancel(
+    state_dir: Path | None,
+    user: str | None,
+    name: str | None,
+    states: str | None,
+    job_ids: tuple[str, ...],
+) -> None:
+    """Cancel jobs (as scancel): the JOB_IDS, or every job the filters match (among the JOB_IDS
+    when both are given)."""
+    if user is None and name is None and states is None:
+        if not job_ids:
+            raise click.UsageError("give job ids, or a filter: -u USER, -n NAME or -t STATE")
+        _act(state_dir, job_ids, "cancel")
+        return
+    client = _client(state_dir)
+    try:
+        jobs = client.jobs(state=states or UNFINISHED, user=user, name=name)
+    except OrchestratorError as e:
+        raise _fail(e) from e
+    chosen = [j["display_id"] for j in jobs if not job_ids or j["display_id"] in job_ids]
+    if not chosen:
+        click.echo("no job matches", err=True)
+        return
+    _act(state_dir, tuple(chosen), "cancel")
 
 
 @click.command()

@@ -5,10 +5,8 @@ Standard library only (plus the pid/start-time probe), so the CLI starts fast.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
-import secrets
 import stat
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,6 +118,8 @@ def is_loopback(host: str) -> bool:
     if host.lower().rstrip(".") == "localhost":
         return True
     try:
+        import ipaddress  # here: the job commands never check an address
+
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
@@ -152,6 +152,8 @@ def ensure_token(path: Path) -> str:
                 f"{path} has mode {mode:o}: others may read the token; run chmod 600 {path}"
             ) from None
         return path.read_text().strip()
+    import secrets  # here: only the daemon makes a token
+
     token = secrets.token_urlsafe(32)
     with os.fdopen(fd, "w") as f:
         f.write(token + "\n")

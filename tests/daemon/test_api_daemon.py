@@ -421,3 +421,26 @@ def test_client_takes_the_state_folder_as_text_or_path(shared_daemon: DaemonProc
         client = DaemonClient.from_state_dir(root)
         assert client.health()["status"] == "ok"
         client.close()
+
+
+def test_cli_queue_and_cancel_take_slurms_filters(
+    shared_daemon: DaemonProcess, client: DaemonClient
+) -> None:
+    # As squeue -n and scancel -n/-t: a user cancels a whole sweep by its name (issue 17).
+    body = {"argv": ["true"], "nodes": 1, "hold": True}
+    mine = client.submit({**body, "name": "filter-sweep", "array": "0-2"})
+    other = client.submit({**body, "name": "filter-other"})
+    listed = orch(shared_daemon, "queue", "-n", "filter-sweep", "-t", "HELD", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert sorted(j["id"] for j in json.loads(listed.stdout)) == sorted(mine)
+    done = orch(shared_daemon, "cancel", "-n", "filter-sweep", "-t", "HELD")
+    assert done.returncode == 0, done.stderr
+    assert len(done.stdout.splitlines()) == 3 and "CANCELLED" in done.stdout
+    assert {client.job(j)["state"] for j in mine} == {"CANCELLED"}
+    assert client.job(other[0])["state"] == "HELD"
+    # Filters and ids together: only the ids the filters match.
+    picked = orch(shared_daemon, "cancel", "-n", "filter-sweep", str(other[0]))
+    assert "no job matches" in picked.stderr and client.job(other[0])["state"] == "HELD"
+    nothing = orch(shared_daemon, "cancel")
+    assert nothing.returncode == 2 and "give job ids, or a filter" in nothing.stderr
+    client.action(other[0], "cancel")
