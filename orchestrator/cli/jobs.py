@@ -537,6 +537,33 @@ def _print_submitted(ids: list[int], array: str | None, parsable: bool) -> None:
         click.echo(f"Submitted job {ids[0]}")
 
 
+def _clock(seconds: float) -> str:
+    """``[D-]HH:MM:SS`` (Slurm's form of a duration)."""
+    days, rest = divmod(int(seconds), 86400)
+    hours, rest = divmod(rest, 3600)
+    text = f"{hours:02d}:{rest // 60:02d}:{rest % 60:02d}"
+    return f"{days}-{text}" if days else text
+
+
+def _shown(key: str, value: Any) -> str:
+    """A field of ``orch show`` as a person reads it: times as local dates (as scontrol's
+    ``SubmitTime=2026-12-07T10:00:00``), the time limit as ``HH:MM:SS``."""
+    if value is None:
+        return "-"
+    if key in ("submit_time", "start_time", "end_time"):
+        return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(value))
+    if key == "time":
+        return _clock(value)
+    return str(value)
+
+
+def _last_nodelist(allocations: list[dict[str, Any]]) -> str:
+    from orchestrator.resources.hostlist import compress_hostlist
+
+    last = max(a["attempt"] for a in allocations)
+    return compress_hostlist([a["node"] for a in allocations if a["attempt"] == last])
+
+
 def _elapsed(job: dict[str, Any]) -> str:
     start = job["start_time"]
     if start is None:
@@ -615,9 +642,12 @@ def show(state_dir: Path | None, job_id: str, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(doc))
         return
+    if not doc["nodelist"] and doc.get("allocations"):
+        # A finished job holds no nodes any more: show where its last attempt ran.
+        doc["nodelist"] = _last_nodelist(doc["allocations"])
     for key, value in doc.items():
         if key not in ("events", "allocations"):
-            click.echo(f"{key:>14}: {value}")
+            click.echo(f"{key:>14}: {_shown(key, value)}")
     from rich.console import Console
     from rich.table import Table
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -444,3 +445,17 @@ def test_cli_queue_and_cancel_take_slurms_filters(
     nothing = orch(shared_daemon, "cancel")
     assert nothing.returncode == 2 and "give job ids, or a filter" in nothing.stderr
     client.action(other[0], "cancel")
+
+
+def test_cli_show_reads_as_scontrol(shared_daemon: DaemonProcess, client: DaemonClient) -> None:
+    # Dates, not epoch seconds; and where a finished job ran (issue 17).
+    (job,) = client.submit({"argv": ["true"], "nodes": 2, "time": 90})
+    wait_for(lambda: client.job(job)["state"] == "COMPLETED")
+    shown = orch(shared_daemon, "show", str(job))
+    assert shown.returncode == 0, shown.stderr
+    parts = [line.partition(":") for line in shown.stdout.splitlines()]
+    fields = {key.strip(): value.strip() for key, sep, value in parts if sep}
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d", fields["end_time"]), fields
+    assert fields["time"] == "00:01:30"
+    nodes = {a["node"] for a in client.job(job)["allocations"]}
+    assert len(nodes) == 2 and fields["nodelist"] not in ("", "-")
