@@ -49,7 +49,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from orchestrator.daemon.access import Access, Caller
-from orchestrator.daemon.api_documents import API_VERSION, job_document, layout
+from orchestrator.daemon.api_documents import API_VERSION, display_id, job_document, layout
 from orchestrator.daemon.models import (
     ActionResult,
     BatchSubmission,
@@ -561,6 +561,15 @@ class _Service:
             }
         )
 
+    def layout(self) -> dict[str, Any]:
+        """Who holds each node, array elements named as ``orch queue`` names them."""
+        daemon = self.daemon
+        owners = daemon.node_owners()
+        holders = sorted({o for o in owners if o is not None})
+        rows = daemon.store.list_jobs(ids=holders) if holders else []
+        labels = {r["id"]: display_id(r) for r in rows if r["array_id"] is not None}
+        return layout(daemon.cluster, owners, labels)
+
     def health(self) -> dict[str, Any]:
         daemon = self.daemon
         fault = daemon.store_fault
@@ -587,7 +596,7 @@ class _Service:
             "counts": store.count_by_state(),
             "queue": [self.document(r) for r in queue],
             "running": [job_document(r, self.nodelist(r["id"])) for r in running],
-            "layout": layout(daemon.cluster, daemon.node_owners()),
+            "layout": self.layout(),
         }
 
 
@@ -715,7 +724,7 @@ def _add_cluster_routes(app: FastAPI, service: _Service) -> None:
     @app.get("/api/v1/nodes", response_model=Layout, summary="Which job holds each node")
     @service.offloaded
     def nodes() -> JSONResponse:
-        return JSONResponse(layout(daemon.cluster, daemon.node_owners()))
+        return JSONResponse(service.layout())
 
     @app.get("/api/v1/health", response_model=Health, summary="Liveness and basic facts")
     async def health() -> JSONResponse:

@@ -79,11 +79,16 @@ def job_document(
     return doc
 
 
-def layout(cluster: Cluster, owners: Sequence[int | None]) -> dict[str, Any]:
+def layout(
+    cluster: Cluster,
+    owners: Sequence[int | None],
+    labels: Mapping[int, str] | None = None,
+) -> dict[str, Any]:
     """The allocation picture: who holds each node, grouped as the topology suggests.
 
     A tree is drawn per leaf switch, a torus as Z slices of X x Y grids, a flat cluster as one
-    row. ``owners[i]`` is the job holding node ``i`` (None: free).
+    row. ``owners[i]`` is the job holding node ``i`` (None: free); ``labels`` names a job as
+    ``orch queue`` does (``12_3``: element 3 of array 12), when that differs from its id.
     """
     topo = cluster.topology
     doc: dict[str, Any] = {
@@ -92,6 +97,7 @@ def layout(cluster: Cluster, owners: Sequence[int | None]) -> dict[str, Any]:
         "size": topo.size,
         "describe": topo.describe(),
         "owners": list(owners),
+        "labels": {str(job): label for job, label in (labels or {}).items()},
         "allocated": sum(o is not None for o in owners),
     }
     if isinstance(topo, TreeTopology):
@@ -139,5 +145,6 @@ def text_map(doc: Mapping[str, Any]) -> str:
             cells = "".join(ch(n) for n in group["nodes"])
             lines.append(f"  {group['name']:<{width}} {cells}")
     if jobs:
-        lines.append("legend: " + "  ".join(f"{glyph[j]}={j}" for j in jobs))
+        labels = doc.get("labels", {})
+        lines.append("legend: " + "  ".join(f"{glyph[j]}={labels.get(str(j), j)}" for j in jobs))
     return "\n".join(lines)

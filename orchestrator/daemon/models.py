@@ -209,6 +209,10 @@ class Layout(BaseModel):
     size: int
     describe: str
     owners: list[int | None]
+    labels: dict[str, str] = Field(
+        default_factory=dict,
+        description="Job id -> its name in orch queue (12, or 12_3 for element 3 of array 12)",
+    )
     allocated: int
     groups: list[dict[str, Any]] | None = None
     dims: list[int] | None = None

@@ -459,3 +459,19 @@ def test_cli_show_reads_as_scontrol(shared_daemon: DaemonProcess, client: Daemon
     assert fields["time"] == "00:01:30"
     nodes = {a["node"] for a in client.job(job)["allocations"]}
     assert len(nodes) == 2 and fields["nodelist"] not in ("", "-")
+
+
+def test_orch_nodes_names_array_elements_as_orch_queue(
+    shared_daemon: DaemonProcess, client: DaemonClient
+) -> None:
+    ids = client.submit({"argv": ["sleep", "30"], "nodes": 1, "array": "0-1", "name": "arr"})
+    wait_for(lambda: all(client.job(i)["state"] == "RUNNING" for i in ids))
+    try:
+        shown = {client.job(i)["display_id"] for i in ids}
+        nodes = orch(shared_daemon, "nodes")
+        legend = nodes.stdout.strip().splitlines()[-1]
+        assert all(name in legend for name in shown), (shown, legend)
+        assert all("_" in name for name in shown)
+    finally:
+        for job in ids:
+            client.action(job, "cancel")

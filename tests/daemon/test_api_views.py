@@ -39,6 +39,15 @@ def test_tree_map_is_drawn_per_leaf_switch() -> None:
     ]
 
 
+def test_array_elements_are_named_in_the_map_as_in_the_queue() -> None:
+    # Issue 17: orch nodes said 12 where orch queue said 3_0.
+    cluster = load_cluster("slurm16")
+    owners: list[int | None] = [None] * 16
+    owners[0], owners[1], owners[2] = 12, 13, 40
+    doc = layout(cluster, owners, {12: "3_0", 13: "3_1"})
+    assert text_map(doc).splitlines()[-1] == "legend: A=3_0  B=3_1  C=40"
+
+
 def test_torus_map_is_drawn_per_z_slice() -> None:
     cluster = Cluster("t", Torus3DTopology([3, 2, 2]))
     topo = cluster.topology

@@ -7,6 +7,11 @@ function colour(jobId) {
   return `hsl(${hue.toFixed(0)}, 65%, 55%)`;
 }
 
+// A job as orch queue names it: 12, or 12_3 for element 3 of array 12.
+function label(layout, job) {
+  return (layout.labels && layout.labels[job]) || String(job);
+}
+
 function cell(layout, index) {
   const div = document.createElement("div");
   const owner = layout.owners[index];
@@ -17,7 +22,7 @@ function cell(layout, index) {
     div.style.background = colour(owner);
     div.dataset.job = owner;
   }
-  div.title = owner === null ? `${name}: free` : `${name}: job ${owner}`;
+  div.title = owner === null ? `${name}: free` : `${name}: job ${label(layout, owner)}`;
   return div;
 }
 
@@ -68,7 +73,7 @@ function drawMap(layout) {
     const span = document.createElement("span");
     const swatch = document.createElement("i");
     swatch.style.background = colour(job);
-    span.append(swatch, document.createTextNode(`job ${job}`));
+    span.append(swatch, document.createTextNode(`job ${label(layout, job)}`));
     legend.appendChild(span);
   }
 }
