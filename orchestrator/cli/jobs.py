@@ -438,6 +438,11 @@ def daemon_status(state_dir: Path | None) -> None:
 @click.option("-A", "--account", default="")
 @click.option("--priority", type=int, default=0)
 @click.option("-H", "--hold", is_flag=True, help="Submit held.")
+@click.option(
+    "-b",
+    "--begin",
+    help="Earliest start: now+N[minutes|hours|days], YYYY-MM-DDTHH:MM[:SS] or HH:MM[:SS].",
+)
 @click.option("--retries", type=int, default=0, help="Requeue a failed attempt up to N times.")
 @click.option("-D", "--chdir", type=click.Path(file_okay=False), help="Working directory.")
 @click.option("--export", "exports", multiple=True, help="VAR=VALUE for the job (repeatable).")
@@ -464,6 +469,7 @@ def submit(
     account: str,
     priority: int,
     hold: bool,
+    begin: str | None,
     retries: int,
     chdir: str | None,
     exports: tuple[str, ...],
@@ -497,6 +503,7 @@ def submit(
         ("time", walltime),
         ("array", array),
         ("dependency", dependency),
+        ("begin", begin),
     ):
         if value is not None:
             job[key] = value

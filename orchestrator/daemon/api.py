@@ -688,7 +688,13 @@ def _add_job_routes(app: FastAPI, service: _Service) -> None:
         # In the event loop: one job's rows take less than the hop to a worker and back (and
         # clients poll this route), and it takes no lock.
         _known(request, ())
-        return JSONResponse(service.job_with_history(job_id))
+        doc = service.job_with_history(job_id)
+        if doc["state"] in ("PENDING", "HELD"):
+            # Why it waits, as orch queue says it: that takes the daemon's lock, so a worker
+            # waits for it while a tick holds it, not the event loop.
+            reason = await service.blocking(daemon.pending_reason, job_id)
+            doc["reason"] = reason or doc["reason"]
+        return JSONResponse(doc)
 
     @app.get(
         "/api/v1/jobs/{job_id}/output",

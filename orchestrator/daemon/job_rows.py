@@ -67,7 +67,7 @@ def job_row(
         "dependency": format_dependency(deps) if deps else None,
         "max_retries": spec.retries,
         "attempts": 0,
-        "not_before": 0.0,
+        "not_before": spec.begin or 0.0,
         "state": (JobState.HELD if spec.hold else JobState.PENDING).value,
         "reason": "submitted held" if spec.hold else "submitted",
     }

@@ -89,6 +89,11 @@ class JobSubmission(BaseModel):
         "Times to requeue a failed attempt (0-100).", 2, ge=0, le=100
     )
     hold: StrictBool | None = _field("Submit held (release to run).", True)
+    begin: StrictStr | StrictFloat | StrictInt | None = _field(
+        "Earliest start (as sbatch --begin): now+N[minutes|hours|days], a local time "
+        "YYYY-MM-DDTHH:MM[:SS] or HH:MM[:SS], or epoch seconds.",
+        "now+1hour",
+    )
     env: dict[StrictStr, StrictStr] | None = _field(
         "Extra environment variables (string to string).", {"SEED": "1"}
     )

@@ -230,8 +230,11 @@ class Daemon:
                             array_limit=row["array_limit"],
                             dependency=deps,
                             max_retries=spec.retries,
+                            not_before=row["not_before"],
                         )
                     )
+                if row["not_before"] > now:  # --begin: the pass that may start it is due then
+                    self.next_retry = min(self.next_retry, row["not_before"])
         self.wake.set()
         return ids
 
@@ -539,8 +542,10 @@ class Daemon:
             return "JobHeldUser"
         if job.dependency:
             return "Dependency"
-        if job.not_before > self.clock():
+        if job.not_before > self.clock() and job.attempts:
             return f"BeginTime (retry {job.attempts} of {job.max_retries}, backoff)"
+        if job.not_before > self.clock():
+            return "BeginTime"
         limit = job.array_limit
         if limit is not None and sum(j.array_id == job.array_id for j in active) >= limit:
             return "JobArrayTaskLimit"

@@ -475,3 +475,16 @@ def test_orch_nodes_names_array_elements_as_orch_queue(
     finally:
         for job in ids:
             client.action(job, "cancel")
+
+
+def test_cli_submit_begin_waits_with_slurms_reason(
+    shared_daemon: DaemonProcess, client: DaemonClient
+) -> None:
+    done = orch(shared_daemon, "submit", "--parsable", "--begin", "now+1hour", "--", "true")
+    assert done.returncode == 0, done.stderr
+    job = int(done.stdout)
+    wait_for(lambda: client.job(job)["reason"] == "BeginTime")
+    assert client.job(job)["state"] == "PENDING"
+    client.action(job, "cancel")
+    bad = orch(shared_daemon, "submit", "--begin", "someday", "--", "true")
+    assert bad.returncode != 0 and "begin" in bad.stderr

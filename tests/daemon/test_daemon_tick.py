@@ -349,3 +349,25 @@ def test_recover_releases_leaked_nodes_and_drains_cancelled_jobs(tmp_path: Path)
     clock.t += 3  # past the grace period: SIGKILL
     settle(fresh, clock, [cancelled])
     assert fresh.free.all() and fresh.store.held_nodes(fresh.cluster_id) == {}
+
+
+def test_begin_defers_the_start_to_its_time(tmp_path: Path) -> None:
+    # sbatch --begin (issue 17): the job waits, with Slurm's reason, until its time, and the
+    # pass that starts it comes at that time, not at the next periodic one.
+    daemon, clock = make(tmp_path, reschedule_s=3600.0)
+    later = JobSpec.from_mapping({"argv": ["true"], "nodes": 1, "begin": "now+30"}, now=clock())
+    (job,) = daemon.submit([later])[0]
+    (other,) = daemon.submit([spec(["true"])])[0]
+    for _ in range(6):
+        daemon.tick(clock())
+        clock.t += 4.9
+    assert state(daemon, job) is S.PENDING and daemon.pending_reason(job) == "BeginTime"
+    assert state(daemon, other) is not S.PENDING
+    clock.t = 1_030.0
+    daemon.tick(clock())
+    assert state(daemon, job) in (S.STARTING, S.RUNNING, S.COMPLETED)
+    settle(daemon, clock, [job, other])
+    started = [e["time"] for e in daemon.store.events_of(job) if e["new_state"] == "STARTING"]
+    assert started == [1_030.0]
+    with pytest.raises(InvalidRequestError, match="begin"):
+        JobSpec.from_mapping({"argv": ["true"], "nodes": 1, "begin": "tomorrow"})
