@@ -253,6 +253,13 @@ class PjmBackend(JobFolderBackend):
 
     # -- commands -------------------------------------------------------------------------------
 
+    def check(self) -> None:
+        missing = [c for c in ("pjsub", "pjstat", "pjdel") if shutil.which(c) is None]
+        if missing:
+            raise BackendError(
+                f"{', '.join(missing)} not on PATH: the pjm backend runs on a PJM login node"
+            )
+
     def _run(self, argv: list[str], cwd: Path | None = None) -> str:
         """Run a PJM command; its stdout and stderr together (PJM prints errors on either)."""
         if shutil.which(argv[0]) is None:

@@ -163,6 +163,8 @@ class SlurmBackend(JobFolderBackend):
         """Node -> until when (epoch seconds) it is not given, after it failed under a job."""
         self._children: dict[int, subprocess.Popen[bytes]] = {}
         self._pilot_jobs: set[tuple[int, int]] = set()
+        self._faults: dict[str, str] = {}
+        """Command -> why it failed last time (cleared when it answers again)."""
         self.pilot: PilotAllocation | None = None
         if mode == "pilot":
             self.pilot = PilotAllocation(
@@ -200,6 +202,26 @@ class SlurmBackend(JobFolderBackend):
             quarantine_s=opts.quarantine,
             pending_limit_s=opts.pending_limit,
         )
+
+    # -- is Slurm there ----------------------------------------------------------------------
+
+    def check(self) -> None:
+        try:
+            node_states()
+        except BackendError as e:
+            raise BackendError(
+                f"cannot reach Slurm ({e}); is slurmctld running, and SLURM_CONF right?"
+            ) from e
+
+    @property
+    def engine_fault(self) -> str | None:
+        return "; ".join(f"{what}: {why}" for what, why in self._faults.items()) or None
+
+    def _answered(self, what: str, error: Exception | None = None) -> None:
+        if error is None:
+            self._faults.pop(what, None)
+        else:
+            self._faults[what] = str(error)
 
     # -- paths and environment ------------------------------------------------------------------
 
@@ -339,8 +361,10 @@ class SlurmBackend(JobFolderBackend):
             ids.add(self.pilot.slurm_id)
         try:
             records = job_states(ids)
-        except (BackendError, SlurmParseError):
+        except (BackendError, SlurmParseError) as e:
+            self._answered("squeue", e)
             return {}  # no news this tick; the jobs are looked at again at the next
+        self._answered("squeue")
         if self.pilot is not None:
             self.pilot.update(records)
         out: dict[int, PollResult] = {}
@@ -480,8 +504,10 @@ class SlurmBackend(JobFolderBackend):
             return self._pilot_unavailable() | frozenset(self._quarantine)
         try:
             states = node_states()
-        except BackendError:
+        except BackendError as e:
+            self._answered("sinfo", e)
             return frozenset(self.pool)  # Slurm unreachable: start nothing
+        self._answered("sinfo")
         # Only an idle node is ours to give: allocated or mixed ones run others' jobs (or ours,
         # which the daemon holds anyway), and down, drained, not responding (*) or
         # completing nodes cannot take a job now.

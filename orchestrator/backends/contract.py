@@ -146,6 +146,20 @@ class BaseBackend(ABC):
         """
         raise NotImplementedError(f"backend {cls.name!r} does not implement create()")
 
+    def check(self) -> None:  # noqa: B027 - optional hook
+        """At daemon start: make sure the engine answers (a daemon that starts anyway keeps
+        every job PENDING with nothing said).
+
+        Raises:
+            BackendError: the engine cannot be reached; the message says what was tried.
+        """
+
+    @property
+    def engine_fault(self) -> str | None:
+        """Why the engine does not answer right now (its last query failed), None when it
+        does. The daemon shows it in its status and in the reason of waiting jobs."""
+        return None
+
     def unavailable_nodes(self) -> frozenset[str]:
         """Nodes of the pool that are not ours to give right now (down, drained, busy with
         other users' jobs). Called once per scheduling pass: one batched query at most."""

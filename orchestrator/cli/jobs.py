@@ -412,6 +412,12 @@ def daemon_status(state_dir: Path | None) -> None:
     # On a line of its own, nothing after it: a terminal makes it a link, a mouse copies it.
     page = client.url + "/" if client.url.startswith("http") else client.url
     click.echo(f"status page and API: {page}")
+    if health.get("engine_fault"):
+        click.echo(
+            f"degraded: the backend's engine does not answer ({health['engine_fault']}); no job "
+            "starts and none is seen to end until it does",
+            err=True,
+        )
     if health.get("store_fault"):
         click.echo(
             f"degraded: the job store refuses writes ({health['store_fault']}); jobs are "
@@ -757,13 +763,20 @@ def logs(state_dir: Path | None, job_id: str, follow: bool, use_stderr: bool) ->
 @click.command()
 @state_dir_option
 @click.option("--json", "as_json", is_flag=True)
-def nodes(state_dir: Path | None, as_json: bool) -> None:
-    """The allocation map: one character per node, per switch or torus slice."""
-    from orchestrator.daemon.api_documents import text_map
+@click.option("--all", "draw_all", is_flag=True, help="Draw every node of a big cluster too.")
+def nodes(state_dir: Path | None, as_json: bool, draw_all: bool) -> None:
+    """The allocation map: one character per node, per switch or torus slice (a summary per
+    plane or switch past 1,024 nodes)."""
+    from orchestrator.daemon.api_documents import MAP_NODES, text_map, text_summary
 
     client = _client(state_dir)
     try:
         doc = client.nodes()
     except OrchestratorError as e:
         raise _fail(e) from e
-    click.echo(json.dumps(doc) if as_json else text_map(doc))
+    if as_json:
+        click.echo(json.dumps(doc))
+    elif doc["size"] > MAP_NODES and not draw_all:
+        click.echo(text_summary(doc))
+    else:
+        click.echo(text_map(doc))

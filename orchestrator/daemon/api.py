@@ -573,10 +573,13 @@ class _Service:
     def health(self) -> dict[str, Any]:
         daemon = self.daemon
         fault = daemon.store_fault
+        engine = daemon.engine_fault
         return {
-            # Degraded: reads are served, changes answer 503 until the store takes writes.
-            "status": "ok" if fault is None else "degraded",
+            # Degraded: reads are served, changes answer 503 until the store takes writes; or
+            # the engine does not answer, and no job starts or is seen to end.
+            "status": "ok" if fault is None and engine is None else "degraded",
             "store_fault": fault,
+            "engine_fault": engine,
             "pid": os.getpid(),
             "cluster": daemon.cluster.name,
             "nodes": daemon.cluster.size,
@@ -593,6 +596,7 @@ class _Service:
         return {
             "cluster": daemon.cluster.name,
             "time": time.time(),
+            "engine_fault": daemon.engine_fault,
             "counts": store.count_by_state(),
             "queue": [self.document(r) for r in queue],
             "running": [job_document(r, self.nodelist(r["id"])) for r in running],

@@ -15,10 +15,12 @@ from orchestrator.resources.hostlist import compress_hostlist
 from orchestrator.resources.topology import Torus3DTopology, TreeTopology
 
 __all__ = [
+    "MAP_NODES",
     "display_id",
     "job_document",
     "layout",
     "text_map",
+    "text_summary",
 ]
 
 API_VERSION = "1.0.0"
@@ -147,4 +149,45 @@ def text_map(doc: Mapping[str, Any]) -> str:
     if jobs:
         labels = doc.get("labels", {})
         lines.append("legend: " + "  ".join(f"{glyph[j]}={labels.get(str(j), j)}" for j in jobs))
+    return "\n".join(lines)
+
+
+MAP_NODES = 1024
+"""Past this many nodes ``orch nodes`` prints :func:`text_summary` (``--all``: the whole map)."""
+
+
+def text_summary(doc: Mapping[str, Any], most_jobs: int = 20) -> str:
+    """A :func:`layout` document in a few lines, for clusters too big to draw node by node:
+    occupancy per torus Z plane or per leaf switch (a bar of 40 characters), then the largest
+    jobs with their node counts."""
+    owners: list[int | None] = list(doc["owners"])
+    lines = [f"{doc['cluster']}: {doc['describe']}, {doc['allocated']} of {doc['size']} allocated"]
+    if doc["kind"] == "torus3d":
+        x_dim, y_dim, z_dim = doc["dims"]
+        used = [0] * z_dim
+        for node, owner in enumerate(owners):
+            if owner is not None:
+                used[node % z_dim] += 1
+        groups = [(f"z={z}", used[z], x_dim * y_dim) for z in range(z_dim)]
+    else:
+        groups = [
+            (g["name"], sum(owners[n] is not None for n in g["nodes"]), len(g["nodes"]))
+            for g in doc["groups"]
+        ]
+    width = max(len(name) for name, _, _ in groups)
+    for name, busy, total in groups:
+        filled = round(40 * busy / total) if total else 0
+        bar = "#" * filled + "." * (40 - filled)
+        lines.append(f"  {name:<{width}} {bar} {busy}/{total}")
+    sizes: dict[int, int] = {}
+    for owner in owners:
+        if owner is not None:
+            sizes[owner] = sizes.get(owner, 0) + 1
+    if sizes:
+        labels = doc.get("labels", {})
+        largest = sorted(sizes.items(), key=lambda item: (-item[1], item[0]))[:most_jobs]
+        shown = "  ".join(f"{labels.get(str(j), j)}:{n}" for j, n in largest)
+        more = f" (and {len(sizes) - most_jobs} more)" if len(sizes) > most_jobs else ""
+        lines.append(f"jobs (nodes): {shown}{more}")
+    lines.append("(orch nodes --all draws every node)")
     return "\n".join(lines)

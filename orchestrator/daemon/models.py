@@ -198,6 +198,9 @@ class OutputSlice(BaseModel):
 class Health(BaseModel):
     status: Literal["ok", "degraded"]
     store_fault: str | None
+    engine_fault: str | None = Field(
+        None, description="Why the backend's engine (Slurm, PJM, Ray) does not answer now"
+    )
     pid: int
     cluster: str
     nodes: int
@@ -229,6 +232,7 @@ class Status(BaseModel):
 
     cluster: str
     time: float
+    engine_fault: str | None = None
     counts: dict[str, int]
     queue: list[JobDocument]
     running: list[JobDocument]

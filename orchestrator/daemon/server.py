@@ -19,7 +19,7 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from orchestrator.backends import make_backend
+from orchestrator.backends import BaseBackend, make_backend
 from orchestrator.daemon.access import Access, group_id
 from orchestrator.daemon.api import ApiLimits
 from orchestrator.daemon.listener import ApiServer
@@ -31,7 +31,7 @@ from orchestrator.daemon.state_folder import (
     is_loopback,
     prepare_state_dir,
 )
-from orchestrator.exceptions import DaemonError, StoreUnavailableError
+from orchestrator.exceptions import BackendError, DaemonError, StoreUnavailableError
 from orchestrator.nodeside.files import atomic_write, process_start_ticks
 from orchestrator.resources.cluster import Cluster
 from orchestrator.store import Store, sqlite_url
@@ -88,7 +88,7 @@ def serve(
         os.close(os.open(files.database, os.O_WRONLY | os.O_CREAT, 0o600))
     store = Store(store_url or sqlite_url(files.database))
     try:
-        runner = make_backend(backend, root, cluster, backend_options)
+        runner = _open_backend(backend, root, cluster, backend_options)
     except Exception:
         store.close()
         os.close(lock_fd)
@@ -140,6 +140,25 @@ def serve(
         files.info.unlink(missing_ok=True)
         store.close()
         os.close(lock_fd)
+
+
+def _open_backend(
+    name: str, root: Path, cluster: Cluster, options: Mapping[str, str] | None
+) -> BaseBackend:
+    """The backend, its engine checked: a daemon whose engine does not answer refuses to start
+    (it would keep every job PENDING, saying nothing).
+
+    Raises:
+        DaemonError: the engine cannot be reached.
+        InvalidRequestError: an unknown backend or backend option.
+    """
+    backend = make_backend(name, root, cluster, options)
+    try:
+        backend.check()
+    except BackendError as e:
+        backend.close()
+        raise DaemonError(f"the {name} backend cannot start: {e}") from e
+    return backend
 
 
 def _claim_state_folder(root: Path, files: DaemonFiles) -> int:

@@ -21,6 +21,7 @@ record and tries again at the next one; the API's changes get
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import signal
 import threading
@@ -39,6 +40,7 @@ from orchestrator.daemon.recovery import recover, stop_with_requeue
 from orchestrator.daemon.spec import JobSpec
 from orchestrator.daemon.table import Change, JobTable, LiveJob
 from orchestrator.exceptions import (
+    BackendError,
     IdempotencyKeyReusedError,
     InvalidRequestError,
     JobStateError,
@@ -49,6 +51,8 @@ from orchestrator.scheduling.core import SchedulerCore
 from orchestrator.scheduling.job import JobState
 from orchestrator.scheduling.policies import Backfill, make_ordering
 from orchestrator.store import Store
+
+log = logging.getLogger("orchestrator.daemon")
 
 __all__ = ["Daemon", "DaemonConfig", "LiveJob"]
 
@@ -121,6 +125,10 @@ class Daemon:
         self.head: int | None = None
         """The first job in order that could not start at the last pass."""
         self._next_pass = 0.0
+        self._engine_error: str | None = None
+        """The last poll's or node query's BackendError (None: they answered)."""
+        self._engine_said: str | None = None
+        """The engine fault last logged (a change is logged once)."""
         self.ticks = 0
         self.started_total = 0
         self.last_tick_s = 0.0
@@ -151,6 +159,22 @@ class Daemon:
     def store_fault(self) -> str | None:
         """Why the store refuses writes right now (None: it takes them)."""
         return self.table.fault
+
+    @property
+    def engine_fault(self) -> str | None:
+        """Why the backend's engine does not answer right now (None: it does)."""
+        return self._engine_error or self.backend.engine_fault
+
+    def _note_engine(self, error: Exception | None = None) -> None:
+        """Record whether the engine answered; log a fault when it appears, changes or ends."""
+        self._engine_error = str(error) if error is not None else None
+        fault = self.engine_fault
+        if fault != self._engine_said:
+            if fault is None:
+                log.info("the %s engine answers again", self.backend.name)
+            else:
+                log.warning("the %s engine does not answer: %s", self.backend.name, fault)
+            self._engine_said = fault
 
     # -- submission and user actions ----------------------------------------------------------
 
@@ -360,7 +384,12 @@ class Daemon:
         handles = {j.job_id: j.handle for j in self.table.holders() if j.handle is not None}
         if not handles:
             return
-        results = self.backend.poll(handles)
+        try:
+            results = self.backend.poll(handles)
+        except BackendError as e:
+            self._note_engine(e)  # no news this tick: the jobs are polled again at the next
+            return
+        self._note_engine()
         for job_id, job in list(self.active.items()):
             result = results.get(job_id)
             if result is None or job.state is not JobState.RUNNING:
@@ -483,7 +512,12 @@ class Daemon:
         """Free nodes the backend can give now (not down, drained or busy with other users'
         jobs): the mask offered to the scheduler core."""
         free = self.free
-        unavailable = self.backend.unavailable_nodes()
+        try:
+            unavailable = self.backend.unavailable_nodes()
+        except BackendError as e:
+            self._note_engine(e)
+            return np.zeros_like(free)  # the engine cannot say which nodes it has: start nothing
+        self._note_engine()
         if unavailable:
             free = free.copy()
             index_of = self.cluster.topology.index_of
@@ -540,6 +574,9 @@ class Daemon:
             return None
         if job.state is JobState.HELD:
             return "JobHeldUser"
+        engine = self.engine_fault
+        if engine is not None:
+            return f"EngineDown ({self.backend.name}: {engine})"
         if job.dependency:
             return "Dependency"
         if job.not_before > self.clock() and job.attempts:

@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from orchestrator.backends import make_backend
 from orchestrator.daemon.access import Access
 from orchestrator.daemon.api import Guard, create_app
-from orchestrator.daemon.api_documents import display_id, layout, text_map
+from orchestrator.daemon.api_documents import display_id, layout, text_map, text_summary
 from orchestrator.daemon.models import JobSubmission
 from orchestrator.daemon.service import Daemon
 from orchestrator.daemon.state_folder import ensure_token
@@ -46,6 +46,24 @@ def test_array_elements_are_named_in_the_map_as_in_the_queue() -> None:
     owners[0], owners[1], owners[2] = 12, 13, 40
     doc = layout(cluster, owners, {12: "3_0", 13: "3_1"})
     assert text_map(doc).splitlines()[-1] == "legend: A=3_0  B=3_1  C=40"
+
+
+def test_a_fugaku_map_is_summarised_per_plane_with_every_plane() -> None:
+    # Issue 17: orch nodes printed 3,362 lines on fugaku; the page drew 16 of 48 planes.
+    cluster = load_cluster("fugaku")
+    topo = cluster.topology
+    assert isinstance(topo, Torus3DTopology)
+    owners: list[int | None] = [None] * topo.size
+    for x in range(4):  # job 7: 4 nodes in the last plane
+        owners[topo.index(x, 0, 47)] = 7
+    owners[topo.index(0, 0, 0)] = 8
+    lines = text_summary(layout(cluster, owners, {8: "3_1"})).splitlines()
+    assert len(lines) == 1 + 48 + 2
+    assert lines[-2] == "jobs (nodes): 7:4  3_1:1"
+    assert lines[48].split()[0] == "z=47" and lines[48].endswith(
+        f" 4/{topo.dims[0] * topo.dims[1]}"
+    )
+    assert lines[1].endswith(f" 1/{topo.dims[0] * topo.dims[1]}")
 
 
 def test_torus_map_is_drawn_per_z_slice() -> None:

@@ -98,7 +98,8 @@ function elapsed(job, now) {
 function draw(status) {
   document.getElementById("cluster").textContent = `${status.cluster} (${status.layout.describe})`;
   const counts = Object.entries(status.counts).map(([k, v]) => `${k} ${v}`).join(" · ");
-  document.getElementById("summary").textContent = counts || "no jobs yet";
+  const engine = status.engine_fault ? ` · engine not answering: ${status.engine_fault}` : "";
+  document.getElementById("summary").textContent = (counts || "no jobs yet") + engine;
   document.getElementById("updated").textContent =
     "updated " + new Date(status.time * 1000).toLocaleTimeString();
   const running = document.querySelector("#running tbody");
