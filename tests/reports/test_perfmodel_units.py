@@ -9,6 +9,8 @@ import math
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from orchestrator.cli import main
 from orchestrator.perfmodel import (
@@ -19,6 +21,7 @@ from orchestrator.perfmodel import (
     Link,
     allreduce_time,
     calibrate,
+    efficiency,
     halving_doubling_allreduce,
     inverse_load,
     load_points,
@@ -29,6 +32,7 @@ from orchestrator.perfmodel import (
     torus_shape,
 )
 from orchestrator.perfmodel._conf_models import CONF_MODELS
+from orchestrator.perfmodel.model import StepPrediction
 from orchestrator.tracking import connect
 from tests.reports.model_presets_gen import build_table
 from tests.reports.record_experiment import Recorded
@@ -180,3 +184,42 @@ def test_docstring_examples_hold() -> None:
     for module in (collectives, model, predict, workloads):
         failed, tried = doctest.testmod(module)
         assert tried > 0 and failed == 0, module.__name__
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    optimizer=st.sampled_from(["sgd", "kfac"]),
+    nodes=st.integers(1, 100_000),
+    batch=st.sampled_from([1.0, 8.0, 32.0, 256.0, 4096.0]),
+    network=st.sampled_from(["fugaku", "slurm16", "fattree1024"]),
+    model=st.sampled_from(["resnet50", "mlp-digits", "cnn-mnist5k"]),
+    intervals=st.tuples(st.integers(1, 100), st.integers(1, 1000)),
+    strong=st.booleans(),
+)
+def test_efficiency_is_at_most_one_by_construction(
+    optimizer: str,
+    nodes: int,
+    batch: float,
+    network: str,
+    model: str,
+    intervals: tuple[int, int],
+    strong: bool,
+) -> None:
+    # Issue 17: K-FAC's efficiency came out 1.09-1.15 on fugaku: the one-node baseline did every
+    # inverse itself. Weak (the batch per node fixed) and strong scaling (the global batch).
+    net = NETWORKS[network]
+    prof = DEFAULT_PROFILE.scaled(net.node_flops or 1.0)
+    topology = "torus3d" if network == "fugaku" else "tree"
+    dims = [48, 69, 48] if topology == "torus3d" else None
+    schedule = KfacSchedule(factor_interval=intervals[0], inverse_interval=intervals[1])
+
+    def step(n: int, b: float) -> StepPrediction:
+        return predict_step(
+            MODELS[model], optimizer, n, b, profile=prof, topology=topology, link=net.link,
+            dims=dims, kfac=schedule,
+        )  # fmt: skip
+
+    single = step(1, batch * nodes if strong else batch)
+    pred = step(nodes, batch)
+    assert efficiency(pred, single) <= 1.0 + 1e-9
+    assert efficiency(single, single) == pytest.approx(1.0)
