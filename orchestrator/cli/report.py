@@ -129,6 +129,7 @@ def predict(
     calibrated on runs in MLflow, with the measured points beside."""
     from orchestrator.perfmodel import MODELS, KfacSchedule
     from orchestrator.perfmodel.predict import (
+        batch_warnings,
         calibrated_machine,
         default_nodes,
         prediction_rows,
@@ -184,7 +185,12 @@ def predict(
     except ValueError as e:
         raise click.ClickException(str(e)) from e
     if fmt == "json":
-        click.echo(json.dumps({"profile": asdict(prof), "rows": [asdict(r) for r in rows]}))
+        document = {
+            "profile": asdict(prof),
+            "rows": [asdict(r) for r in rows],
+            "warnings": batch_warnings(rows, model),
+        }
+        click.echo(json.dumps(document))
         return
     console = Console() if Console().is_terminal else Console(width=160)
     source = (
@@ -202,6 +208,7 @@ def predict(
         "optimizer",
         "nodes",
         "batch/node",
+        "global batch",
         "step ms",
         "compute",
         "K-FAC",
@@ -217,6 +224,7 @@ def predict(
             r.optimizer,
             f"{r.nodes:,}",
             f"{r.batch_per_node:.4g}",
+            f"{r.global_batch:,.0f}",
             f"{r.step_ms:.4g}",
             f"{r.compute_ms:.3g}",
             f"{r.kfac_ms:.3g}",
@@ -227,6 +235,8 @@ def predict(
             "-" if r.measured_step_ms is None else f"{r.measured_step_ms:.4g}",
         )
     console.print(table)
+    for warning in batch_warnings(rows, model):
+        console.print(f"warning: {warning}", soft_wrap=True)
     if not beside and points:
         console.print(
             f"measured points are from this machine: see them with --cluster local "

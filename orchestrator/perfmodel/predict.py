@@ -21,8 +21,10 @@ from orchestrator.perfmodel.workloads import get_model
 from orchestrator.resources.cluster import Cluster
 
 __all__ = [
+    "CONVERGED_BATCH",
     "Machine",
     "Row",
+    "batch_warnings",
     "calibrated_machine",
     "default_nodes",
     "machine_for",
@@ -42,6 +44,7 @@ class Row:
     optimizer: str
     nodes: int
     batch_per_node: float
+    global_batch: float
     step_ms: float
     compute_ms: float
     comm_ms: float
@@ -50,6 +53,41 @@ class Row:
     efficiency: float
     measured_samples_per_s: float | None
     measured_step_ms: float | None
+
+
+CONVERGED_BATCH: dict[tuple[str, str], tuple[int, str]] = {
+    ("resnet50", "kfac"): (
+        32_768,
+        "Osawa et al., Large-Scale Distributed Second-Order Optimization Using Kronecker-Factored "
+        "Approximate Curvature for Deep Convolutional Neural Networks, CVPR 2019: ResNet-50 on "
+        "ImageNet to 75 % top-1 in 35 epochs at a mini-batch of 32,768",
+    ),
+    ("resnet50", "sgd"): (
+        8_192,
+        "Goyal et al., Accurate, Large Minibatch SGD: Training ImageNet in 1 Hour, 2017: "
+        "ResNet-50 with the linear scaling rule and warm-up, no loss of accuracy up to 8,192",
+    ),
+}
+"""(model, optimizer) -> the largest global batch published to converge, with its source. A
+step time says nothing of the steps to an accuracy: past this batch, more nodes may buy none."""
+
+
+def batch_warnings(rows: Sequence[Row], model: str) -> list[str]:
+    """One line per optimizer whose rows pass the largest batch known to converge for
+    ``model`` (:data:`CONVERGED_BATCH`)."""
+    out = []
+    for optimizer in dict.fromkeys(r.optimizer for r in rows):
+        known = CONVERGED_BATCH.get((model, optimizer))
+        if known is None:
+            continue
+        limit, source = known
+        past = [r for r in rows if r.optimizer == optimizer and r.global_batch > limit]
+        if past:
+            out.append(
+                f"{optimizer}: a global batch past {limit:,} (from {past[0].nodes:,} nodes) is "
+                f"beyond the largest known to converge for {model} ({source})"
+            )
+    return out
 
 
 def default_nodes(size: int, limit: int = 80_000) -> list[int]:
@@ -242,6 +280,7 @@ def prediction_rows(
                     optimizer=opt,
                     nodes=n,
                     batch_per_node=b,
+                    global_batch=b * n,
                     step_ms=pred.total * 1e3,
                     compute_ms=pred.stretch * pred.compute * 1e3,
                     comm_ms=pred.communication * 1e3,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -223,3 +224,23 @@ def test_efficiency_is_at_most_one_by_construction(
     pred = step(nodes, batch)
     assert efficiency(pred, single) <= 1.0 + 1e-9
     assert efficiency(single, single) == pytest.approx(1.0)
+
+
+def test_predict_prints_the_global_batch_and_warns_past_the_known_convergence() -> None:
+    # Issue 17: 80,000 nodes x 32 samples is far past any batch ResNet-50 is known to train at.
+    def run(nodes: str) -> dict[str, Any]:
+        result = CliRunner().invoke(
+            main,
+            ["predict", "--model", "resnet50", "--cluster", "fugaku", "--optimizer", "kfac",
+             "--batch-per-node", "32", "--nodes", nodes, "--no-calibrate", "--format", "json"],
+        )  # fmt: skip
+        assert result.exit_code == 0, result.output
+        document: dict[str, Any] = json.loads(result.output)
+        return document
+
+    within = run("1,1024")
+    assert [r["global_batch"] for r in within["rows"]] == [32, 32_768]
+    assert within["warnings"] == []
+    past = run("1,2048")
+    (warning,) = past["warnings"]
+    assert "32,768" in warning and "from 2,048 nodes" in warning and "CVPR 2019" in warning
