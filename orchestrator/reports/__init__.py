@@ -16,6 +16,8 @@ from orchestrator.reports.analysis import (
     scaling_table,
     sweep_parents,
     trials,
+    verdict_sentence,
+    verdict_table,
 )
 from orchestrator.reports.figures import (
     batch_figure,
@@ -40,5 +42,7 @@ __all__ = [
     "scaling_table",
     "sweep_parents",
     "trials",
+    "verdict_sentence",
+    "verdict_table",
     "write_report",
 ]

@@ -12,6 +12,7 @@ and counts as a trial too.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -29,6 +30,8 @@ __all__ = [
     "scaling_table",
     "sweep_parents",
     "trials",
+    "verdict_sentence",
+    "verdict_table",
 ]
 
 
@@ -162,6 +165,58 @@ def batch_table(t: pd.DataFrame) -> pd.DataFrame:
         runs=("run_id", "count"),
     )
     return g[cols].sort_values(["optimizer", "batch_size"]).reset_index(drop=True)
+
+
+def verdict_table(batch: pd.DataFrame) -> pd.DataFrame:
+    """Per batch size, which optimizer reached the target first, from a :func:`batch_table`.
+
+    Columns: the batch size; per optimizer the median steps and seconds to the target (NaN:
+    none of its runs reached it); ``faster``, the optimizer with the shorter time (or the only
+    one that got there; empty when none did); ``steps_ratio`` and ``time_ratio``, the slower's
+    over the faster's (NaN unless both reached it).
+    """
+    cols = ["batch_size", "faster", "steps_ratio", "time_ratio"]
+    if batch.empty:
+        return pd.DataFrame(columns=cols)
+    rows = []
+    optimizers = sorted(set(batch["optimizer"]))
+    for size, g in batch.groupby("batch_size"):
+        by = g.set_index("optimizer")
+        row: dict[str, Any] = {"batch_size": int(str(size))}
+        for opt in optimizers:
+            row[f"{opt}_steps"] = by["steps_to_target"].get(opt, math.nan)
+            row[f"{opt}_s"] = by["time_to_target_s"].get(opt, math.nan)
+        reached = {o: row[f"{o}_s"] for o in optimizers if not math.isnan(row[f"{o}_s"])}
+        row["faster"] = min(reached, key=lambda o: reached[o]) if reached else ""
+        row["steps_ratio"] = row["time_ratio"] = math.nan
+        if len(reached) >= 2:
+            fast = row["faster"]
+            slow = max(reached, key=lambda o: reached[o])
+            row["steps_ratio"] = row[f"{slow}_steps"] / row[f"{fast}_steps"]
+            row["time_ratio"] = row[f"{slow}_s"] / row[f"{fast}_s"]
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    per_opt = [c for c in table.columns if c not in cols]
+    return table[["batch_size", *per_opt, "faster", "steps_ratio", "time_ratio"]]
+
+
+def verdict_sentence(verdict: pd.DataFrame) -> str:
+    """The sentence a reader would write from a :func:`verdict_table`."""
+    if verdict.empty:
+        return "No run reached its target accuracy, so no optimizer can be called faster."
+    wins = verdict[verdict["faster"] != ""].groupby("faster")["batch_size"].apply(list)
+    if wins.empty:
+        return "No run reached its target accuracy, so no optimizer can be called faster."
+    parts = []
+    for opt, sizes in wins.items():
+        ratios = verdict[(verdict["faster"] == opt)]["time_ratio"].dropna()
+        how = f" ({ratios.median():.2g}x faster in median)" if not ratios.empty else ""
+        listed = ", ".join(f"{s:,}" for s in sizes)
+        name = {"kfac": "K-FAC", "sgd": "SGD"}.get(str(opt), str(opt))
+        parts.append(f"{name} reached the target first at batch {listed}{how}")
+    missing = verdict[verdict["faster"] == ""]["batch_size"].tolist()
+    tail = f"; at batch {', '.join(f'{s:,}' for s in missing)} no run reached it" if missing else ""
+    return "; ".join(parts) + tail + "."
 
 
 def generalisation_table(t: pd.DataFrame) -> pd.DataFrame:

@@ -14,6 +14,10 @@ from matplotlib.figure import Figure
 __all__ = ["batch_figure", "generalisation_figure", "pareto_figure", "scaling_figure"]
 
 _COLORS = {"sgd": "tab:blue", "kfac": "tab:red"}
+_LINES = {"sgd": "-", "kfac": "--"}
+"""One line style per optimizer; in the scaling figure the colour tells the batch size apart."""
+_BATCH_COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown",
+                 "tab:pink", "tab:gray", "tab:olive", "tab:cyan")  # fmt: skip
 
 
 def _subplots(ncols: int = 1, *, figsize: tuple[float, float]) -> tuple[Figure, Any]:
@@ -27,15 +31,22 @@ def _empty(ax: Any, what: str) -> None:
 
 
 def scaling_figure(table: pd.DataFrame) -> Figure:
-    """Throughput and parallel efficiency against nodes, a line per optimizer and batch."""
+    """Throughput and parallel efficiency against nodes, a line per optimizer and batch: one
+    colour per batch size, one line style per optimizer (SGD solid, K-FAC dashed)."""
     fig, (thr, eff) = _subplots(2, figsize=(10, 4))
     if table.empty:
         _empty(thr, "runs with throughput")
         _empty(eff, "runs with throughput")
         return fig
+    sizes = sorted(set(table["batch_size"]))
+    colour = {bs: _BATCH_COLORS[i % len(_BATCH_COLORS)] for i, bs in enumerate(sizes)}
     for (opt, model, bs), g in table.groupby(["optimizer", "model", "batch_size"]):
         label = f"{opt} {model} B={bs}"
-        style = {"color": _COLORS.get(str(opt)), "marker": "o"}
+        style = {
+            "color": colour[bs],
+            "ls": _LINES.get(str(opt), ":"),
+            "marker": "o" if str(opt) == "sgd" else "s",
+        }
         thr.plot(g["nodes"], g["samples_per_s"], label=label, **style)
         eff.plot(g["nodes"], g["efficiency"], label=label, **style)
     thr.set(xlabel="nodes", ylabel="samples / s", title="throughput", xscale="log", yscale="log")

@@ -102,10 +102,12 @@ def write_report(
     tables = {
         "scaling": analysis.scaling_table(t),
         "batch": analysis.batch_table(t),
+        "verdict": pd.DataFrame(),
         "generalisation": analysis.generalisation_table(t),
         "pareto": analysis.pareto_front(t),
         "best": analysis.best_table(t),
     }
+    tables["verdict"] = analysis.verdict_table(tables["batch"])
     out.mkdir(parents=True, exist_ok=True)
     drawn = {
         "scaling.png": figures.scaling_figure(tables["scaling"]),
@@ -175,6 +177,11 @@ def _render(
         f"written {datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
         + (f"; attached to parent run {e(parent)}" if parent else "")
         + ".</p>",
+        "<h2>Verdict</h2>",
+        f"<p class='verdict'>{e(analysis.verdict_sentence(tables['verdict']))}</p>",
+        "<p>Per batch size: the median steps and seconds to the target accuracy of each "
+        "optimizer, which got there first, and by how much (the slower's over the faster's).</p>",
+        _table(tables["verdict"]),
     ]
     for title, png, text, table in sections:
         # Inline (a data URI) so the page is whole on its own, e.g. in MLflow's artifact

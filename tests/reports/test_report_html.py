@@ -17,6 +17,8 @@ from orchestrator.reports import (
     scaling_table,
     sweep_parents,
     trials,
+    verdict_sentence,
+    verdict_table,
     write_report,
 )
 from orchestrator.tracking import connect
@@ -51,7 +53,12 @@ def test_report_has_every_section_and_is_logged_on_the_parent(
     assert len(front) == 4 and front["pareto"].any()  # the four NAS trials, only them
     assert len(report.tables["best"]) > 0
 
+    verdict = report.tables["verdict"]
+    assert set(verdict["batch_size"]) == {64, 256, 1024}
     text = report.index.read_text()
+    # The verdict first: the sentence a reader would write, before any figure.
+    assert text.index("<h2>Verdict</h2>") < text.index("1. Scaling")
+    assert "reached the target first at batch" in text or "no run reached" in text.lower()
     for heading in ("1. Scaling", "2. Steps and time", "3. Generalisation", "4. NAS Pareto"):
         assert heading in text
     assert "5. Best configurations" in text
@@ -158,3 +165,28 @@ def test_report_without_a_sweep_is_written_not_logged(tmp_path: Path) -> None:
     assert len(report.tables["scaling"]) == 2
     assert report.tables["generalisation"]["gap"].round(6).tolist() == [0.05, 0.05]
     assert "no runs for this table" in report.index.read_text()
+
+
+def test_the_verdict_says_who_reached_the_target_first_and_by_how_much() -> None:
+    # Issue 17: the report had no headline; a reader had to compare two figures by eye.
+    nan = math.nan
+    rows = [
+        ("sgd", 128, 400, 20.0), ("kfac", 128, 100, 10.0),
+        ("sgd", 1024, nan, nan), ("kfac", 1024, 50, 30.0),
+        ("sgd", 4096, nan, nan), ("kfac", 4096, nan, nan),
+    ]  # fmt: skip
+    batch = pd.DataFrame(
+        [
+            {"optimizer": o, "batch_size": b, "steps_to_target": st, "time_to_target_s": t}
+            for o, b, st, t in rows
+        ]
+    )
+    verdict = verdict_table(batch).set_index("batch_size")
+    assert list(verdict["faster"]) == ["kfac", "kfac", ""]
+    assert verdict.loc[128, "steps_ratio"] == 4.0 and verdict.loc[128, "time_ratio"] == 2.0
+    assert math.isnan(verdict.loc[1024, "time_ratio"])  # only K-FAC got there
+    sentence = verdict_sentence(verdict_table(batch))
+    assert sentence == (
+        "K-FAC reached the target first at batch 128, 1,024 (2x faster in median); "
+        "at batch 4,096 no run reached it."
+    )
