@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import math
 import os
 import random
 import resource
@@ -415,9 +416,12 @@ class Trainer:
 
     # --- Evaluation ----------------------------------------------------------------------------
 
-    def evaluate(self) -> tuple[float, float]:
-        """Validation loss (mean cross-entropy) and accuracy of this rank's model."""
-        x, y, device = self.data.x_val, self.data.y_val, self.world.device
+    def evaluate(self, split: Literal["val", "train"] = "val") -> tuple[float, float]:
+        """Loss (mean cross-entropy) and accuracy of this rank's model on the validation set, or
+        on the whole training set (``split="train"``, once at the end of a run: the running mean
+        of an epoch's batches is no measure of the final model)."""
+        data, device = self.data, self.world.device
+        x, y = (data.x_val, data.y_val) if split == "val" else (data.x_train, data.y_train)
         self.model.eval()
         loss, correct = 0.0, 0
         with torch.no_grad():
@@ -566,6 +570,13 @@ class Trainer:
             "checkpoint": str(self.checkpoint_path),
             "world_size": self.world.size,
         }
+        if self.status != "preempted":
+            final_loss, final_accuracy = self.evaluate("train")
+            result["final_train_loss"] = final_loss
+            result["final_train_accuracy"] = final_accuracy
+            result["diverged"] = divergence(
+                self.status, final_loss, val_accuracy, self.data.num_classes
+            )
         if self.status != "preempted" and self.world.rank == 0:
             result |= model_cost(self.model, self.data.shape)
         return result
@@ -578,12 +589,17 @@ class Trainer:
         if self.logger is not None:
             final = {
                 "final_val_accuracy": result["val_accuracy"],
+                "final_train_accuracy": result["final_train_accuracy"],
+                "final_train_loss": result["final_train_loss"],
                 "train_time_s": self.timers.train_time,
                 "n_params": result["n_params"],
                 "latency_ms": result["latency_ms"],
             }
             self.logger.log_metrics(final, self.step_count)
-            self.logger.set_tags({"status": self.status})
+            tags = {"status": self.status}
+            if result["diverged"] is not None:
+                tags["diverged"] = result["diverged"]
+            self.logger.set_tags(tags)
             self._close_run("FINISHED" if self.status in ("completed", "pruned") else "FAILED")
             result["log_batch_calls"] = self.logger.calls
         if self.world.rank == 0:
@@ -603,6 +619,32 @@ class Trainer:
 
 
 # --- Building blocks -----------------------------------------------------------------------------
+
+
+def divergence(status: str, train_loss: float, val_accuracy: float, classes: int) -> str | None:
+    """Why a finished run counts as diverged, or None.
+
+    A non-finite loss (the run stopped as ``diverged``); a final training loss above
+    ``ln(classes)``, the loss of guessing uniformly, near which a freshly initialised network
+    starts (so above the initial loss); or a validation accuracy within 20 % of chance
+    (``1 / classes``). Such runs say nothing of generalisation: the report leaves them out.
+
+    >>> divergence("completed", 0.3, 0.9, 10) is None
+    True
+    >>> divergence("completed", 5.1, 0.25, 10)
+    'final training loss 5.1 above ln(10) = 2.3, the loss of a uniform guess'
+    """
+    if status == "diverged" or not math.isfinite(train_loss):
+        return "the loss became non-finite"
+    uniform = math.log(classes)
+    if train_loss > uniform:
+        return (
+            f"final training loss {train_loss:.2g} above ln({classes}) = {uniform:.2g}, "
+            "the loss of a uniform guess"
+        )
+    if val_accuracy <= 1.2 / classes:
+        return f"validation accuracy {val_accuracy:.2g} within 20 % of chance (1/{classes})"
+    return None
 
 
 def _check_batch_size(batch_size: int, world: World, data: Dataset) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from orchestrator.reports.analysis import (
     batch_table,
     best_table,
+    diverged_runs,
     generalisation_table,
     load_runs,
     pareto_front,
@@ -33,6 +34,7 @@ __all__ = [
     "batch_figure",
     "batch_table",
     "best_table",
+    "diverged_runs",
     "generalisation_figure",
     "generalisation_table",
     "load_runs",

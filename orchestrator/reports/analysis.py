@@ -23,6 +23,7 @@ from orchestrator.tracking import connect, default_tracking_uri
 __all__ = [
     "batch_table",
     "best_table",
+    "diverged_runs",
     "generalisation_table",
     "is_nas",
     "load_runs",
@@ -220,18 +221,39 @@ def verdict_sentence(verdict: pd.DataFrame) -> str:
 
 
 def generalisation_table(t: pd.DataFrame) -> pd.DataFrame:
-    """Final train and validation accuracy, and their gap, against batch size per optimizer."""
+    """Final train and validation accuracy, and their gap, against batch size per optimizer.
+
+    Train accuracy is the final model's on the whole training set (``final_train_accuracy``,
+    logged at the end of a run), not the last epoch's running mean, which lags the model and
+    made the gap negative; runs tagged ``diverged`` are left out (see :func:`diverged_runs`).
+    """
     t = t[~is_nas(t)] if not t.empty else t
     cols = ["optimizer", "batch_size", "train_accuracy", "val_accuracy", "gap", "runs"]
     if t.empty:
         return pd.DataFrame(columns=cols)
+    t = t[_col(t, "tags.diverged").isna()]
+    if t.empty:
+        return pd.DataFrame(columns=cols)
     val = _col(t, "metrics.final_val_accuracy").fillna(_col(t, "metrics.val_accuracy"))
-    t = t.assign(train=pd.to_numeric(_col(t, "metrics.train_accuracy")), val=val)
+    train = _col(t, "metrics.final_train_accuracy").fillna(_col(t, "metrics.train_accuracy"))
+    t = t.assign(train=pd.to_numeric(train), val=val)
     g = t.groupby(["optimizer", "batch_size"], as_index=False).agg(
         train_accuracy=("train", "median"), val_accuracy=("val", "median"), runs=("run_id", "count")
     )
     g["gap"] = g["train_accuracy"] - g["val_accuracy"]
     return g[cols].sort_values(["optimizer", "batch_size"]).reset_index(drop=True)
+
+
+def diverged_runs(t: pd.DataFrame) -> pd.DataFrame:
+    """The trials the training job tagged ``diverged``, with why (``tags.diverged``)."""
+    cols = ["optimizer", "batch_size", "val_accuracy", "why", "run_id"]
+    t = t[~is_nas(t)] if not t.empty else t
+    if t.empty:
+        return pd.DataFrame(columns=cols)
+    d = t[_col(t, "tags.diverged").notna()]
+    val = _col(d, "metrics.final_val_accuracy").fillna(_col(d, "metrics.val_accuracy"))
+    d = d.assign(val_accuracy=val, why=_col(d, "tags.diverged"))
+    return d[cols].sort_values(["optimizer", "batch_size"]).reset_index(drop=True)
 
 
 def pareto_front(t: pd.DataFrame) -> pd.DataFrame:

@@ -104,6 +104,7 @@ def write_report(
         "batch": analysis.batch_table(t),
         "verdict": pd.DataFrame(),
         "generalisation": analysis.generalisation_table(t),
+        "diverged": analysis.diverged_runs(t),
         "pareto": analysis.pareto_front(t),
         "best": analysis.best_table(t),
     }
@@ -159,8 +160,9 @@ def _render(
         (
             "3. Generalisation",
             "generalisation.png",
-            "Final train accuracy (the last epoch's running mean) and validation accuracy, and "
-            "their gap, against batch size.",
+            "Final train accuracy (the final model on the whole training set) and validation "
+            "accuracy, and their gap, against batch size; runs that diverged are left out "
+            "(listed below the table).",
             tables["generalisation"],
         ),
         (
@@ -193,6 +195,13 @@ def _render(
             f'<img src="data:image/png;base64,{data}" alt="{e(title)}" data-file="{png}">',
         ]
         body.append(_table(table))
+        if png == "generalisation.png" and not tables["diverged"].empty:
+            body += [
+                f"<p class='note'>{len(tables['diverged'])} diverged runs are left out of the "
+                "gap (a non-finite loss, a final loss above that of a uniform guess, or an "
+                "accuracy near chance):</p>",
+                _table(tables["diverged"]),
+            ]
     body += ["<h2>5. Best configurations</h2>", _table(tables["best"])]
     return (
         "<!doctype html><html><head><meta charset='utf-8'>"

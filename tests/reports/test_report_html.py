@@ -12,6 +12,8 @@ from click.testing import CliRunner
 
 from orchestrator.cli import main
 from orchestrator.reports import (
+    diverged_runs,
+    generalisation_table,
     load_runs,
     pareto_front,
     scaling_table,
@@ -190,3 +192,29 @@ def test_the_verdict_says_who_reached_the_target_first_and_by_how_much() -> None
         "K-FAC reached the target first at batch 128, 1,024 (2x faster in median); "
         "at batch 4,096 no run reached it."
     )
+
+
+def test_the_gap_uses_the_final_models_train_accuracy_and_leaves_diverged_runs_out() -> None:
+    # Issue 17: the gap came out -0.13 (a running mean against a final accuracy), and runs that
+    # diverged (validation accuracy 0.25 and 0.11) were plotted as a gap.
+    def run(bs: int, val: float, running: float, final: float, why: str | None) -> dict[str, str]:
+        row = {
+            "params.batch_size": str(bs),
+            "params.optimizer.name": "sgd",
+            "params.model.name": "mlp",
+            "metrics.final_val_accuracy": val,
+            "metrics.train_accuracy": running,
+            "metrics.final_train_accuracy": final,
+        }
+        return row | ({"tags.diverged": why} if why else {})
+
+    rows = [
+        run(128, 0.90, 0.80, 0.95, None),
+        run(512, 0.25, 0.30, 0.20, "final training loss 7.1 above ln(10) = 2.3"),
+        run(1024, 0.11, 0.10, 0.10, "validation accuracy 0.11 within 20 % of chance (1/10)"),
+    ]
+    t = trials(_frame(rows))
+    gen = generalisation_table(t)
+    assert list(gen["batch_size"]) == [128]
+    assert gen.iloc[0]["gap"] == pytest.approx(0.95 - 0.90)  # not 0.80 - 0.90
+    assert list(diverged_runs(t)["batch_size"]) == [512, 1024]

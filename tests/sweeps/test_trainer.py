@@ -9,7 +9,7 @@ import torch
 
 from sweeps.config import compose, parse, to_dict
 from sweeps.distributed import World
-from sweeps.trainer import PHASES, Timers, Trainer
+from sweeps.trainer import PHASES, Timers, Trainer, divergence
 
 ONE_RANK = World(rank=0, size=1, local_rank=0, local_size=1, device=torch.device("cpu"))
 
@@ -78,3 +78,35 @@ def test_bad_batch_size_is_refused_before_training(tmp_path: Path, batch_size: i
     cfg = compose(["data=synthetic", "data.num_samples=200", f"batch_size={batch_size}"])
     with pytest.raises(ConfigError, match=r"invalid batch_size="):
         Trainer(parse(cfg), to_dict(cfg), two_ranks)
+
+
+def test_the_final_train_accuracy_is_the_final_models(tmp_path: Path) -> None:
+    # Issue 17: the report's gap came out -0.13: train accuracy was the epoch's running mean,
+    # which lags the model. The final model is evaluated on the whole training set.
+    t = trainer(tmp_path, "epochs=3")
+    result = t.run()
+    loss, accuracy = t.evaluate("train")
+    assert (result["final_train_loss"], result["final_train_accuracy"]) == (loss, accuracy)
+    assert result["diverged"] is None
+    assert result["final_train_accuracy"] >= result["val_accuracy"] - 0.1
+
+
+def test_a_run_that_blew_up_is_tagged_diverged(tmp_path: Path) -> None:
+    # A learning rate far too large: the loss grows past a uniform guess's, or goes non-finite.
+    t = trainer(tmp_path, "optimizer.lr=1000", "optimizer.momentum=0.99", "epochs=2")
+    result = t.run()
+    assert result["diverged"] is not None, result
+
+
+@pytest.mark.parametrize(
+    ("status", "loss", "accuracy", "diverged"),
+    [
+        ("completed", 0.3, 0.9, False),
+        ("completed", 2.5, 0.5, True),  # above ln(10)
+        ("completed", 1.0, 0.11, True),  # at chance
+        ("diverged", 0.5, 0.9, True),
+        ("completed", float("nan"), 0.9, True),
+    ],
+)
+def test_divergence_rules(status: str, loss: float, accuracy: float, diverged: bool) -> None:
+    assert (divergence(status, loss, accuracy, 10) is not None) == diverged
