@@ -129,6 +129,7 @@ def predict(
     calibrated on runs in MLflow, with the measured points beside."""
     from orchestrator.perfmodel import MODELS, KfacSchedule
     from orchestrator.perfmodel.predict import (
+        LEFT_OUT,
         batch_warnings,
         calibrated_machine,
         default_nodes,
@@ -189,6 +190,7 @@ def predict(
             "profile": asdict(prof),
             "rows": [asdict(r) for r in rows],
             "warnings": batch_warnings(rows, model),
+            "left_out": LEFT_OUT,
         }
         click.echo(json.dumps(document))
         return
@@ -237,6 +239,7 @@ def predict(
     console.print(table)
     for warning in batch_warnings(rows, model):
         console.print(f"warning: {warning}", soft_wrap=True)
+    console.print(LEFT_OUT, soft_wrap=True)
     if not beside and points:
         console.print(
             f"measured points are from this machine: see them with --cluster local "

@@ -22,6 +22,7 @@ from orchestrator.resources.cluster import Cluster
 
 __all__ = [
     "CONVERGED_BATCH",
+    "LEFT_OUT",
     "Machine",
     "Row",
     "batch_warnings",
@@ -70,6 +71,14 @@ CONVERGED_BATCH: dict[tuple[str, str], tuple[int, str]] = {
 }
 """(model, optimizer) -> the largest global batch published to converge, with its source. A
 step time says nothing of the steps to an accuracy: past this batch, more nodes may buy none."""
+
+
+LEFT_OUT = (
+    "not modelled: stragglers and OS jitter (every rank is as fast as the calibrated one; at "
+    "thousands of nodes the slowest rank sets each collective), data loading and I/O, "
+    "contention with other jobs on the network, and the steps to an accuracy (only a step's time)"
+)
+"""What the step model leaves out, printed under every prediction."""
 
 
 def batch_warnings(rows: Sequence[Row], model: str) -> list[str]:

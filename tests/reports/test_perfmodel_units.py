@@ -241,6 +241,7 @@ def test_predict_prints_the_global_batch_and_warns_past_the_known_convergence() 
     within = run("1,1024")
     assert [r["global_batch"] for r in within["rows"]] == [32, 32_768]
     assert within["warnings"] == []
+    assert "stragglers" in within["left_out"] and "I/O" in within["left_out"]
     past = run("1,2048")
     (warning,) = past["warnings"]
     assert "32,768" in warning and "from 2,048 nodes" in warning and "CVPR 2019" in warning
