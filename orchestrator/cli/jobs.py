@@ -643,6 +643,79 @@ def queue(
 
 @click.command()
 @state_dir_option
+@click.option(
+    "-S",
+    "--starttime",
+    default="now-1day",
+    show_default=True,
+    help="Jobs that ended at or after: now-N[unit], YYYY-MM-DD[THH:MM], HH:MM.",
+)
+@click.option("-E", "--endtime", default="now", show_default=True, help="... and at or before.")
+@click.option("-u", "--user", help="Only this user's jobs.")
+@click.option("-n", "--name", help="Only jobs of this name.")
+@click.option("-t", "--state", "states", help="Comma list of finished states (default: all).")
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table")
+def history(
+    state_dir: Path | None,
+    starttime: str,
+    endtime: str,
+    user: str | None,
+    name: str | None,
+    states: str | None,
+    fmt: str,
+) -> None:
+    """Finished jobs in a time range (as sacct): elapsed time and exit code."""
+    from orchestrator.timeparse import parse_time
+
+    now = time.time()
+    try:
+        after, before = parse_time(starttime, now), parse_time(endtime, now)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--starttime/--endtime") from e
+    client = _client(state_dir)
+    filters = {"ended_after": after, "ended_before": before, "user": user, "name": name}
+    try:
+        jobs = client.history(**filters, **({"state": states} if states else {}))
+    except OrchestratorError as e:
+        raise _fail(e) from e
+    rows = [_history_row(job) for job in jobs]
+    if fmt == "json":
+        click.echo(json.dumps(rows))
+    elif fmt == "csv":
+        import csv
+
+        writer = csv.DictWriter(sys.stdout, fieldnames=list(HISTORY_COLUMNS), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    else:
+        widths = {c: max([len(c), *(len(str(r[c])) for r in rows)]) for c in HISTORY_COLUMNS}
+        click.echo(" ".join(f"{c.upper():>{widths[c]}}" for c in HISTORY_COLUMNS))
+        for row in rows:
+            click.echo(" ".join(f"{row[c]!s:>{widths[c]}}" for c in HISTORY_COLUMNS))
+
+
+HISTORY_COLUMNS = ("jobid", "name", "user", "state", "exitcode", "elapsed", "start", "end")
+
+
+def _history_row(job: dict[str, Any]) -> dict[str, Any]:
+    def when(value: float | None) -> str:
+        return "-" if value is None else time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(value))
+
+    start, end = job["start_time"], job["end_time"]
+    return {
+        "jobid": job["display_id"],
+        "name": job["name"],
+        "user": job["user"],
+        "state": job["state"],
+        "exitcode": "-" if job["exit_code"] is None else job["exit_code"],
+        "elapsed": _clock(end - start) if start is not None and end is not None else "-",
+        "start": when(start),
+        "end": when(end),
+    }
+
+
+@click.command()
+@state_dir_option
 @click.argument("job_id")
 @click.option("--json", "as_json", is_flag=True)
 def show(state_dir: Path | None, job_id: str, as_json: bool) -> None:

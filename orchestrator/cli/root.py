@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "submit": "orchestrator.cli.jobs:submit",
     "queue": "orchestrator.cli.jobs:queue",
     "show": "orchestrator.cli.jobs:show",
+    "history": "orchestrator.cli.jobs:history",
     "cancel": "orchestrator.cli.jobs:cancel",
     "hold": "orchestrator.cli.jobs:hold",
     "release": "orchestrator.cli.jobs:release",

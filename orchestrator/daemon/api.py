@@ -342,6 +342,9 @@ IdempotencyKey = Annotated[
     ),
 ]
 Count = Annotated[int | None, _Digits, Query(ge=0, le=10**18)]
+Seconds = Annotated[
+    float | None, Query(ge=0, le=1e11, description="Epoch seconds", examples=[1796601600])
+]
 
 
 # -- the application ---------------------------------------------------------------------------
@@ -668,15 +671,27 @@ def _add_job_routes(app: FastAPI, service: _Service) -> None:
         user: Annotated[str | None, Query(max_length=128)] = None,
         name: Annotated[str | None, Query(max_length=256)] = None,
         array_id: Count = None,
+        ended_after: Seconds = None,
+        ended_before: Seconds = None,
         limit: Count = None,
         offset: Count = None,
     ) -> JSONResponse:
-        _known(request, ("state", "user", "name", "array_id", "limit", "offset"))
+        _known(
+            request,
+            ("state", "user", "name", "array_id", "ended_after", "ended_before", "limit", "offset"),
+        )
         states = None if state is None else _states(state)
         page_size = min(limit or MAX_PAGE, MAX_PAGE)
         start = offset or 0
         rows = daemon.store.list_jobs(
-            states=states, user=user, name=name, array_id=array_id, limit=page_size, offset=start
+            states=states,
+            user=user,
+            name=name,
+            array_id=array_id,
+            ended_after=ended_after,
+            ended_before=ended_before,
+            limit=page_size,
+            offset=start,
         )
         page = [service.document(r) for r in rows]
         more = start + len(page) if len(page) == page_size else None

@@ -201,6 +201,24 @@ class DaemonClient:
             offset = page["next_offset"]
         return out
 
+    def history(self, **filters: Any) -> list[dict[str, Any]]:
+        """Finished jobs (as ``sacct``): ``ended_after`` / ``ended_before`` (epoch seconds),
+        ``state`` (default every finished state), ``user``, ``name``; every page."""
+        filters.setdefault("state", ",".join(sorted(FINISHED_VALUES)))
+        return self.jobs(**filters)
+
+    def history_frame(self, **filters: Any) -> Any:
+        """:meth:`history` as a pandas DataFrame, with ``elapsed_s`` and times as timestamps."""
+        import pandas as pd
+
+        frame = pd.DataFrame(self.history(**filters))
+        if frame.empty:
+            return frame
+        frame["elapsed_s"] = frame["end_time"] - frame["start_time"]
+        for column in ("submit_time", "start_time", "end_time"):
+            frame[column] = pd.to_datetime(frame[column], unit="s")
+        return frame
+
     def job(self, job_id: int) -> dict[str, Any]:
         return dict(self.request("GET", f"/api/v1/jobs/{job_id}"))
 

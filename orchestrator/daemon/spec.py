@@ -28,6 +28,7 @@ from orchestrator.daemon.models import JobSubmission, example_of
 from orchestrator.daemon.text_rules import check_text
 from orchestrator.exceptions import InvalidRequestError
 from orchestrator.resources.request import JobRequest, parse_duration
+from orchestrator.timeparse import parse_time
 
 __all__ = [
     "DEFAULTS",
@@ -229,23 +230,13 @@ def _check_env(env: dict[str, str]) -> None:
         check_text(f"env.{k}", v, example="1")
 
 
-_BEGIN_UNITS = {
-    **dict.fromkeys(("", "s", "sec", "secs", "second", "seconds"), 1),
-    **dict.fromkeys(("m", "min", "mins", "minute", "minutes"), 60),
-    **dict.fromkeys(("h", "hour", "hours"), 3600),
-    **dict.fromkeys(("d", "day", "days"), 86400),
-    **dict.fromkeys(("w", "week", "weeks"), 604800),
-}
-_BEGIN_RELATIVE = re.compile(r"now(?:\+([0-9]{1,9})([a-z]*))?")
 _BEGIN_EXAMPLE = "now+1hour"
 
 
 def parse_begin(value: str | float | int, now: float) -> float:
-    """When a job may start, as epoch seconds, from sbatch's ``--begin`` forms.
-
-    ``now+N[unit]`` (seconds by default; minutes, hours, days, weeks), a local date and time
-    ``YYYY-MM-DD[THH:MM[:SS]]``, a time of day ``HH:MM[:SS]`` (its next occurrence), or a
-    number of epoch seconds. A time already past means "now".
+    """When a job may start, as epoch seconds, from sbatch's ``--begin`` forms
+    (:func:`orchestrator.timeparse.parse_time`; a time of day is its next occurrence). A time
+    already past means "now".
 
     >>> parse_begin("now+2hours", 1000.0)
     8200.0
@@ -257,29 +248,10 @@ def parse_begin(value: str | float | int, now: float) -> float:
         if not 0 <= value < 1e11:  # finite, and before the year 5000
             raise InvalidRequestError("begin", value, "expected epoch seconds", _BEGIN_EXAMPLE)
         return float(value)
-    text = str(value).strip().lower()
-    relative = _BEGIN_RELATIVE.fullmatch(text)
-    if relative:
-        count, unit = relative.group(1), relative.group(2) or ""
-        if unit not in _BEGIN_UNITS:
-            raise InvalidRequestError(
-                "begin", value, "units are seconds, minutes, hours, days or weeks", "now+30minutes"
-            )
-        return now + int(count or 0) * _BEGIN_UNITS[unit]
-    import datetime as dt
-
     try:
-        if "-" in text:
-            return dt.datetime.fromisoformat(text.upper()).timestamp()
-        clock = dt.time.fromisoformat(text)
-    except ValueError:
-        raise InvalidRequestError(
-            "begin", value, "expected now+N[unit], YYYY-MM-DDTHH:MM[:SS] or HH:MM[:SS]",
-            _BEGIN_EXAMPLE,
-        ) from None  # fmt: skip
-    today = dt.datetime.fromtimestamp(now).date()
-    start = dt.datetime.combine(today, clock).timestamp()
-    return start if start >= now else start + 86400
+        return parse_time(str(value), now, next_time_of_day=True)
+    except ValueError as e:
+        raise InvalidRequestError("begin", value, str(e), _BEGIN_EXAMPLE) from None
 
 
 @dataclass(frozen=True)

@@ -238,11 +238,18 @@ class Store:
         name: str | None = None,
         array_id: int | None = None,
         ids: Iterable[int] | None = None,
+        ended_after: float | None = None,
+        ended_before: float | None = None,
         limit: int | None = None,
         offset: int = 0,
     ) -> list[Row]:
-        """Jobs matching every given filter, by id."""
+        """Jobs matching every given filter, by id (``ended_*``: jobs that ended in that range,
+        epoch seconds, both ends included)."""
         query = select(jobs).order_by(jobs.c.id)
+        if ended_after is not None:
+            query = query.where(jobs.c.end_time >= ended_after)
+        if ended_before is not None:
+            query = query.where(jobs.c.end_time <= ended_before)
         if states is not None:
             query = query.where(jobs.c.state.in_(list(states)))
         if user is not None:

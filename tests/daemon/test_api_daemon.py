@@ -488,3 +488,29 @@ def test_cli_submit_begin_waits_with_slurms_reason(
     client.action(job, "cancel")
     bad = orch(shared_daemon, "submit", "--begin", "someday", "--", "true")
     assert bad.returncode != 0 and "begin" in bad.stderr
+
+
+def test_orch_history_as_sacct(shared_daemon: DaemonProcess, client: DaemonClient) -> None:
+    # Issue 17: finished jobs by time range, user, state and name, as a table, JSON, CSV, and a
+    # DataFrame from Python.
+    ok = client.submit({"argv": ["true"], "nodes": 1, "name": "hist-ok"})
+    bad = client.submit({"argv": ["false"], "nodes": 1, "name": "hist-bad"})
+    wait_for(lambda: all(client.job(j)["state"] in ("COMPLETED", "FAILED") for j in ok + bad))
+    done = orch(shared_daemon, "history", "-n", "hist-bad", "--format", "json")
+    assert done.returncode == 0, done.stderr
+    (row,) = json.loads(done.stdout)
+    assert (row["jobid"], row["state"], row["exitcode"]) == (str(bad[0]), "FAILED", 1)
+    assert re.fullmatch(r"\d\d:\d\d:\d\d", row["elapsed"])
+    failed = orch(shared_daemon, "history", "-t", "FAILED", "--format", "csv").stdout
+    assert failed.splitlines()[0] == "jobid,name,user,state,exitcode,elapsed,start,end"
+    assert f"{bad[0]},hist-bad," in failed and f"{ok[0]},hist-ok," not in failed
+    table = orch(shared_daemon, "history", "-n", "hist-ok").stdout.splitlines()
+    assert table[0].split() == ["JOBID", "NAME", "USER", "STATE", "EXITCODE", "ELAPSED", "START",
+                                "END"]  # fmt: skip
+    assert len(table) == 2 and "COMPLETED" in table[1]
+    future = orch(shared_daemon, "history", "-S", "now+1hour", "--format", "json")
+    assert json.loads(future.stdout) == []
+    frame = client.history_frame(name="hist-ok")
+    assert list(frame["state"]) == ["COMPLETED"] and (frame["elapsed_s"] >= 0).all()
+    nonsense = orch(shared_daemon, "history", "-S", "last tuesday")
+    assert nonsense.returncode == 2 and "--starttime" in nonsense.stderr
