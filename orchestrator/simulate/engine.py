@@ -462,25 +462,8 @@ def simulate(
     skipped: Sequence[SkippedJob] = (),
     progress: ProgressCallback | None = None,
 ) -> SimulationResult:
-    """Replay ``workload`` on ``cluster``, starting from an empty machine.
-
-    ``Simulation(...).run()``: the arguments are :class:`Simulation`'s.
-
-    Args:
-        cluster: The machine.
-        workload: Jobs sorted by submit time (see :mod:`orchestrator.simulate.workload`).
-        order: An ordering name or instance.
-        backfill: Backfilling mode.
-        kill_at_walltime: End a job at its walltime if it would run longer (state ``killed``).
-        commit_head: Keep a blocked head job first until it starts (see ``SchedulerCore``).
-        one_event_per_pass: Take one event at a time, each followed by a scheduling pass: the
-            next arrival when it comes no later than the next completion, else that completion
-            (completions at the same time in the order their jobs started). By default every
-            event of a time is taken before one pass. RLScheduler's environment steps this way,
-            so jobs may be backfilled between two completions of the same second.
-        record_nodes: Add a ``node_ids`` column (the nodes of each job) to the records.
-        skipped: Jobs the workload conversion dropped; carried into the result.
-        progress: Called as ``progress(done, total)`` every few hundred finished jobs.
+    """Replay ``workload`` on ``cluster``, starting from an empty machine: the whole of
+    ``Simulation(...).run()``, the arguments :class:`Simulation`'s (see there).
 
     Returns:
         A :class:`SimulationResult`.
