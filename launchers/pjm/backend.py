@@ -15,7 +15,7 @@ Two ways to use a PJM machine (``--backend-opt mode=direct|pilot``):
   given back when the agent has been idle ``pilot_idle`` seconds; when it ends under running
   jobs (elapse, pjdel) they are requeued (:attr:`Liveness.REQUEUE`).
 
-In both modes every rank runs under ``_pjm_rank.py``, which exports the same rank variables as
+In both modes every rank runs under :mod:`.supervisor`, which exports the same rank variables as
 the local backend, labels each output line with its rank and records the exit status in the
 job's folder (a shared file system), so a restarted daemon re-attaches by the handle alone.
 
