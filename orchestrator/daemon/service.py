@@ -125,8 +125,8 @@ class Daemon:
         self.head: int | None = None
         """The first job in order that could not start at the last pass."""
         self._next_pass = 0.0
-        self._engine_error: str | None = None
-        """The last poll's or node query's BackendError (None: they answered)."""
+        self._engine_errors: dict[str, str] = {}
+        """Call (``poll``, ``nodes``) -> its last BackendError; cleared when that call answers."""
         self._engine_said: str | None = None
         """The engine fault last logged (a change is logged once)."""
         self.ticks = 0
@@ -163,11 +163,16 @@ class Daemon:
     @property
     def engine_fault(self) -> str | None:
         """Why the backend's engine does not answer right now (None: it does)."""
-        return self._engine_error or self.backend.engine_fault
+        return "; ".join(self._engine_errors.values()) or self.backend.engine_fault
 
-    def _note_engine(self, error: Exception | None = None) -> None:
-        """Record whether the engine answered; log a fault when it appears, changes or ends."""
-        self._engine_error = str(error) if error is not None else None
+    def _note_engine(self, call: str, error: Exception | None = None) -> None:
+        """Record whether the backend's ``call`` answered; log a fault when it appears, changes
+        or ends. Each call clears only its own failure: a node query that answers says nothing
+        of a poll that does not."""
+        if error is None:
+            self._engine_errors.pop(call, None)
+        else:
+            self._engine_errors[call] = str(error)
         fault = self.engine_fault
         if fault != self._engine_said:
             if fault is None:
@@ -387,9 +392,10 @@ class Daemon:
         try:
             results = self.backend.poll(handles)
         except BackendError as e:
-            self._note_engine(e)  # no news this tick: the jobs are polled again at the next
+            # No news this tick: the jobs are polled again at the next.
+            self._note_engine("poll", e)
             return
-        self._note_engine()
+        self._note_engine("poll")
         for job_id, job in list(self.active.items()):
             result = results.get(job_id)
             if result is None or job.state is not JobState.RUNNING:
@@ -515,9 +521,9 @@ class Daemon:
         try:
             unavailable = self.backend.unavailable_nodes()
         except BackendError as e:
-            self._note_engine(e)
+            self._note_engine("nodes", e)
             return np.zeros_like(free)  # the engine cannot say which nodes it has: start nothing
-        self._note_engine()
+        self._note_engine("nodes")
         if unavailable:
             free = free.copy()
             index_of = self.cluster.topology.index_of

@@ -15,7 +15,7 @@ from orchestrator.backends import make_backend, parse_backend_options
 from orchestrator.backends.contract import Handle, Liveness, PollResult
 from orchestrator.daemon.service import Daemon, DaemonConfig
 from orchestrator.daemon.spec import JobSpec
-from orchestrator.exceptions import InvalidRequestError
+from orchestrator.exceptions import BackendError, InvalidRequestError
 from orchestrator.resources.cluster import load_cluster
 from orchestrator.scheduling.job import JobState
 from orchestrator.store import Store, sqlite_url
@@ -116,3 +116,42 @@ def test_registry_builds_by_name_and_refuses_bad_names(tmp_path: Path) -> None:
     assert parse_backend_options(["mode=pilot", "nodes=4"]) == {"mode": "pilot", "nodes": "4"}
     with pytest.raises(InvalidRequestError, match="KEY=VALUE"):
         parse_backend_options(["pilot"])
+
+
+class UnansweringPoll(LocalBackend):
+    """A backend whose poll raises, as PJM's does when pjstat fails, while its node query (no
+    command of the engine's) answers."""
+
+    answering = True
+
+    def poll(self, handles: Mapping[int, Handle]) -> dict[int, PollResult]:
+        if not self.answering:
+            raise BackendError("pjstat: connection refused")
+        return super().poll(handles)
+
+
+def test_an_engine_fault_holds_until_the_call_that_failed_answers(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The node query's success must not clear the poll's failure: the fault was logged as
+    # cleared and raised again at every tick, and the daemon said the engine answered.
+    backend = UnansweringPoll(tmp_path)
+    daemon = Daemon(Store(sqlite_url(tmp_path / "orch.db")), load_cluster("local"), backend)
+    spec = JobSpec.from_mapping({"argv": [sys.executable, "-c", "import time; time.sleep(5)"],
+                                 "nodes": 1})  # fmt: skip
+    (job,) = daemon.submit([spec])[0]
+    daemon.tick(time.time())
+    backend.answering = False
+    caplog.set_level("INFO", logger="orchestrator.daemon")
+    faults = []
+    for _ in range(4):
+        daemon.tick(time.time())
+        daemon.wake.set()  # a scheduling pass (the node query) every tick
+        faults.append(daemon.engine_fault)
+    assert faults == ["pjstat: connection refused"] * 4
+    said = [r.getMessage() for r in caplog.records if "engine" in r.getMessage()]
+    assert said == ["the local engine does not answer: pjstat: connection refused"]
+    backend.answering = True
+    daemon.tick(time.time())
+    assert daemon.engine_fault is None
+    daemon.cancel(job)
