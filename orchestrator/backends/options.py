@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 from orchestrator.exceptions import InvalidRequestError
 
-__all__ = ["describe_options", "option", "parse_options"]
+__all__ = ["option", "parse_options"]
 
 T = TypeVar("T")
 
@@ -126,11 +126,3 @@ def parse_options(options_class: type[T], options: Mapping[str, str], backend: s
     hints = typing.get_type_hints(options_class)
     values = {key: _read(backend, fields[key], hints[key], text) for key, text in options.items()}
     return options_class(**values)
-
-
-def describe_options(options_class: type[Any]) -> dict[str, str]:
-    """``{key: help (example)}`` for documentation and ``--help`` texts."""
-    return {
-        f.name: f"{f.metadata['help']} (e.g. {f.metadata['example']})"
-        for f in dataclasses.fields(options_class)
-    }

@@ -558,13 +558,18 @@ def _clock(seconds: float) -> str:
     return f"{days}-{text}" if days else text
 
 
+def _date(epoch: float | None) -> str:
+    """A local date and time as Slurm prints them (``2026-12-07T10:00:00``); ``-`` for none."""
+    return "-" if epoch is None else time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(epoch))
+
+
 def _shown(key: str, value: Any) -> str:
     """A field of ``orch show`` as a person reads it: times as local dates (as scontrol's
     ``SubmitTime=2026-12-07T10:00:00``), the time limit as ``HH:MM:SS``."""
     if value is None:
         return "-"
     if key in ("submit_time", "start_time", "end_time"):
-        return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(value))
+        return _date(value)
     if key == "time":
         return _clock(value)
     return str(value)
@@ -698,9 +703,6 @@ HISTORY_COLUMNS = ("jobid", "name", "user", "state", "exitcode", "elapsed", "sta
 
 
 def _history_row(job: dict[str, Any]) -> dict[str, Any]:
-    def when(value: float | None) -> str:
-        return "-" if value is None else time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(value))
-
     start, end = job["start_time"], job["end_time"]
     return {
         "jobid": job["display_id"],
@@ -709,8 +711,8 @@ def _history_row(job: dict[str, Any]) -> dict[str, Any]:
         "state": job["state"],
         "exitcode": "-" if job["exit_code"] is None else job["exit_code"],
         "elapsed": _clock(end - start) if start is not None and end is not None else "-",
-        "start": when(start),
-        "end": when(end),
+        "start": _date(start),
+        "end": _date(end),
     }
 
 
