@@ -12,7 +12,11 @@ defaults):
 * a request whose headers and body do not arrive within ``request_timeout_s`` gets 408;
 * past ``max_connections``, a new connection closes the one idle the longest; when none is idle,
   the new one gets 503 with ``Retry-After`` (1,100 idle connections no longer lock clients out);
-* on a Unix socket the peer's pid, uid and gid go to the request's ``state`` (``peer``).
+* on a Unix socket the peer's pid, uid and gid go to the request's ``state`` (``peer``);
+* a connection closed while its request is still arriving (an error answered before the body
+  ended: 413, 408, 431) closes lingering: the daemon half-closes and reads the rest away for up
+  to ``LINGER_S`` first, because closing a socket with unread bytes makes the kernel send a
+  reset, and a reset drops the error reply from the client's buffer before it reads it.
 """
 
 from __future__ import annotations
@@ -42,6 +46,36 @@ __all__ = ["ApiServer", "GuardedHttpProtocol"]
 
 log = logging.getLogger("orchestrator.daemon.api")
 _PEERCRED = struct.Struct("3i")
+LINGER_S = 1.0
+"""How long a lingering close reads and discards what the client still sends."""
+
+
+class _LingeringTransport:
+    """The connection's transport as uvicorn and the protocol see it: :meth:`close` while a
+    request is still arriving half-closes instead (the reply already written goes out, then
+    FIN), and the socket closes when the client closes its side or after :data:`LINGER_S`."""
+
+    def __init__(self, transport: asyncio.Transport, protocol: GuardedHttpProtocol) -> None:
+        self._transport = transport
+        self._protocol = protocol
+        self.lingering = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+    def is_closing(self) -> bool:
+        return self.lingering or self._transport.is_closing()
+
+    def close(self) -> None:
+        if self.is_closing():
+            return
+        if not (self._protocol.receiving and self._transport.can_write_eof()):
+            self._transport.close()
+            return
+        self.lingering = True
+        self._transport.write_eof()
+        self._transport.resume_reading()  # uvicorn may have paused it at its high-water mark
+        self._protocol.loop.call_later(LINGER_S, self._transport.close)
 
 
 def _raw_error(status: int, phrase: str, code: str, message: str, field: str, extra: str) -> bytes:
@@ -70,7 +104,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     # -- connection ---------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+        super().connection_made(_LingeringTransport(transport, self))  # type: ignore[arg-type]
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family == socket.AF_UNIX:
             raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
@@ -145,6 +179,8 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     # -- data ---------------------------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
+        if self.transport.is_closing():
+            return  # a lingering close: the rest of a refused request, read away
         self.last_active = time.monotonic()
         if not self.receiving and self._idle():
             self.receiving, self.headers_done, self.header_bytes = True, False, 0

@@ -145,6 +145,28 @@ def test_a_chunked_body_over_the_limit_gets_413(limited: DaemonProcess) -> None:
     assert count_jobs(limited.client()) == before
 
 
+def test_a_client_still_sending_after_a_413_reads_the_413(limited: DaemonProcess) -> None:
+    """The daemon refuses a body while the client is still sending it: the client reads the
+    413, not a reset. Closing a socket with unread bytes makes the kernel send RST, which
+    drops the reply from the client's buffer; so the daemon half-closes and reads the rest of
+    the body away before it closes (a lingering close, as web servers do)."""
+    chunk = b"x" * 50_000
+    for _ in range(3):
+        with socket.create_connection(address(limited)) as sock:
+            sock.sendall(
+                b"POST /api/v1/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n"
+                b"Authorization: Bearer " + limited.token.encode() + b"\r\n\r\n"
+            )
+            for _ in range(3):  # 150 kB: over the 100 kB limit
+                sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            time.sleep(0.3)  # the daemon has answered 413 by now
+            for _ in range(4):  # and the client, not reading yet, goes on sending
+                sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                time.sleep(0.05)
+            reply = read_reply(sock, timeout=10)
+        assert reply.startswith(b"HTTP/1.1 413"), reply[:300]
+
+
 def test_huge_headers_get_a_4xx_with_a_json_body(limited: DaemonProcess) -> None:
     with socket.create_connection(address(limited)) as sock:
         sock.sendall(
