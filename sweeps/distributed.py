@@ -63,6 +63,21 @@ def _env_int(name: str, default: int) -> int:
         raise ConfigError(name, raw, "environment variable must be an integer", f"{name}=0") from e
 
 
+def cuda_on_every_rank(size: int, local_size: int) -> bool:
+    """Whether ``device=auto`` computes on GPUs: this rank sees one and so does every other.
+
+    All ranks must agree (nccl on some and gloo on others hangs), and one rank cannot see the
+    others' devices; so the job-wide ``ORCH_GPUS_PER_NODE`` (what each node of the job was
+    given) decides: GPUs when every rank of a node can have its own. Without it (a job started
+    by another tool, torchrun) each rank looks at its own devices, as torchrun's users expect.
+    """
+    if not torch.cuda.is_available():
+        return False
+    if size == 1 or "ORCH_GPUS_PER_NODE" not in os.environ:
+        return True
+    return _env_int("ORCH_GPUS_PER_NODE", 0) >= local_size
+
+
 def init_distributed(device: str) -> World:
     """Join the process group described by the environment (or run alone without one).
 
@@ -80,7 +95,7 @@ def init_distributed(device: str) -> World:
     rank = _env_int("RANK", 0)
     local_rank = _env_int("LOCAL_RANK", rank if size > 1 else 0)
     local_size = _env_int("LOCAL_WORLD_SIZE", size)
-    use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    use_cuda = device == "cuda" or (device == "auto" and cuda_on_every_rank(size, local_size))
     if use_cuda and not torch.cuda.is_available():
         raise ConfigError("device", device, "no CUDA device is visible", "device=cpu")
     dev = torch.device("cuda", local_rank % torch.cuda.device_count()) if use_cuda else None

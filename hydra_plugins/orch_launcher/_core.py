@@ -252,6 +252,14 @@ class OrchSweep:
             request["nodes"] = int(lc.nodes) if lc.nodes is not None else 1
         if lc.time is not None:
             request["time"] = lc.time
+        if lc.gpus_per_node:
+            request["gpus_per_node"] = int(lc.gpus_per_node)
+        if lc.mem is not None:
+            request["mem"] = lc.mem if isinstance(lc.mem, int) else str(lc.mem)
+        if lc.partition is not None:
+            request["partition"] = str(lc.partition)
+        if lc.exclusive:
+            request["exclusive"] = True
         return request
 
     def submit(self, items: Sequence[tuple[list[str], int, dict[str, str]]]) -> list[PendingJob]:

@@ -41,7 +41,13 @@ class OrchLauncherConf:
         shape: PJM-style shape on a torus cluster (``2x2x2:torus``).
         tasks_per_node: Processes per node (data-parallel ranks).
         cpus_per_task: CPUs per task.
-        gpus_per_task: GPUs per task.
+        gpus_per_task: GPUs per task; on a cluster that shares nodes (``local-gpu``, ``abci3``)
+            trials are packed onto nodes and each task sees only its GPUs.
+        gpus_per_node: GPUs per node, shared by the node's tasks.
+        mem: Memory per node: MB, or with a unit (``4G``); None: a share of the node in
+            proportion to the cores asked.
+        partition: Node group (partition) of the cluster; None: its default.
+        exclusive: Whole nodes for each trial on a cluster that shares nodes.
         time: Walltime limit, seconds or ``[d-]h:m:s``; None: no limit.
         priority: Priority under multifactor ordering.
         retries: Requeues of a failed attempt.
@@ -63,6 +69,10 @@ class OrchLauncherConf:
     tasks_per_node: int = 1
     cpus_per_task: int = 1
     gpus_per_task: int = 0
+    gpus_per_node: int = 0
+    mem: Any = None
+    partition: str | None = None
+    exclusive: bool = False
     time: Any = None
     priority: int = 0
     retries: int = 0

@@ -28,6 +28,7 @@ from orchestrator.backends.jobfolder import (
     PreparedJob,
     free_port,
     open_owner_only,
+    task_binding_environment,
 )
 from orchestrator.backends.options import option, parse_options
 from orchestrator.exceptions import BackendError
@@ -101,6 +102,7 @@ class LocalBackend(JobFolderBackend):
                 for rank in range(job.ntasks):
                     env = dict(base)
                     env.update(rank_environment(spec.nodes, tpn, *divmod(rank, tpn)))
+                    env.update(task_binding_environment(spec, *divmod(rank, tpn)))
                     args = [str(job.attempt_dir), str(rank), "--", *job.argv]
                     if spawner is not None:
                         try:

@@ -27,6 +27,7 @@ if not __package__:
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 from orchestrator.nodeside import record
 from orchestrator.nodeside.files import process_start_ticks
+from orchestrator.nodeside.rank_env import affinity_cpus
 
 __all__ = ["main", "process_start_ticks"]
 
@@ -77,6 +78,7 @@ def main(args: list[str]) -> int:
     # Written after the pid record: see orchestrator.nodeside.record on the abort marker.
     if record.is_aborted(attempt_dir):
         return record.ABORTED
+    _bind_cores()
     # The group's signals (SIGTERM at the walltime, a cancel) reach the child too; the
     # supervisor only notes them, waits for the child and records how it ended.
     received: list[int] = []
@@ -101,6 +103,20 @@ def main(args: list[str]) -> int:
     first = signal.Signals(received[0]).name if received else None
     record.write_task_end(attempt_dir, int(rank), record.TaskEnd(code, first))
     return code
+
+
+def _bind_cores() -> None:
+    """Pin this supervisor, and so its task, to the real CPUs its declared cores map onto
+    (``ORCH_CPUS``, set on a cluster that shares nodes; see ``rank_env.affinity_cpus``)."""
+    declared = os.environ.get("ORCH_CPUS")
+    if not declared or not hasattr(os, "sched_setaffinity"):
+        return
+    available = sorted(os.sched_getaffinity(0))
+    cpus = affinity_cpus([int(c) for c in declared.split(",")], available)
+    try:
+        os.sched_setaffinity(0, cpus)
+    except OSError as e:  # a CPU set the kernel refuses (cgroup changes): run unpinned
+        print(f"orch: cannot pin the task to CPUs {cpus}: {e}", file=sys.stderr)
 
 
 def _started(pid: int, received: list[int]) -> int:

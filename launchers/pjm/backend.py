@@ -192,6 +192,7 @@ class PjmBackend(JobFolderBackend):
     """
 
     name = "pjm"
+    shares_nodes = False  # pjsub hands out whole nodes; Fugaku's jobs hold them
 
     def __init__(
         self,

@@ -1,11 +1,19 @@
 """The Slurm backend: runs allocated jobs through a real Slurm, direct or inside a pilot.
 
 Direct mode (default): one Slurm batch job per attempt of ours, pinned to the nodes our allocator
-chose (``--nodelist``, ``-N``, whole nodes), whose script ``srun``s the tasks through a small
-supervisor (:mod:`.supervisor`) that exports the rank variables every backend gives and records each
-task's exit status. Pilot mode (``mode=pilot``): the backend holds one allocation of K nodes
-(:mod:`launchers.slurm.pilot`) and starts each job as a step in it (``srun --jobid=<pilot>
---nodelist=... --exact``); the daemon may only place jobs on the allocation's nodes.
+chose (``--nodelist``, ``-N``; whole nodes, ``--exclusive``, unless the job shares its nodes),
+whose script ``srun``s the tasks through a small supervisor (:mod:`.supervisor`) that exports the
+rank variables every backend gives and records each task's exit status. Pilot mode
+(``mode=pilot``): the backend holds one allocation of K whole nodes (:mod:`launchers.slurm.pilot`)
+and starts each job as a step in it (``srun --jobid=<pilot> --nodelist=... --exact``); the daemon
+may only place jobs on the allocation's nodes.
+
+GPUs and memory: Slurm chooses a job's GPUs itself (our allocator's indices, ``node_gpus``, are
+not passed on): ``--gpus-per-task`` (else ``--gpus-per-node``) on the batch job and again on its
+step, with ``--gpu-bind=per_task:N``, so each task's ``CUDA_VISIBLE_DEVICES`` holds its own
+GPUs; the supervisor exports them as ``ORCH_GPUS``. ``--mem`` per node when the job asks for
+memory. The job's ``partition`` wins over the backend's option (direct mode; a step runs in
+its allocation's).
 
 Polling is one ``squeue`` for every job of ours per tick (``sacct`` only for jobs the controller
 has forgotten); what it and the wrappers report is judged by the pure :func:`decide`. Everything
@@ -34,6 +42,7 @@ from launchers.slurm.commands import (
     cancel,
     failed_nodes,
     job_states,
+    node_jobs,
     node_states,
     run_slurm,
     sbatch,
@@ -45,6 +54,7 @@ from launchers.slurm.text import (
     SbatchScript,
     SlurmJobRecord,
     SlurmParseError,
+    gpu_options,
     render_sbatch_script,
 )
 from orchestrator.backends.contract import Handle, LaunchSpec, Liveness, PollResult
@@ -104,7 +114,8 @@ class SlurmBackend(JobFolderBackend):
         root: The backend's state folder (job folders, the pilot's id).
         pool: The node names of the daemon's cluster (Slurm's names).
         mode: ``direct`` or ``pilot``.
-        partition: The Slurm partition (None: the default one).
+        partition: The Slurm partition (None: the default one); a job that names its own
+            runs there instead (direct mode).
         pilot_nodes, pilot_time_s, pilot_idle_s: The pilot allocation's K, T and idle timeout.
         pilot_margin_s: An allocation with less time left takes no new job
             (:class:`~launchers.slurm.pilot.PilotAllocation`).
@@ -255,26 +266,34 @@ class SlurmBackend(JobFolderBackend):
             handle["slurm_id"] = self._submit(job, task)
         return handle
 
-    def _submit(self, job: PreparedJob, task: list[str]) -> str:
+    def sbatch_script(self, job: PreparedJob, task: list[str]) -> SbatchScript:
+        """The direct batch job of one attempt: our nodes (``--nodelist``), tasks, CPUs, GPUs
+        and memory, and whole nodes (``--exclusive``) only when the job has them."""
         spec, paths = job.spec, job.paths
         extra = {"--open-mode": "append", "--chdir": job.cwd, "--comment": self._comment(spec)}
-        if self.partition:
-            extra["--partition"] = self.partition
-        script = SbatchScript(
+        partition = spec.partition or self.partition
+        if partition:
+            extra["--partition"] = partition
+        # No requeue by Slurm: it would wait for the very nodes that failed; the daemon
+        # requeues elsewhere instead. Whole nodes (every preset of whole-node clusters, and
+        # jobs that ask for them on shared ones): our allocator gives the node to no one else,
+        # so Slurm must not either. A job that shares its nodes gets what it asked for only.
+        flags = ("--exclusive", "--no-requeue") if spec.exclusive else ("--no-requeue",)
+        return SbatchScript(
             name=spec.name or f"orch-{spec.job_id}",
             argv=task,
             nodelist=spec.nodes,
             tasks_per_node=spec.tasks_per_node,
             cpus_per_task=spec.cpus_per_task,
+            gpus_per_task=spec.gpus_per_task,
+            gpus_per_node=spec.gpus_per_node,
+            mem_mb=spec.mem_per_node_mb,
             time_s=self._time_limit(spec),
             stdout=str(paths.stdout),
             stderr=str(paths.stderr),
             env=self._environment(spec),
             extra=extra,
-            # Whole nodes: our allocator never shares a node, so Slurm must not either. No
-            # requeue by Slurm: it would wait for the very nodes that failed; the daemon
-            # requeues elsewhere instead.
-            flags=("--exclusive", "--no-requeue"),
+            flags=flags,
             # The daemon stops the other tasks when one fails (SIGTERM, grace, SIGKILL), as
             # with every backend; --label tells the ranks' lines apart in the shared files.
             srun_options=(
@@ -283,8 +302,11 @@ class SlurmBackend(JobFolderBackend):
                 f"--cpus-per-task={spec.cpus_per_task}",
             ),
         )
+
+    def _submit(self, job: PreparedJob, task: list[str]) -> str:
+        spec = job.spec
         try:
-            text = render_sbatch_script(script)
+            text = render_sbatch_script(self.sbatch_script(job, task))
         except InvalidRequestError as e:
             raise BackendError(f"job {spec.job_id}: {e}") from e
         atomic_write(job.attempt_dir / "sbatch.sh", text)
@@ -308,23 +330,7 @@ class SlurmBackend(JobFolderBackend):
             raise BackendError(
                 f"job {spec.job_id}: nodes {sorted(outside)} are outside the pilot allocation"
             )
-        argv = [
-            "srun",
-            f"--jobid={pilot_id}",
-            f"--job-name={self._comment(spec)}",
-            f"--nodes={len(spec.nodes)}",
-            f"--nodelist={compress_hostlist(spec.nodes)}",
-            f"--ntasks={len(spec.nodes) * spec.tasks_per_node}",
-            f"--ntasks-per-node={spec.tasks_per_node}",
-            f"--cpus-per-task={spec.cpus_per_task}",
-            "--exact",
-            "--kill-on-bad-exit=0",
-            "--label",
-            f"--chdir={cwd}",
-        ]
-        limit = self._time_limit(spec)
-        if limit is not None:
-            argv.append(f"--time={max(1, int(-(-limit // 60)))}")
+        argv = self.step_argv(spec, pilot_id, cwd)
         env = dict(os.environ)
         # A daemon started inside a Slurm job must not pass that job's identity to the step.
         for key in [k for k in env if k.startswith("SLURM_")]:
@@ -345,6 +351,32 @@ class SlurmBackend(JobFolderBackend):
         self._children[proc.pid] = proc
         ticks = process_start_ticks(proc.pid) or 0
         return {"pilot": pilot_id, "srun": [proc.pid, ticks]}
+
+    def step_argv(self, spec: LaunchSpec, pilot_id: str, cwd: str) -> list[str]:
+        """The ``srun`` of one job as a step of the pilot allocation (the task command follows).
+
+        ``--exact``: the step gets only the CPUs, GPUs and memory it asks for, so jobs that
+        share a node of the allocation run side by side. The partition is the allocation's
+        (a step cannot choose another); the job's nodes are in it.
+        """
+        argv = [
+            "srun",
+            f"--jobid={pilot_id}",
+            f"--job-name={self._comment(spec)}",
+            f"--nodes={len(spec.nodes)}",
+            f"--nodelist={compress_hostlist(spec.nodes)}",
+            f"--ntasks={len(spec.nodes) * spec.tasks_per_node}",
+            f"--ntasks-per-node={spec.tasks_per_node}",
+            f"--cpus-per-task={spec.cpus_per_task}",
+            *gpu_options(spec.gpus_per_task, spec.gpus_per_node, step=True),
+        ]
+        if spec.mem_per_node_mb > 0:
+            argv.append(f"--mem={spec.mem_per_node_mb}M")
+        argv += ["--exact", "--kill-on-bad-exit=0", "--label", f"--chdir={cwd}"]
+        limit = self._time_limit(spec)
+        if limit is not None:
+            argv.append(f"--time={max(1, int(-(-limit // 60)))}")
+        return argv
 
     # -- poll -----------------------------------------------------------------------------------
 
@@ -510,9 +542,28 @@ class SlurmBackend(JobFolderBackend):
         self._answered("sinfo")
         # Only an idle node is ours to give: allocated or mixed ones run others' jobs (or ours,
         # which the daemon holds anyway), and down, drained, not responding (*) or
-        # completing nodes cannot take a job now.
+        # completing nodes cannot take a job now. Except a node that only jobs of ours share
+        # (mixed): what of it is free, the daemon's allocator knows.
         busy = {n for n in self.pool if states.get(n) != "idle"}
+        busy -= self._shared_by_ours_only({n for n in busy if states.get(n) == "mix"})
         return frozenset(busy | set(self._quarantine))
+
+    def _shared_by_ours_only(self, nodes: set[str]) -> set[str]:
+        """Of the partly allocated ``nodes``, those where every job is a running one of ours
+        (one ``squeue``, only when there are such nodes; none when it fails)."""
+        if not nodes:
+            return set()
+        try:
+            jobs = node_jobs()
+        except (BackendError, SlurmParseError):
+            return set()
+        mine = self.tag + ":"
+        return {
+            n
+            for n in nodes
+            if jobs.get(n)
+            and all(state == "RUNNING" and comment.startswith(mine) for state, comment in jobs[n])
+        }
 
     def _pilot_unavailable(self) -> frozenset[str]:
         assert self.pilot is not None

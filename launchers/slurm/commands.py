@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sequence
 from launchers.slurm.text import (
     SlurmJobRecord,
     parse_node_events,
+    parse_node_jobs,
     parse_sacct,
     parse_sbatch,
     parse_sinfo_nodes,
@@ -25,6 +26,7 @@ __all__ = [
     "cancel",
     "failed_nodes",
     "job_states",
+    "node_jobs",
     "node_states",
     "run_slurm",
     "sbatch",
@@ -95,6 +97,11 @@ def job_states(ids: Iterable[str]) -> dict[str, SlurmJobRecord]:
 def node_states() -> dict[str, str]:
     """``{node: short state}`` of every node Slurm has (one ``sinfo`` call)."""
     return parse_sinfo_nodes(run_slurm(["sinfo", "-h", "-N", "-o", "%N|%t"]))
+
+
+def node_jobs() -> dict[str, list[tuple[str, str]]]:
+    """``{node: [(long state, comment)]}`` of the jobs that hold nodes (one ``squeue`` call)."""
+    return parse_node_jobs(run_slurm(["squeue", "-h", "-o", "%T|%N|%k"]))
 
 
 def time_left(slurm_id: str) -> float | None:

@@ -35,13 +35,20 @@ def render_pilot_script(
     *, name: str, nodes: int, time_s: float, output: str, comment: str, partition: str | None
 ) -> str:
     """The holder script: asks for ``nodes`` whole nodes for ``time_s`` and sleeps; the steps
-    we launch into it do the work. Every value quoted."""
+    we launch into it do the work. Every value quoted.
+
+    Whole nodes with all they have: ``--exclusive`` gives the allocation every GPU of its nodes
+    (Slurm 22.05 allocates all generic resources of an exclusive job's nodes) and ``--mem=0``
+    all their memory (else only ``DefMemPerCPU`` per CPU, and a step asking ``--mem`` for more
+    could not start). A step that asks for no memory is given its nodes' memory without
+    reserving it, so such steps still run side by side (tested on Slurm 22.05)."""
     options = {
         "--job-name": name,
         "--nodes": str(nodes),
         "--time": format_time_limit(time_s),
         "--output": output,
         "--comment": comment,
+        "--mem": "0",
     }
     if partition:
         options["--partition"] = partition

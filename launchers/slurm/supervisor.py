@@ -5,8 +5,9 @@ Usage: ``python -I -S supervisor.py ATTEMPT_DIR -- ARGV...``
 ``srun`` starts one copy per task. It gives each task the rank variables every backend exports,
 derived from Slurm's (``SLURMD_NODENAME``, ``SLURM_LOCALID``) and the node list our allocator
 chose (``ORCH_NODES``, in node-rank order: Slurm numbers nodes in its own order, which need not
-be ours), refuses to run if the attempt was aborted (a daemon crashed while submitting it), runs
-``ARGV`` exactly as given (no shell), and writes the task's end record
+be ours), and ``ORCH_GPUS``, the GPUs Slurm bound to the task (:func:`gpu_variables`); refuses
+to run if the attempt was aborted (a daemon crashed while submitting it), runs ``ARGV`` exactly
+as given (no shell), and writes the task's end record
 (:mod:`orchestrator.nodeside.record`): the exit status and the first signal the task was sent.
 The backend reads that signal to tell a job that checkpointed on the engine's signal and exited
 with the "requeue me" code from a job that failed on its own.
@@ -45,6 +46,24 @@ def rank_variables(env: dict[str, str]) -> dict[str, str]:
     return variables
 
 
+def gpu_variables(env: dict[str, str]) -> dict[str, str]:
+    """``ORCH_GPUS``: the node's indices of the GPUs Slurm gave this task (empty: none).
+
+    Slurm chooses and binds GPUs itself (``--gpus-per-task``, ``--gpus-per-node``): it sets
+    ``SLURM_STEP_GPUS`` to the step's GPUs on this node, narrowed to the task's own with
+    ``--gpu-bind=per_task``, and ``CUDA_VISIBLE_DEVICES`` to the same GPUs as CUDA is to number
+    them (from 0 where device cgroups hide the others). ``ORCH_GPUS`` names the GPUs as the node
+    does, as our allocator's indices do on the other backends, so ``SLURM_STEP_GPUS`` comes
+    first. Not ``SLURM_JOB_GPUS``: a step inherits the batch job's, all of the node's GPUs for
+    a whole-node job, even when the step itself was given none. ``CUDA_VISIBLE_DEVICES`` is
+    left as Slurm set it (unset when the task has no GPU).
+    """
+    for name in ("SLURM_STEP_GPUS", "CUDA_VISIBLE_DEVICES"):
+        if name in env:
+            return {"ORCH_GPUS": env[name]}
+    return {"ORCH_GPUS": ""}
+
+
 def main(args: list[str]) -> int:
     if len(args) < 3 or args[1] != "--":
         print("usage: supervisor.py ATTEMPT_DIR -- ARGV...", file=sys.stderr)
@@ -52,6 +71,7 @@ def main(args: list[str]) -> int:
     directory, argv = args[0], args[2:]
     env = dict(os.environ)
     env.update(rank_variables(env))
+    env.update(gpu_variables(env))
     rank = int(env["RANK"])
     if record.is_aborted(directory):
         return record.ABORTED

@@ -32,7 +32,9 @@ __all__ = [
     "SlurmParseError",
     "SlurmState",
     "format_time_limit",
+    "gpu_options",
     "parse_node_events",
+    "parse_node_jobs",
     "parse_sacct",
     "parse_sbatch",
     "parse_sinfo_nodes",
@@ -145,6 +147,31 @@ def format_time_limit(seconds: float) -> str:
     return f"{days}-{hours:02d}:{mins:02d}:00"
 
 
+def gpu_options(gpus_per_task: int, gpus_per_node: int, *, step: bool = False) -> list[str]:
+    """The GPU options of a job (``step=False``: ``sbatch``) or of one of its steps (``srun``).
+
+    GPUs per task win over GPUs per node (a request gives one or the other). Both are
+    ``select/cons_tres`` options of Slurm 22.05, which allocates, accounts (``gres/gpu``) and
+    binds them itself: a step with ``--gpus-per-task`` gives each task its own GPUs in
+    ``CUDA_VISIBLE_DEVICES`` (``--gpu-bind=per_task:N``, said explicitly: 22.05 implies it,
+    older releases do not); with ``--gpus-per-node`` every task of a node sees the node's.
+    No GPUs: no option (a step then sees none, even in a job that holds some).
+
+    >>> gpu_options(1, 0, step=True)
+    ['--gpus-per-task=1', '--gpu-bind=per_task:1']
+    >>> gpu_options(0, 4), gpu_options(0, 0)
+    (['--gpus-per-node=4'], [])
+    """
+    if gpus_per_task > 0:
+        options = [f"--gpus-per-task={gpus_per_task}"]
+        if step:
+            options.append(f"--gpu-bind=per_task:{gpus_per_task}")
+        return options
+    if gpus_per_node > 0:
+        return [f"--gpus-per-node={gpus_per_node}"]
+    return []
+
+
 @dataclass(frozen=True)
 class SbatchScript:
     """What a generated ``#SBATCH`` script says.
@@ -155,6 +182,9 @@ class SbatchScript:
         nodelist: The nodes our allocator chose (``--nodelist``, and ``-N`` their count).
         tasks_per_node: ``--ntasks-per-node``.
         cpus_per_task: ``--cpus-per-task``.
+        gpus_per_task, gpus_per_node: GPUs per task, else per node (0: none); the ``srun``
+            line asks for the same, so its tasks get them bound (:func:`gpu_options`).
+        mem_mb: ``--mem`` per node in MB (0: Slurm's default).
         time_s: ``--time``.
         stdout, stderr: ``--output`` / ``--error`` paths.
         env: Exported in the script (quoted).
@@ -169,6 +199,9 @@ class SbatchScript:
     nodelist: Sequence[str]
     tasks_per_node: int = 1
     cpus_per_task: int = 1
+    gpus_per_task: int = 0
+    gpus_per_node: int = 0
+    mem_mb: int = 0
     time_s: float | None = None
     stdout: str | None = None
     stderr: str | None = None
@@ -189,21 +222,36 @@ def _sbatch_line(option: str, value: str) -> str:
     return f"#SBATCH {option}={shlex.quote(value)}"
 
 
+def _resource_lines(spec: SbatchScript) -> list[str]:
+    """The ``#SBATCH`` lines of the nodes, tasks, CPUs, GPUs and memory asked for."""
+    for name in ("gpus_per_task", "gpus_per_node", "mem_mb"):
+        if getattr(spec, name) < 0:
+            raise InvalidRequestError(name, getattr(spec, name), "must not be negative", "1")
+    lines = [
+        _sbatch_line("--nodes", str(len(spec.nodelist))),
+        _sbatch_line("--nodelist", compress_hostlist(spec.nodelist)),
+        _sbatch_line("--ntasks-per-node", str(spec.tasks_per_node)),
+        _sbatch_line("--cpus-per-task", str(spec.cpus_per_task)),
+    ]
+    for option in gpu_options(spec.gpus_per_task, spec.gpus_per_node):
+        lines.append(_sbatch_line(*option.split("=", 1)))
+    if spec.mem_mb > 0:
+        lines.append(_sbatch_line("--mem", f"{spec.mem_mb}M"))
+    return lines
+
+
 def render_sbatch_script(spec: SbatchScript) -> str:
     """The batch script text for ``spec``.
 
     Raises:
-        InvalidRequestError: for an empty command or node list, a bad variable or option name.
+        InvalidRequestError: for an empty command or node list, a bad variable or option name,
+            a negative GPU or memory amount.
     """
     if not spec.argv:
         raise InvalidRequestError("argv", list(spec.argv), "the command is empty", "['hostname']")
     if not spec.nodelist:
         raise InvalidRequestError("nodelist", [], "no nodes", "n[1-2]")
-    lines = ["#!/bin/bash", _sbatch_line("--job-name", spec.name)]
-    lines.append(_sbatch_line("--nodes", str(len(spec.nodelist))))
-    lines.append(_sbatch_line("--nodelist", compress_hostlist(spec.nodelist)))
-    lines.append(_sbatch_line("--ntasks-per-node", str(spec.tasks_per_node)))
-    lines.append(_sbatch_line("--cpus-per-task", str(spec.cpus_per_task)))
+    lines = ["#!/bin/bash", _sbatch_line("--job-name", spec.name), *_resource_lines(spec)]
     if spec.time_s is not None:
         lines.append(_sbatch_line("--time", format_time_limit(spec.time_s)))
     if spec.stdout:
@@ -224,7 +272,8 @@ def render_sbatch_script(spec: SbatchScript) -> str:
             raise InvalidRequestError("env", key, "not a valid variable name", "OMP_NUM_THREADS")
         lines.append(f"export {key}={shell_word(value, 'env')}")
     command = " ".join(shell_word(a) for a in spec.argv)
-    srun = " ".join(shlex.quote(o) for o in ("srun", *spec.srun_options))
+    step = gpu_options(spec.gpus_per_task, spec.gpus_per_node, step=True)
+    srun = " ".join(shlex.quote(o) for o in ("srun", *spec.srun_options, *step))
     lines.append(f"{srun} {command}")
     return "\n".join(lines) + "\n"
 
@@ -347,6 +396,31 @@ def parse_sinfo_nodes(text: str) -> dict[str, str]:
             raise SlurmParseError(f"sinfo row is not NODE|STATE: {line!r}")
         states.setdefault(parts[0], parts[1])
     return states
+
+
+def parse_node_jobs(text: str) -> dict[str, list[tuple[str, str]]]:
+    """Rows of ``squeue -h -o '%T|%N|%k'`` (long state, node list, comment) -> ``{node: [(state,
+    comment)]}`` for every job that holds nodes (a pending job holds none). The comment comes
+    last: it is anyone's text and may hold ``|``.
+
+    >>> parse_node_jobs("RUNNING|n[1-2]|orch-x:1:1\\nPENDING||a|b\\n")
+    {'n1': [('RUNNING', 'orch-x:1:1')], 'n2': [('RUNNING', 'orch-x:1:1')]}
+
+    Raises:
+        SlurmParseError: a row with fewer than three fields.
+    """
+    jobs: dict[str, list[tuple[str, str]]] = {}
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        parts = line.strip().split("|", 2)
+        if len(parts) != 3:
+            raise SlurmParseError(f"squeue row is not STATE|NODES|COMMENT: {line!r}")
+        state, nodelist, comment = parts
+        if nodelist and "(" not in nodelist:
+            for node in expand_hostlist(nodelist):
+                jobs.setdefault(node, []).append((state, comment))
+    return jobs
 
 
 def parse_node_events(text: str) -> list[tuple[str, str]]:

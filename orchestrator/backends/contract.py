@@ -48,6 +48,16 @@ class LaunchSpec:
         walltime_s: The job's time limit (None: none); batch backends size the engine's own
             limit from it (the daemon still enforces it).
         shape: The request's PJM-style shape as text (``2x3x2:torus``), None for a node count.
+        gpus_per_task: GPUs each task asked for (0: none, or see ``gpus_per_node``).
+        gpus_per_node: GPUs asked per node, not tied to tasks (Slurm's ``--gpus-per-node``);
+            0 when the request gave them per task.
+        mem_per_node_mb: Memory asked per node in MB (0: the engine's default).
+        exclusive: Whole nodes (always on whole-node clusters; ``--exclusive`` on shared ones).
+        partition: The node group (a Slurm partition) the job runs in; "" for the default.
+        node_gpus: Per node, in node-rank order, the GPU indices our allocator gave the job
+            (empty: none given, or an engine that chooses them itself, as Slurm does).
+            :func:`orchestrator.nodeside.rank_env.task_binding` splits them among the tasks.
+        node_cpus: Per node, the core indices given (empty: whole nodes, nothing to bind).
     """
 
     job_id: int
@@ -62,6 +72,18 @@ class LaunchSpec:
     name: str = ""
     walltime_s: float | None = None
     shape: str | None = None
+    gpus_per_task: int = 0
+    gpus_per_node: int = 0
+    mem_per_node_mb: int = 0
+    exclusive: bool = True
+    partition: str = ""
+    node_gpus: tuple[tuple[int, ...], ...] = ()
+    node_cpus: tuple[tuple[int, ...], ...] = ()
+
+    @property
+    def gpus_on_each_node(self) -> int:
+        """GPUs the job uses on each of its nodes."""
+        return max(self.gpus_per_node, self.gpus_per_task * self.tasks_per_node)
 
 
 class Liveness(StrEnum):
@@ -107,6 +129,8 @@ class BaseBackend(ABC):
     """
 
     name: ClassVar[str]
+    shares_nodes: ClassVar[bool] = True
+    """The engine can run several jobs on one node at once (False: whole nodes only, as PJM)."""
 
     @abstractmethod
     def start(self, spec: LaunchSpec) -> Handle:

@@ -31,9 +31,17 @@ from orchestrator.backends.contract import BaseBackend, Handle, LaunchSpec, Live
 from orchestrator.exceptions import BackendError
 from orchestrator.nodeside import record
 from orchestrator.nodeside.files import atomic_write
+from orchestrator.nodeside.rank_env import binding_environment, task_binding
 from orchestrator.resources.hostlist import compress_hostlist
 
-__all__ = ["JobFolderBackend", "JobPaths", "PreparedJob", "free_port", "open_owner_only"]
+__all__ = [
+    "JobFolderBackend",
+    "JobPaths",
+    "PreparedJob",
+    "free_port",
+    "open_owner_only",
+    "task_binding_environment",
+]
 
 
 class JobPaths:
@@ -100,6 +108,23 @@ def open_owner_only(path: str, flags: int) -> int:
     """An ``opener`` that creates the file readable and writable by its owner only, and never
     writes through a link a job put in its place."""
     return os.open(path, flags | os.O_NOFOLLOW, 0o600)
+
+
+def task_binding_environment(spec: LaunchSpec, node_rank: int, local_rank: int) -> dict[str, str]:
+    """The variables that bind one task to what our allocator gave it, for backends that bind
+    tasks themselves (the local one): its GPUs (``CUDA_VISIBLE_DEVICES``, ``ORCH_GPUS``; none
+    when the job asked for none on a cluster that has GPUs) and its cores (``ORCH_CPUS``,
+    ``OMP_NUM_THREADS``). Empty when the allocator named neither (whole nodes, no GPUs)."""
+    gpus: list[int] | None = None
+    cpus: list[int] = []
+    tpn = spec.tasks_per_node
+    if spec.node_gpus:
+        gpus = task_binding(spec.node_gpus[node_rank], tpn, local_rank, spec.gpus_per_task)
+    if spec.node_cpus:
+        cpus = task_binding(spec.node_cpus[node_rank], tpn, local_rank, spec.cpus_per_task)
+    if gpus is None and not cpus:
+        return {}
+    return binding_environment(gpus, cpus, spec.cpus_per_task)
 
 
 def free_port() -> int:
@@ -214,6 +239,8 @@ class JobFolderBackend(BaseBackend):
                 "WORLD_SIZE": str(n_nodes * tpn),
                 "LOCAL_WORLD_SIZE": str(tpn),
                 "OMP_NUM_THREADS": str(spec.cpus_per_task),
+                # Job-wide, so that every rank decides alike whether to compute on GPUs.
+                "ORCH_GPUS_PER_NODE": str(spec.gpus_on_each_node),
             }
         )
         return env

@@ -436,7 +436,18 @@ def daemon_status(state_dir: Path | None) -> None:
 @click.option("--ntasks-per-node", type=int, default=1, show_default=True)
 @click.option("-c", "--cpus-per-task", type=int, default=1, show_default=True)
 @click.option("--gpus-per-task", type=int, default=0, show_default=True)
-@click.option("--mem", type=int, default=0, help="Memory per node in MB.")
+@click.option("--gpus-per-node", type=int, help="GPUs on each node, shared by its tasks.")
+@click.option("-G", "--gpus", type=int, help="GPUs in all, spread evenly over the nodes.")
+@click.option("--gres", help="GPUs per node as Slurm's gres: gpu:N or gpu:TYPE:N.")
+@click.option("--mem", help="Memory per node: MB, or with a unit (500M, 4G).")
+@click.option("--mem-per-gpu", help="Memory per GPU: MB, or with a unit (16G).")
+@click.option("--exclusive", is_flag=True, help="Whole nodes (on a cluster that shares nodes).")
+@click.option("-p", "--partition", help="Node group (partition) to run in.")
+@click.option(
+    "-l",
+    "--resource-type",
+    help="A named resource type of the cluster, NAME or NAME=N (as qsub -l rt_HG=1).",
+)
 @click.option("-t", "--time", "walltime", help="Walltime limit: seconds or [d-]h:m:s.")
 @click.option("-a", "--array", help="Array indices, e.g. 0-99%8 (at most 8 at once).")
 @click.option("-d", "--dependency", help="afterok|afterany|afternotok:ID[:ID][,...]")
@@ -467,7 +478,14 @@ def submit(
     ntasks_per_node: int,
     cpus_per_task: int,
     gpus_per_task: int,
-    mem: int,
+    gpus_per_node: int | None,
+    gpus: int | None,
+    gres: str | None,
+    mem: str | None,
+    mem_per_gpu: str | None,
+    exclusive: bool,
+    partition: str | None,
+    resource_type: str | None,
     walltime: str | None,
     array: str | None,
     dependency: str | None,
@@ -493,7 +511,6 @@ def submit(
         "tasks_per_node": ntasks_per_node,
         "cpus_per_task": cpus_per_task,
         "gpus_per_task": gpus_per_task,
-        "mem_per_node_mb": mem,
         "priority": priority,
         "user": getpass.getuser(),
         "account": account,
@@ -510,6 +527,14 @@ def submit(
         ("array", array),
         ("dependency", dependency),
         ("begin", begin),
+        ("gpus_per_node", gpus_per_node),
+        ("gpus", gpus),
+        ("gres", gres),
+        ("mem", int(mem) if mem is not None and mem.isdigit() else mem),
+        ("mem_per_gpu", mem_per_gpu),
+        ("exclusive", exclusive or None),
+        ("partition", partition),
+        ("resource_type", resource_type),
     ):
         if value is not None:
             job[key] = value

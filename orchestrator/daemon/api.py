@@ -571,7 +571,7 @@ class _Service:
         holders = sorted({o for o in owners if o is not None})
         rows = daemon.store.list_jobs(ids=holders) if holders else []
         labels = {r["id"]: display_id(r) for r in rows if r["array_id"] is not None}
-        return layout(daemon.cluster, owners, labels)
+        return layout(daemon.cluster, owners, labels, daemon.node_usage())
 
     def health(self) -> dict[str, Any]:
         daemon = self.daemon

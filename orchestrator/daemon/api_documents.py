@@ -85,12 +85,15 @@ def layout(
     cluster: Cluster,
     owners: Sequence[int | None],
     labels: Mapping[int, str] | None = None,
+    usage: Sequence[Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """The allocation picture: who holds each node, grouped as the topology suggests.
 
     A tree is drawn per leaf switch, a torus as Z slices of X x Y grids, a flat cluster as one
     row. ``owners[i]`` is the job holding node ``i`` (None: free); ``labels`` names a job as
-    ``orch queue`` does (``12_3``: element 3 of array 12), when that differs from its id.
+    ``orch queue`` does (``12_3``: element 3 of array 12), when that differs from its id. On a
+    cluster that shares nodes, ``usage[i]`` says what of node ``i`` is in use and by whom
+    (``Daemon.node_usage``).
     """
     topo = cluster.topology
     doc: dict[str, Any] = {
@@ -102,6 +105,8 @@ def layout(
         "labels": {str(job): label for job, label in (labels or {}).items()},
         "allocated": sum(o is not None for o in owners),
     }
+    if usage is not None:
+        doc["usage"] = list(usage)
     if isinstance(topo, TreeTopology):
         doc["groups"] = [
             {"name": leaf.name, "nodes": [int(n) for n in nodes]}
@@ -134,6 +139,8 @@ def text_map(doc: Mapping[str, Any]) -> str:
         return "." if owner is None else glyph[owner]
 
     lines = [f"{doc['cluster']}: {doc['describe']}, {doc['allocated']} of {doc['size']} allocated"]
+    if doc.get("usage") is not None:
+        return "\n".join(lines + _usage_rows(doc))
     if doc["kind"] == "torus3d":
         x_dim, y_dim, z_dim = doc["dims"]
         for z in range(z_dim):
@@ -150,6 +157,23 @@ def text_map(doc: Mapping[str, Any]) -> str:
         labels = doc.get("labels", {})
         lines.append("legend: " + "  ".join(f"{glyph[j]}={labels.get(str(j), j)}" for j in jobs))
     return "\n".join(lines)
+
+
+def _usage_rows(doc: Mapping[str, Any]) -> list[str]:
+    """One row per node of a cluster that shares nodes: its state, cores, GPUs and memory in
+    use, and the jobs on it (as ``sinfo -N -O NodeList,StateLong,CPUsState,GresUsed``)."""
+    names = doc.get("names") or [str(i) for i in range(doc["size"])]
+    labels = doc.get("labels", {})
+    width = max(len(str(n)) for n in names)
+    rows = [f"  {'NODE':<{width}} {'STATE':<9} {'CPUS':>9} {'GPUS':>7} {'MEM(MB)':>15}  JOBS"]
+    for name, node in zip(names, doc["usage"], strict=True):
+        cpus, gpus, mem = node["cpus"], node["gpus"], node["mem_mb"]
+        jobs = ",".join(str(labels.get(str(j), j)) for j in node["jobs"]) or "-"
+        rows.append(
+            f"  {name:<{width}} {node['state']:<9} {cpus[0]:>4}/{cpus[1]:<4} "
+            f"{gpus[0]:>3}/{gpus[1]:<3} {mem[0]:>7}/{mem[1]:<7}  {jobs}"
+        )
+    return rows
 
 
 MAP_NODES = 1024

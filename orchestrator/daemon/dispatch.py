@@ -8,11 +8,13 @@ from __future__ import annotations
 import contextlib
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from orchestrator.backends.contract import LaunchSpec
 from orchestrator.daemon.table import LiveJob
 from orchestrator.exceptions import BackendError, JobNotFoundError
+from orchestrator.resources.request import JobRequest
+from orchestrator.resources.shares import FreeShares
 from orchestrator.resources.topology import Block
 from orchestrator.scheduling.job import JobState
 
@@ -144,7 +146,7 @@ def schedule(daemon: Daemon, now: float) -> None:
     ready = [j for j in table.pending.values() if j.not_before <= now and not j.dependency]
     daemon.backend.demand(sum(j.request.node_count for j in ready))
     free = daemon.schedulable()
-    if not free.any():
+    if (free.free_count if isinstance(free, FreeShares) else int(free.any())) == 0:
         daemon.head = None
         return
     eligible = [j for j in ready if not usage.array_full(j) and not usage.user_full(j)]
@@ -172,7 +174,7 @@ def start_job(daemon: Daemon, job: LiveJob, block: Block, now: float) -> None:
     nodes = [int(n) for n in block.nodes]
     names = [daemon.cluster.topology.node_name(n) for n in nodes]
     # Read before the job moves: what it runs never changes once submitted.
-    spec = _launch_spec(daemon, job, attempt, names)
+    spec = _launch_spec(daemon, job, block, attempt, names)
     daemon.table.move(
         job,
         JobState.STARTING,
@@ -200,7 +202,9 @@ def start_job(daemon: Daemon, job: LiveJob, block: Block, now: float) -> None:
     record_start(daemon, job, now)
 
 
-def _launch_spec(daemon: Daemon, job: LiveJob, attempt: int, names: list[str]) -> LaunchSpec:
+def _launch_spec(
+    daemon: Daemon, job: LiveJob, block: Block, attempt: int, names: list[str]
+) -> LaunchSpec:
     row = daemon.store.get_job(job.job_id)
     env = dict(row["env"])
     if job.array_id is not None:
@@ -218,7 +222,29 @@ def _launch_spec(daemon: Daemon, job: LiveJob, attempt: int, names: list[str]) -
         name=row["name"],
         walltime_s=job.request.walltime_s,
         shape=str(job.request.shape) if job.request.shape is not None else None,
+        **_resources(daemon, job.request, block),
     )
+
+
+def _resources(daemon: Daemon, request: JobRequest, block: Block) -> dict[str, Any]:
+    """The GPUs, memory and binding of a job's launch: on a cluster that shares nodes, the
+    cores and GPUs the allocator gave it on each node; on a whole-node cluster, whole nodes
+    (GPU indices all of each node's when the job asked for GPUs)."""
+    fields: dict[str, Any] = {
+        "gpus_per_task": request.gpus_per_task,
+        "gpus_per_node": request.gpus_per_node,
+        "mem_per_node_mb": request.mem_per_node_mb,
+        "exclusive": request.exclusive or not daemon.cluster.shared,
+        "partition": request.partition,
+    }
+    if block.shares is not None:
+        fields["node_gpus"] = tuple(share.gpus for share in block.shares)
+        if not request.exclusive:
+            fields["node_cpus"] = tuple(share.cpus for share in block.shares)
+    elif request.gpus_on_node:
+        node = daemon.cluster.group(request.partition).node
+        fields["node_gpus"] = tuple(tuple(range(node.gpus)) for _ in range(block.size))
+    return fields
 
 
 def record_start(daemon: Daemon, job: LiveJob, now: float) -> None:

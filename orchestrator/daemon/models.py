@@ -64,7 +64,37 @@ class JobSubmission(BaseModel):
     tasks_per_node: Int32 | None = _field("Processes per node (default 1).", 1)
     cpus_per_task: Int32 | None = _field("CPUs per task (default 1).", 1)
     gpus_per_task: Int32 | None = _field("GPUs per task (default 0).", 0)
-    mem_per_node_mb: Int32 | None = _field("Memory per node in MB (default 0: any).", 1000)
+    mem_per_node_mb: Int32 | None = _field(
+        "Memory per node in MB (default 0: on a shared cluster, the node's memory in "
+        "proportion to the cores asked).",
+        1000,
+    )
+    gpus_per_node: Int32 | None = _field("GPUs per node, not tied to tasks (default 0).", 4)
+    gpus: Int32 | None = _field("GPUs in all, spread evenly over the nodes (Slurm's --gpus).", 8)
+    gres: StrictStr | None = _field(
+        "Slurm's --gres for GPUs: gpu:N or gpu:TYPE:N per node.", "gpu:2", max_length=64
+    )
+    mem: StrictStr | StrictInt | None = _field(
+        "Memory per node with a unit (K, M, G, T; 1024 apart) or MB.", "4G"
+    )
+    mem_per_gpu: StrictStr | StrictInt | None = _field(
+        "Memory per GPU, as mem; the node gets it times its GPUs.", "16G"
+    )
+    exclusive: StrictBool | None = _field(
+        "Whole nodes on a cluster that shares nodes (whole-node clusters always give them).",
+        True,
+    )
+    partition: StrictStr | None = _field(
+        "Node group (Slurm partition) to run in (default: the cluster's first).",
+        "gpu",
+        max_length=128,
+    )
+    resource_type: StrictStr | None = _field(
+        "A named resource type of the cluster's preset, NAME or NAME=N (N of them, one per "
+        "node), as qsub -l NAME=N on TSUBAME or ABCI.",
+        "rt_HG=1",
+        max_length=128,
+    )
     time: StrictStr | StrictFloat | StrictInt | None = _field(
         "Walltime limit: seconds or [d-]h:m:s.", "10:00"
     )

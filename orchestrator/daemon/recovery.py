@@ -17,8 +17,9 @@ from orchestrator.backends.contract import Liveness, PollResult
 from orchestrator.daemon.job_rows import request_of
 from orchestrator.daemon.spec import parse_dependency
 from orchestrator.daemon.table import LiveJob
-from orchestrator.resources.topology import Block
+from orchestrator.resources.topology import Block, NodeShare
 from orchestrator.scheduling.job import JobState
+from orchestrator.store.store import HeldShare
 
 if TYPE_CHECKING:
     from orchestrator.daemon.service import Daemon
@@ -57,15 +58,18 @@ def recover(daemon: Daemon, now: float) -> dict[str, int]:
     """
     counts = {"waiting": 0, "reattached": 0, "aborted": 0, "ended": 0, "draining": 0, "leaked": 0}
     daemon.table.clear()
-    held = daemon.store.held_nodes(daemon.cluster_id)
+    held = {
+        job_id: _block(daemon, rows)
+        for job_id, rows in daemon.store.held_shares(daemon.cluster_id).items()
+    }
     starting = _mirror_live_jobs(daemon, now, held, counts)
     leaked = _mirror_held_nodes(daemon, now, held, counts)
     # Memory equals the store from here on; the repairs below are ordinary changes.
     table = daemon.table
-    for job_id, nodes in leaked:
+    for job_id, block in leaked:
         with table.change() as change:
             daemon.store.release(change.conn, job_id, now)
-        table.free[nodes] = True
+        table.release(block)
         counts["leaked"] += 1
     for job in starting:
         _settle_start(daemon, job, now, counts)
@@ -73,13 +77,25 @@ def recover(daemon: Daemon, now: float) -> dict[str, int]:
     return counts
 
 
-def _hold(daemon: Daemon, job: LiveJob, nodes: list[int]) -> None:
-    job.block = Block(nodes=np.asarray(nodes, dtype=np.int64))
-    daemon.table.free[nodes] = False
+def _block(daemon: Daemon, rows: list[tuple[int, HeldShare | None]]) -> Block:
+    """A stored allocation as a block (with what it holds of each node on a shared cluster)."""
+    nodes = np.asarray([node for node, _ in rows], dtype=np.int64)
+    pool = daemon.table.pool
+    if pool is None:
+        return Block(nodes=nodes)
+    shares = tuple(
+        NodeShare(*share) if share is not None else pool.whole(node) for node, share in rows
+    )
+    return Block(nodes=nodes, shares=shares)
+
+
+def _hold(daemon: Daemon, job: LiveJob, block: Block | None) -> None:
+    job.block = block if block is not None else Block(nodes=np.zeros(0, dtype=np.int64))
+    daemon.table.hold(job.block)
 
 
 def _mirror_live_jobs(
-    daemon: Daemon, now: float, held: dict[int, list[int]], counts: dict[str, int]
+    daemon: Daemon, now: float, held: dict[int, Block], counts: dict[str, int]
 ) -> list[LiveJob]:
     """Waiting and active jobs into the table (their nodes taken out of ``held``); the jobs
     that were STARTING."""
@@ -96,7 +112,7 @@ def _mirror_live_jobs(
                 table.dependent.add(job.job_id)
             counts["waiting"] += 1
             continue
-        _hold(daemon, job, held.pop(job.job_id, []))
+        _hold(daemon, job, held.pop(job.job_id, None))
         table.active[job.job_id] = job
         if job.state is JobState.STARTING:
             starting.append(job)
@@ -106,26 +122,26 @@ def _mirror_live_jobs(
 
 
 def _mirror_held_nodes(
-    daemon: Daemon, now: float, held: dict[int, list[int]], counts: dict[str, int]
-) -> list[tuple[int, list[int]]]:
+    daemon: Daemon, now: float, held: dict[int, Block], counts: dict[str, int]
+) -> list[tuple[int, Block]]:
     """Nodes still held by finished jobs: a job whose processes may live is drained again;
     the others are leaks (returned, to be released)."""
     table = daemon.table
-    leaked: list[tuple[int, list[int]]] = []
+    leaked: list[tuple[int, Block]] = []
     held_rows = {r["id"]: r for r in daemon.store.list_jobs(ids=list(held))}
-    for job_id, nodes in held.items():
+    for job_id, block in held.items():
         held_row = held_rows.get(job_id)
         if held_row is not None and JobState(held_row["state"]).is_finished and held_row["handle"]:
             # Cancelled or timed out, processes perhaps still alive: drain again.
             drained = live_job(held_row)
-            _hold(daemon, drained, nodes)
+            _hold(daemon, drained, block)
             drained.kill_at = now + daemon.config.grace_s
             table.draining[job_id] = drained
             daemon.backend.signal(held_row["handle"], signal.SIGTERM)
             counts["draining"] += 1
         else:
-            table.free[nodes] = False
-            leaked.append((job_id, nodes))
+            table.hold(block)
+            leaked.append((job_id, block))
     return leaked
 
 

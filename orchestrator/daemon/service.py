@@ -37,16 +37,19 @@ from orchestrator.backends.contract import BaseBackend, Liveness, PollResult
 from orchestrator.daemon.dispatch import record_starts, schedule
 from orchestrator.daemon.job_rows import expand_dependency, job_row, regroup
 from orchestrator.daemon.recovery import recover, stop_with_requeue
-from orchestrator.daemon.spec import JobSpec
+from orchestrator.daemon.spec import JobSpec, apply_resource_type
 from orchestrator.daemon.table import Change, JobTable, LiveJob
 from orchestrator.exceptions import (
     BackendError,
+    ClusterConfigError,
     IdempotencyKeyReusedError,
     InvalidRequestError,
     JobStateError,
     StoreUnavailableError,
 )
 from orchestrator.resources.cluster import Cluster
+from orchestrator.resources.shares import NodePool
+from orchestrator.scheduling.capacity import FreeResources
 from orchestrator.scheduling.core import SchedulerCore
 from orchestrator.scheduling.job import JobState
 from orchestrator.scheduling.policies import Backfill, make_ordering
@@ -106,6 +109,12 @@ class Daemon:
         config: DaemonConfig | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        if cluster.shared and not backend.shares_nodes:
+            raise ClusterConfigError(
+                f"the {backend.name} backend gives whole nodes only, and cluster "
+                f"{cluster.name!r} shares nodes between jobs: use a whole-node preset (such as "
+                "fugaku), or a backend that shares nodes (local, slurm, ray)"
+            )
         self.store = store
         self.cluster = cluster
         self.backend = backend
@@ -117,7 +126,12 @@ class Daemon:
         self.cluster_id = store.ensure_cluster(
             cluster.name, cluster.topology.kind, cluster.size, cluster.topology.describe()
         )
-        self.table = JobTable(store, self.cluster_id, cluster.topology)
+        self.table = JobTable(
+            store,
+            self.cluster_id,
+            cluster.topology,
+            NodePool.of(cluster) if cluster.shared else None,
+        )
         self.lock = threading.RLock()
         self.wake = threading.Event()
         self.next_retry = math.inf
@@ -212,6 +226,12 @@ class Daemon:
         def prefix_of(i: int) -> str:
             return f"jobs[{i}]." if len(specs) > 1 else ""
 
+        specs = [
+            apply_resource_type(spec, self.cluster.resource_types, self.cluster.name)
+            if spec.resource_type is not None
+            else spec
+            for spec in specs
+        ]
         for i, spec in enumerate(specs):
             prefix = prefix_of(i)
             try:
@@ -514,22 +534,30 @@ class Daemon:
             self.backend.signal(job.handle, signal.SIGKILL)
             job.killed = True
 
-    def schedulable(self) -> npt.NDArray[np.bool_]:
-        """Free nodes the backend can give now (not down, drained or busy with other users'
-        jobs): the mask offered to the scheduler core."""
+    def schedulable(self) -> FreeResources:
+        """What the backend can give now, offered to the scheduler core: the free nodes not
+        down, drained or busy with other users' jobs (on a cluster that shares nodes, what is
+        free on each of those nodes)."""
         free = self.free
+        shares = self.table.shares
         try:
             unavailable = self.backend.unavailable_nodes()
         except BackendError as e:
             self._note_engine("nodes", e)
-            return np.zeros_like(free)  # the engine cannot say which nodes it has: start nothing
+            # The engine cannot say which nodes it has: start nothing.
+            return shares.without(range(self.cluster.size)) if shares else np.zeros_like(free)
         self._note_engine("nodes")
-        if unavailable:
-            free = free.copy()
-            index_of = self.cluster.topology.index_of
-            for name in unavailable:
-                with contextlib.suppress(KeyError):  # a node outside our pool
-                    free[index_of(name)] = False
+        if not unavailable:
+            return free if shares is None else shares
+        index_of = self.cluster.topology.index_of
+        down: list[int] = []
+        for name in unavailable:
+            with contextlib.suppress(KeyError):  # a node outside our pool
+                down.append(index_of(name))
+        if shares is not None:
+            return shares.without(down)
+        free = free.copy()
+        free[down] = False
         return free
 
     # -- recovery and stop --------------------------------------------------------------------
@@ -601,14 +629,44 @@ class Daemon:
         return "Resources" if job_id == head or full else "Priority"
 
     def node_owners(self) -> list[int | None]:
-        """Per node index, the id of the job holding it (None: free)."""
+        """Per node index, the id of the job holding it (None: free; on a cluster that shares
+        nodes, the first of the jobs holding part of it)."""
         owners: list[int | None] = [None] * self.cluster.size
         with self.lock:
             for job in self.table.holders():
                 if job.block is not None:
                     for n in job.block.nodes:
-                        owners[int(n)] = job.job_id
+                        if owners[int(n)] is None:
+                            owners[int(n)] = job.job_id
         return owners
+
+    def node_usage(self) -> list[dict[str, Any]] | None:
+        """On a cluster that shares nodes, per node: cores, GPUs and MB in use and in all, the
+        jobs holding part of it and Slurm's word for it (IDLE, MIXED: some cores in use,
+        ALLOCATED: all); None on a whole-node cluster."""
+        shares, pool = self.table.shares, self.table.pool
+        if shares is None or pool is None:
+            return None
+        with self.lock:
+            jobs_on: list[list[int]] = [[] for _ in range(self.cluster.size)]
+            for job in self.table.holders():
+                if job.block is not None:
+                    for n in job.block.nodes:
+                        jobs_on[int(n)].append(job.job_id)
+            usage = []
+            for i in range(self.cluster.size):
+                cpus, used = int(pool.cpus[i]), int(pool.cpus[i] - shares.n_cores[i])
+                state = "IDLE" if not jobs_on[i] else "ALLOCATED" if used >= cpus else "MIXED"
+                usage.append(
+                    {
+                        "state": state,
+                        "cpus": [used, cpus],
+                        "gpus": [int(pool.gpus[i] - shares.n_gpus[i]), int(pool.gpus[i])],
+                        "mem_mb": [int(pool.mem[i] - shares.mem[i]), int(pool.mem[i])],
+                        "jobs": sorted(jobs_on[i]),
+                    }
+                )
+        return usage
 
 
 def _first_failure(result: PollResult) -> tuple[int, int]:

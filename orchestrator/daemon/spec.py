@@ -27,7 +27,7 @@ from pydantic import ValidationError
 from orchestrator.daemon.models import JobSubmission, example_of
 from orchestrator.daemon.text_rules import check_text
 from orchestrator.exceptions import InvalidRequestError
-from orchestrator.resources.request import JobRequest, parse_duration
+from orchestrator.resources.request import JobRequest, parse_duration, parse_memory
 from orchestrator.timeparse import parse_time
 
 __all__ = [
@@ -83,6 +83,9 @@ DEFAULTS: Mapping[str, Any] = {
     "cpus_per_task": 1,
     "gpus_per_task": 0,
     "mem_per_node_mb": 0,
+    "gpus_per_node": 0,
+    "exclusive": False,
+    "partition": "",
     "priority": 0,
     "account": "",
     "retries": 0,
@@ -201,6 +204,90 @@ def format_dependency(deps: tuple[tuple[str, int], ...]) -> str:
     return ",".join(f"{kind}:{job_id}" for kind, job_id in deps)
 
 
+_GRES = re.compile(r"^gpu(?::[A-Za-z0-9_.-]{1,32})?:([0-9]{1,4})$")
+
+
+def _gpus_and_memory(values: Mapping[str, Any]) -> tuple[int, int]:
+    """GPUs and memory per node from Slurm's several ways of saying them: ``gpus_per_node``,
+    ``gres`` (``gpu:2``, ``gpu:h100:2``), ``gpus`` (in all, spread evenly over the nodes);
+    ``mem_per_node_mb``, ``mem`` (``4G``), ``mem_per_gpu``. Two ways at once are refused."""
+    per_node: int = values["gpus_per_node"]
+    given = [name for name in ("gpus_per_node", "gres", "gpus") if values.get(name)]
+    if len(given) > 1:
+        raise InvalidRequestError(
+            given[1], values[given[1]], f"give GPUs one way, not both {' and '.join(given)}", "1"
+        )
+    if values.get("gres") is not None:
+        match = _GRES.match(values["gres"].strip())
+        if match is None:
+            raise InvalidRequestError(
+                "gres", values["gres"], "only GPUs are known: gpu:N or gpu:TYPE:N", "gpu:2"
+            )
+        per_node = int(match.group(1))
+    if values.get("gpus") is not None:
+        total = int(values["gpus"])
+        nodes = values["nodes"] or 1
+        if total < 0 or total % nodes:
+            raise InvalidRequestError(
+                "gpus", total, f"must spread evenly over the {nodes} nodes", str(nodes)
+            )
+        per_node = total // nodes
+    memory: int = values["mem_per_node_mb"]
+    given = [n for n in ("mem_per_node_mb", "mem", "mem_per_gpu") if values.get(n)]
+    if len(given) > 1:
+        raise InvalidRequestError(
+            given[1], values[given[1]], f"give memory one way, not {' and '.join(given)}", "4G"
+        )
+    if values.get("mem") is not None:
+        memory = parse_memory(values["mem"], "mem")
+    if values.get("mem_per_gpu") is not None:
+        gpus = max(per_node, values["tasks_per_node"] * values["gpus_per_task"])
+        if not gpus:
+            raise InvalidRequestError(
+                "mem_per_gpu", values["mem_per_gpu"], "the job asks for no GPUs", "--gpus 1"
+            )
+        memory = parse_memory(values["mem_per_gpu"], "mem_per_gpu") * gpus
+    return per_node, memory
+
+
+def apply_resource_type(spec: JobSpec, types: Mapping[str, Any], cluster: str) -> JobSpec:
+    """``spec`` with its named resource type (``NAME`` or ``NAME=N``) made a request: N nodes
+    with one task each holding one unit (a whole node for an exclusive type).
+
+    Raises:
+        InvalidRequestError: naming ``resource_type``, for a name the cluster has not.
+    """
+    if spec.resource_type is None:
+        return spec
+    text = spec.resource_type.strip()
+    name, _, count_text = text.partition("=")
+    unit = types.get(name)
+    known = ", ".join(sorted(types)) or "none"
+    if unit is None:
+        raise InvalidRequestError(
+            "resource_type",
+            text,
+            f"cluster {cluster!r} has no resource type {name!r} (known: {known})",
+            f"{next(iter(sorted(types)), 'NAME')}=1",
+        )
+    if count_text and not ascii_digits(count_text, 6):
+        raise InvalidRequestError("resource_type", text, "N must be a count", f"{name}=1")
+    count = int(count_text) if count_text else 1
+    fields: dict[str, Any] = {"nodes": count, "shape": None, "tasks_per_node": 1}
+    if unit.exclusive:
+        fields["exclusive"] = True
+    else:
+        fields.update(
+            cpus_per_task=unit.cpus,
+            gpus_per_task=0,
+            gpus_per_node=unit.gpus,
+            mem_per_node_mb=unit.memory_mb,
+            exclusive=False,
+        )
+    request = dataclasses.replace(spec.request, **fields)
+    return dataclasses.replace(spec, request=request, resource_type=None)
+
+
 def _check_command(argv: list[str] | None, script: str | None) -> None:
     """Exactly one of a command or a script, each within its size."""
     if (argv is None) == (script is None):
@@ -269,6 +356,9 @@ class JobSpec:
     workdir: str | None = None
     begin: float | None = None
     """Earliest start, epoch seconds (None: as soon as it can)."""
+    resource_type: str | None = None
+    """A named resource type of the cluster (``rt_HG`` or ``node_q=2``), applied by the daemon
+    with :func:`apply_resource_type` (only it knows the cluster)."""
 
     def filed_under(self, user: str) -> JobSpec:
         """This job, filed under ``user`` (the caller the API authenticated)."""
@@ -333,13 +423,17 @@ class JobSpec:
             if values["estimate"] is not None
             else None
         )
+        gpus_per_node, mem_per_node_mb = _gpus_and_memory(values)
         request = JobRequest(
             nodes=values["nodes"],
             shape=values["shape"],
             tasks_per_node=values["tasks_per_node"],
             cpus_per_task=values["cpus_per_task"],
             gpus_per_task=values["gpus_per_task"],
-            mem_per_node_mb=values["mem_per_node_mb"],
+            gpus_per_node=gpus_per_node,
+            mem_per_node_mb=mem_per_node_mb,
+            exclusive=values["exclusive"],
+            partition=values["partition"],
             walltime_s=walltime,
             estimate_s=estimate,
             priority=values["priority"],
@@ -350,6 +444,7 @@ class JobSpec:
         )
         return cls(
             request=request,
+            resource_type=values["resource_type"],
             argv=tuple(argv) if argv is not None else None,
             script=script,
             array=parse_array(values["array"]) if values["array"] is not None else None,

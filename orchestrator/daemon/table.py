@@ -30,6 +30,7 @@ from sqlalchemy import Connection
 from orchestrator.backends.contract import Handle
 from orchestrator.exceptions import IllegalTransitionError, StoreUnavailableError
 from orchestrator.resources.request import JobRequest
+from orchestrator.resources.shares import FreeShares, NodePool
 from orchestrator.resources.topology import BaseTopology, Block
 from orchestrator.scheduling.job import JobState
 from orchestrator.store import Store
@@ -130,7 +131,7 @@ class Change:
             if block is None or holds:
                 raise IllegalTransitionError(f"job {job_id} starts without its own new nodes")
             nodes = [int(n) for n in block.nodes]
-            if not table.free[nodes].all():  # the core never does this; refuse to share
+            if not table.can_hold(block):  # the core never does this; refuse to share
                 raise IllegalTransitionError(f"job {job_id} was given nodes already held")
         table.store.transition(self.conn, job_id, old, new, reason, now, **fields)
         if new is JobState.STARTING:
@@ -143,6 +144,9 @@ class Change:
                 nodes,
                 [table.topology.node_name(n) for n in nodes],
                 now,
+                None
+                if block.shares is None
+                else [(share.cpus, share.gpus, share.mem_mb) for share in block.shares],
             )
         release = holds and new not in ACTIVE and not drain
         if release:
@@ -181,12 +185,20 @@ class JobTable:
         store: The job store (the daemon is its only writer).
         cluster_id: The cluster's id in the store.
         topology: The cluster's topology (node count and names).
+        pool: On a cluster that shares nodes, its nodes' cores, GPUs and memory (None: jobs
+            hold whole nodes).
     """
 
-    def __init__(self, store: Store, cluster_id: int, topology: BaseTopology) -> None:
+    def __init__(
+        self, store: Store, cluster_id: int, topology: BaseTopology, pool: NodePool | None = None
+    ) -> None:
         self.store = store
         self.cluster_id = cluster_id
         self.topology = topology
+        self.pool = pool
+        self.shares: FreeShares | None = FreeShares(pool) if pool is not None else None
+        """What is free on each node of a cluster that shares nodes (``free`` then marks the
+        nodes no job holds any of)."""
         self.waiting: dict[int, LiveJob] = {}
         """PENDING and HELD jobs."""
         self.pending: dict[int, LiveJob] = {}
@@ -236,8 +248,27 @@ class JobTable:
 
     def free_block(self, job: LiveJob) -> None:
         if job.block is not None:
-            self.free[job.block.nodes] = True
+            self.release(job.block)
             job.block = None
+
+    def can_hold(self, block: Block) -> bool:
+        """Nothing of ``block`` is held."""
+        if self.shares is not None:
+            return self.shares.can_take(block)
+        return bool(self.free[block.nodes].all())
+
+    def hold(self, block: Block) -> None:
+        self.free[block.nodes] = False
+        if self.shares is not None:
+            self.shares.take(block)
+
+    def release(self, block: Block) -> None:
+        nodes = block.nodes
+        if self.shares is None:
+            self.free[nodes] = True
+        else:
+            self.shares.give(block)
+            self.free[nodes] = self.shares.idle()[nodes]
 
     def clear(self) -> None:
         """Forget everything (before recovery rebuilds it from the store)."""
@@ -248,6 +279,8 @@ class JobTable:
         self.finished.clear()
         self.dependent.clear()
         self.free[:] = True
+        if self.pool is not None:
+            self.shares = FreeShares(self.pool)
         self.dirty = True
 
     def wait(self, job: LiveJob) -> None:
@@ -307,6 +340,6 @@ def _mirror_move(
     if new is JobState.STARTING:
         assert block is not None
         job.block = block
-        table.free[block.nodes] = False
+        table.hold(block)
     elif release:
         table.free_block(job)

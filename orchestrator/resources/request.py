@@ -21,7 +21,7 @@ from typing import Any
 
 from orchestrator.exceptions import InvalidRequestError
 
-__all__ = ["JobRequest", "Shape", "ShapeMode", "parse_duration", "parse_shape"]
+__all__ = ["JobRequest", "Shape", "ShapeMode", "parse_duration", "parse_memory", "parse_shape"]
 
 _SHAPE_EXAMPLE = "4x6x16:torus"
 
@@ -152,6 +152,31 @@ def parse_duration(value: str | float | int, field_name: str = "walltime") -> fl
     return float(seconds)
 
 
+_MEMORY = re.compile(r"^([0-9]{1,12})([KMGT]?)B?$")
+_MEMORY_MB = {"K": 1 / 1024, "": 1, "M": 1, "G": 1024, "T": 1024 * 1024}
+
+
+def parse_memory(value: str | int, field_name: str = "mem") -> int:
+    """Megabytes from Slurm's memory text: ``4000`` (MB), ``500M``, ``4G``, ``1T`` (units of
+    1024, as Slurm's), or an int (MB). Rounded up to whole MB.
+
+    >>> parse_memory("4G"), parse_memory("500M"), parse_memory(1000)
+    (4096, 500, 1000)
+    """
+    if isinstance(value, bool):
+        raise InvalidRequestError(field_name, value, "expected a memory size", "4G")
+    if isinstance(value, int):
+        if value < 0:
+            raise InvalidRequestError(field_name, value, "must be >= 0", "4G")
+        return value
+    match = _MEMORY.match(str(value).strip().upper())
+    if not match:
+        raise InvalidRequestError(
+            field_name, value, "expected a size in MB or with a unit K, M, G or T", "4G"
+        )
+    return math.ceil(int(match.group(1)) * _MEMORY_MB[match.group(2)])
+
+
 def _check_int(name: str, value: Any, minimum: int, example: str) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidRequestError(name, value, "must be an integer", example)
@@ -170,6 +195,13 @@ class JobRequest:
         estimate_s: Runtime estimate for backfilling and SJF (default: the walltime).
         priority: User- or admin-given priority; larger runs earlier under ``multifactor``.
         submit_time: Seconds on the scheduler's clock.
+        gpus_per_task: GPUs each task needs (Slurm's ``--gpus-per-task``).
+        gpus_per_node: GPUs the job needs on each node, not tied to tasks
+            (``--gpus-per-node``); the node needs the larger of the two.
+        mem_per_node_mb: Memory per node in MB (0: on a shared cluster, the node's memory in
+            proportion to the cores asked, as Slurm's ``DefMemPerCPU``).
+        exclusive: Whole nodes on a shared cluster (whole-node clusters always give them).
+        partition: The node group to run in ("" for the cluster's default one).
     """
 
     nodes: int | None = None
@@ -185,6 +217,9 @@ class JobRequest:
     account: str = ""
     submit_time: float = 0.0
     name: str = field(default="")
+    gpus_per_node: int = 0
+    exclusive: bool = False
+    partition: str = ""
     # Derived once at creation: the scheduler reads both for every job at every pass.
     node_count: int = field(init=False, repr=False, compare=False)
     """Nodes asked for (the shape's volume for a shape)."""
@@ -206,6 +241,11 @@ class JobRequest:
         _check_int("cpus_per_task", self.cpus_per_task, 1, "1")
         _check_int("gpus_per_task", self.gpus_per_task, 0, "0")
         _check_int("mem_per_node_mb", self.mem_per_node_mb, 0, "4000")
+        _check_int("gpus_per_node", self.gpus_per_node, 0, "1")
+        if not isinstance(self.exclusive, bool):
+            raise InvalidRequestError("exclusive", self.exclusive, "must be true or false", "true")
+        if not isinstance(self.partition, str):
+            raise InvalidRequestError("partition", self.partition, "must be a string", "gpu")
         _check_int("priority", self.priority, -(2**31), "0")
         for name in ("walltime_s", "estimate_s"):
             value = getattr(self, name)
@@ -222,3 +262,13 @@ class JobRequest:
         else:
             estimate = self.walltime_s if self.walltime_s is not None else math.inf
         object.__setattr__(self, "estimate", estimate)
+
+    @property
+    def cpus_on_node(self) -> int:
+        """Cores the job needs on each node."""
+        return self.tasks_per_node * self.cpus_per_task
+
+    @property
+    def gpus_on_node(self) -> int:
+        """GPUs the job needs on each node."""
+        return max(self.gpus_per_node, self.tasks_per_node * self.gpus_per_task)

@@ -25,6 +25,7 @@ __all__ = [
     "FlatTopology",
     "NodeArray",
     "NodeResources",
+    "NodeShare",
     "Switch",
     "Torus3DTopology",
     "TreeTopology",
@@ -35,13 +36,17 @@ NodeArray = npt.NDArray[np.int64]
 
 @dataclass(frozen=True, slots=True)
 class NodeResources:
-    """What one node offers. All nodes of a cluster are alike."""
+    """What one node offers (all nodes of one node group are alike)."""
 
     cpus: int = 1
     gpus: int = 0
     memory_mb: int = 0
+    gpu_type: str = ""
+    """The GPU model where it matters (``H100``); for people and reports only."""
 
     def __post_init__(self) -> None:
+        if not isinstance(self.gpu_type, str):
+            raise ClusterConfigError(f"node resource gpu_type={self.gpu_type!r} must be a string")
         for name in ("cpus", "gpus", "memory_mb"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 0 or (name == "cpus" and value == 0):
@@ -49,6 +54,15 @@ class NodeResources:
                     f"node resource {name}={value!r} must be a non-negative integer"
                     + (" (at least 1)" if name == "cpus" else "")
                 )
+
+
+@dataclass(frozen=True, slots=True)
+class NodeShare:
+    """What a job holds on one node of a shared cluster: core and GPU indices, memory."""
+
+    cpus: tuple[int, ...]
+    gpus: tuple[int, ...] = ()
+    mem_mb: int = 0
 
 
 @dataclass(frozen=True, eq=False, slots=True)
@@ -60,12 +74,15 @@ class Block:
         origin: For a torus sub-box, its lowest corner (before wrap-around).
         extents: For a torus sub-box, its size along x, y, z (the box may wrap around).
         switches: For a tree, the leaf switches the block spans.
+        shares: On a shared cluster, what the job holds on each of ``nodes`` (same order);
+            None on whole-node clusters, where a job holds its nodes entirely.
     """
 
     nodes: NodeArray
     origin: tuple[int, int, int] | None = None
     extents: tuple[int, int, int] | None = None
     switches: tuple[str, ...] = ()
+    shares: tuple[NodeShare, ...] | None = None
 
     @property
     def size(self) -> int:

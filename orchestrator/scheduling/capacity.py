@@ -7,6 +7,9 @@ Two models share one small interface, so the backfilling code is written once:
 * :class:`MaskCapacity` for tree and torus clusters: a free mask, and placements are real
   :class:`Block` s found by the allocator, so a reservation holds *specific* nodes (a switch, a
   sub-box) that a backfilled job must not take.
+* :class:`SharedCapacity` for clusters that share nodes: the cores, GPUs and memory free on
+  every node (:class:`~orchestrator.resources.shares.FreeShares`), so a reservation holds
+  specific cores and GPUs, not just nodes.
 """
 
 from __future__ import annotations
@@ -18,9 +21,18 @@ import numpy as np
 
 from orchestrator.resources.allocator import BoolArray, find_block
 from orchestrator.resources.request import JobRequest
-from orchestrator.resources.topology import BaseTopology, Block, FlatTopology, NodeArray
+from orchestrator.resources.shares import FreeShares
+from orchestrator.resources.topology import BaseTopology, Block, FlatTopology
 
-__all__ = ["BaseCapacity", "CountCapacity", "MaskCapacity", "Placement", "capacity_for"]
+__all__ = [
+    "BaseCapacity",
+    "CountCapacity",
+    "FreeResources",
+    "MaskCapacity",
+    "Placement",
+    "SharedCapacity",
+    "capacity_for",
+]
 
 Placement = int | Block
 """A node count (count model) or a concrete block (mask model)."""
@@ -38,8 +50,8 @@ class BaseCapacity(ABC):
         """Mark ``placement`` used."""
 
     @abstractmethod
-    def give(self, nodes: NodeArray) -> None:
-        """Return a running job's nodes (for future profiles)."""
+    def give(self, block: Block) -> None:
+        """Return what a running job holds (for future profiles)."""
 
     @abstractmethod
     def intersect(self, other: Self) -> Self:
@@ -68,8 +80,8 @@ class CountCapacity(BaseCapacity):
     def take(self, placement: Placement) -> None:
         self.count -= placement if isinstance(placement, int) else placement.size
 
-    def give(self, nodes: NodeArray) -> None:
-        self.count += int(nodes.size)
+    def give(self, block: Block) -> None:
+        self.count += block.size
 
     def intersect(self, other: CountCapacity) -> CountCapacity:
         return CountCapacity(min(self.count, other.count))
@@ -103,8 +115,8 @@ class MaskCapacity(BaseCapacity):
         self._cache.clear()
         self._count = None
 
-    def give(self, nodes: NodeArray) -> None:
-        self.free[nodes] = True
+    def give(self, block: Block) -> None:
+        self.free[block.nodes] = True
         self._cache.clear()
         self._count = None
 
@@ -121,8 +133,44 @@ class MaskCapacity(BaseCapacity):
         return self._count
 
 
-def capacity_for(topology: BaseTopology, free: BoolArray) -> BaseCapacity:
-    """The capacity model that fits ``topology``, built from a free mask (copied)."""
+class SharedCapacity(BaseCapacity):
+    """Cores, GPUs and memory free on each node of a cluster that shares nodes."""
+
+    __slots__ = ("shares",)
+
+    def __init__(self, shares: FreeShares) -> None:
+        self.shares = shares
+
+    def place(self, request: JobRequest) -> Placement | None:
+        return self.shares.place(request)
+
+    def take(self, placement: Placement) -> None:
+        assert isinstance(placement, Block)
+        self.shares.take(placement)
+
+    def give(self, block: Block) -> None:
+        self.shares.give(block)
+
+    def intersect(self, other: SharedCapacity) -> SharedCapacity:
+        return SharedCapacity(self.shares.intersect(other.shares))
+
+    def copy(self) -> SharedCapacity:
+        return SharedCapacity(self.shares.copy())
+
+    @property
+    def free_count(self) -> int:
+        return self.shares.free_count
+
+
+FreeResources = BoolArray | FreeShares
+"""What the scheduler is told is free: a mask of free nodes (whole-node clusters), or what is
+free on each node (clusters that share nodes)."""
+
+
+def capacity_for(topology: BaseTopology, free: FreeResources) -> BaseCapacity:
+    """The capacity model that fits ``topology`` and ``free`` (copied)."""
+    if isinstance(free, FreeShares):
+        return SharedCapacity(free.copy())
     if isinstance(topology, FlatTopology):
         return CountCapacity(int(np.count_nonzero(free)))
     return MaskCapacity(topology, free.copy())

@@ -16,13 +16,14 @@ from typing import Protocol
 
 import numpy as np
 
-from orchestrator.resources.allocator import BoolArray
 from orchestrator.resources.request import JobRequest
-from orchestrator.resources.topology import BaseTopology, Block, NodeArray
+from orchestrator.resources.topology import BaseTopology, Block
 from orchestrator.scheduling.capacity import (
     BaseCapacity,
     CountCapacity,
+    FreeResources,
     Placement,
+    SharedCapacity,
     capacity_for,
 )
 from orchestrator.scheduling.policies import Backfill, BaseOrdering, JobLike
@@ -108,7 +109,7 @@ class SchedulerCore:
         now: float,
         pending: Sequence[JobLike],
         running: Sequence[RunningLike],
-        free: BoolArray,
+        free: FreeResources,
         *,
         presorted: bool = False,
         running_sorted: bool = False,
@@ -119,8 +120,9 @@ class SchedulerCore:
         Args:
             now: The clock value.
             pending: Waiting jobs (valid for this cluster).
-            running: Running jobs; their ``block`` nodes are not free.
-            free: Free mask over the topology's nodes. Not modified.
+            running: Running jobs; what their ``block`` holds is not free.
+            free: Free mask over the topology's nodes, or, on a cluster that shares nodes,
+                what is free on each node. Not modified.
             presorted: ``pending`` is already in this ordering's order (only honoured for
                 orderings that do not depend on the clock).
             running_sorted: ``running`` is sorted by expected end (start + estimate), which
@@ -178,53 +180,54 @@ class _Pass:
         self,
         topology: BaseTopology,
         now: float,
-        free: BoolArray,
+        free: FreeResources,
         running: Sequence[RunningLike],
         running_sorted: bool = False,
     ) -> None:
         self.now = now
         self.cap: BaseCapacity = capacity_for(topology, free)
-        self.work_free = free.copy()
+        # Node counts become blocks of the lowest free nodes (flat clusters only).
+        self.work_free = free.copy() if isinstance(free, np.ndarray) else None
         self.decisions = Decisions()
         self.running = running
         self.running_sorted = running_sorted
-        self.started: list[tuple[float, NodeArray]] = []
+        self.started: list[tuple[float, Block]] = []
 
     @property
-    def holders(self) -> list[tuple[float, NodeArray]]:
-        """(expected end, nodes) of everything holding nodes, including jobs started this pass
+    def holders(self) -> list[tuple[float, Block]]:
+        """(expected end, block) of everything holding nodes, including jobs started this pass
         (built on demand: a pass where every job starts never needs it)."""
         now = self.now
-        held = [(max(r.start_time + r.request.estimate, now), r.block.nodes) for r in self.running]
+        held = [(max(r.start_time + r.request.estimate, now), r.block) for r in self.running]
         return held + self.started
 
-    def holders_by_end(self) -> Iterator[tuple[float, NodeArray]]:
+    def holders_by_end(self) -> Iterator[tuple[float, Block]]:
         """Holders in order of expected end; lazy when ``running`` comes sorted."""
         if not self.running_sorted:
             return iter(sorted(self.holders, key=lambda h: h[0]))
         now = self.now
-        running = (
-            (max(r.start_time + r.request.estimate, now), r.block.nodes) for r in self.running
-        )
+        running = ((max(r.start_time + r.request.estimate, now), r.block) for r in self.running)
         return heapq.merge(running, sorted(self.started, key=lambda h: h[0]), key=lambda h: h[0])
 
-    def holders_by_key(self) -> dict[tuple[int, int, float], NodeArray]:
+    def holders_by_key(self) -> dict[tuple[int, int, float], Block]:
         """Holders keyed by (id of their node array, size, expected end).
 
         A running job's block lives as long as the job holds it, so the id names it while it is
         held; size and end make a reused id after a job ended collide only by coincidence of all
         three, and then only with a holder that ended (which the memo treats as a change).
         """
-        return {(id(nodes), int(nodes.size), end): nodes for end, nodes in self.holders}
+        return {(id(block.nodes), block.size, end): block for end, block in self.holders}
 
     def start(self, job: JobLike, placement: Placement) -> None:
         if isinstance(placement, Block):
             block = placement
         else:
+            assert self.work_free is not None
             block = Block(nodes=np.flatnonzero(self.work_free)[:placement].astype(np.int64))
-        self.work_free[block.nodes] = False
+        if self.work_free is not None:
+            self.work_free[block.nodes] = False
         self.cap.take(placement if isinstance(placement, Block) else block.size)
-        self.started.append((self.now + job.request.estimate, block.nodes))
+        self.started.append((self.now + job.request.estimate, block))
         self.decisions.starts.append(Start(job.job_id, block))
 
     def start_in_order(self, order: Sequence[JobLike]) -> int | None:
@@ -248,8 +251,8 @@ class _Pass:
         n = head.node_count
         if isinstance(self.cap, CountCapacity):
             free_then = self.cap.count
-            for end, nodes in self.holders_by_end():
-                free_then += int(nodes.size)
+            for end, block in self.holders_by_end():
+                free_then += block.size
                 if free_then >= n:
                     return end, n, CountCapacity(free_then - n)
             return math.inf, None, CountCapacity(free_then)
@@ -257,16 +260,16 @@ class _Pass:
         # Skip the ends before which too few nodes are free, whatever the topology.
         free_then = self.cap.free_count
         first = len(ordered)
-        for i, (_, nodes) in enumerate(ordered):
-            free_then += int(nodes.size)
+        for i, (_, block) in enumerate(ordered):
+            free_then += block.size
             if free_then >= n:
                 first = i
                 break
 
         def future_at(k: int) -> BaseCapacity:
             future = self.cap.copy()
-            for _, nodes in ordered[: k + 1]:
-                future.give(nodes)
+            for _, block in ordered[: k + 1]:
+                future.give(block)
             return future
 
         found: dict[int, tuple[BaseCapacity, Placement]] = {}
@@ -316,8 +319,9 @@ class _Pass:
         the shadow time (their environment compares with ``<``)."""
         # A request that did not fit stays unfit for the rest of the pass (capacities only
         # shrink), and so does any box that contains it: remember failures per capacity.
-        failed_now = _Failures()
-        failed_both = _Failures()
+        shared = isinstance(self.cap, SharedCapacity)
+        failed_now = _Failures(shared)
+        failed_both = _Failures(shared)
         both: BaseCapacity | None = None
         for job in rest:
             if self.cap.free_count == 0:
@@ -379,7 +383,7 @@ class _Pass:
         expected end."""
         times: list[float] = [self.now]
         caps: list[BaseCapacity] = [self.cap.copy()]
-        for end, nodes in sorted(self.holders, key=lambda h: h[0]):
+        for end, block in sorted(self.holders, key=lambda h: h[0]):
             if not math.isfinite(end):
                 break
             # Step 0 is what is free now. A holder past its expected end (its end is clamped to
@@ -387,7 +391,7 @@ class _Pass:
             if end > times[-1] or len(times) == 1:
                 times.append(end)
                 caps.append(caps[-1].copy())
-            caps[-1].give(nodes)
+            caps[-1].give(block)
         return times, caps
 
 
@@ -442,7 +446,7 @@ class _ShadowMemo:
         shadow: float,
         reserved: Placement | None,
         at_shadow: BaseCapacity,
-        holders: dict[tuple[int, int, float], NodeArray],
+        holders: dict[tuple[int, int, float], Block],
     ) -> None:
         self.head_id = head_id
         self.request = request
@@ -452,7 +456,7 @@ class _ShadowMemo:
         self.holders = holders
 
     def advance(
-        self, head: JobLike, holders: dict[tuple[int, int, float], NodeArray]
+        self, head: JobLike, holders: dict[tuple[int, int, float], Block]
     ) -> tuple[float, Placement | None, BaseCapacity] | None:
         """The memo brought up to ``holders``, or None when it must be recomputed."""
         if head.job_id != self.head_id or head.request != self.request:
@@ -461,12 +465,12 @@ class _ShadowMemo:
             return None
         reserved = self.reserved.nodes
         at_shadow = self.at_shadow.copy()
-        for key, nodes in holders.items():
+        for key, block in holders.items():
             if key in self.holders or key[2] <= self.shadow:
                 continue
-            if np.isin(nodes, reserved, assume_unique=True).any():
+            if np.isin(block.nodes, reserved, assume_unique=True).any():
                 return None
-            at_shadow.take(Block(nodes=nodes))
+            at_shadow.take(block)
         self.holders = holders
         self.at_shadow = at_shadow.copy()
         return self.shadow, self.reserved, at_shadow
@@ -478,16 +482,29 @@ class _Failures:
     A box that failed (in every allowed orientation) rules out every box at least as large along
     each axis (compared in sorted order when axes may be swapped, in the given order for
     ``:strict``), in the same mode. Node-count requests fail on a count, which the caller checks.
+    On a cluster that shares nodes a request is a vector (nodes, cores, GPUs and memory per
+    node) in its partition: one that failed rules out every one at least as large in each.
     """
 
-    __slots__ = ("_boxes", "_counts")
+    __slots__ = ("_boxes", "_counts", "_shared")
 
-    def __init__(self) -> None:
+    def __init__(self, shared: bool = False) -> None:
         self._boxes: dict[tuple[object, bool], list[tuple[int, ...]]] = {}
         self._counts: int | None = None
+        self._shared = shared
 
-    @staticmethod
-    def _key(request: JobRequest) -> tuple[tuple[object, bool], tuple[int, ...]] | None:
+    def _key(self, request: JobRequest) -> tuple[tuple[object, bool], tuple[int, ...]] | None:
+        if self._shared:
+            # Memory left out (0) is a share of the cores: comparable only with its own kind.
+            explicit = request.mem_per_node_mb > 0
+            group = (f"{request.partition}|{request.exclusive}|{explicit}", False)
+            demand = (
+                request.node_count,
+                request.cpus_on_node,
+                request.gpus_on_node,
+                request.mem_per_node_mb,
+            )
+            return group, demand
         shape = request.shape
         if shape is None or shape.mode.value == "noncont":
             return None

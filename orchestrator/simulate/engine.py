@@ -29,6 +29,7 @@ from orchestrator.exceptions import OrchestratorError
 from orchestrator.resources.allocator import BoolArray
 from orchestrator.resources.cluster import Cluster
 from orchestrator.resources.request import JobRequest
+from orchestrator.resources.shares import FreeShares, NodePool
 from orchestrator.resources.topology import Block, FlatTopology
 from orchestrator.scheduling.core import SchedulerCore, Start
 from orchestrator.scheduling.policies import (
@@ -213,7 +214,10 @@ class Simulation:
         self._report_every = max(1, self._total // 200)
         self._ledger = ordering.ledger if isinstance(ordering, MultifactorOrdering) else None
         self._flat = isinstance(cluster.topology, FlatTopology)
-        self._skip_when_full = self._flat and not commit_head
+        # On a cluster that shares nodes, what is free on each node (the free mask then says
+        # which nodes are idle, for the figures).
+        self._shares = FreeShares(NodePool.of(cluster)) if cluster.shared else None
+        self._skip_when_full = self._flat and not commit_head and self._shares is None
         # A static ordering's queue is kept in its order (insort); others are sorted by the core.
         self._incremental = not ordering.time_dependent
         self._free = np.ones(cluster.size, dtype=bool)
@@ -348,13 +352,12 @@ class Simulation:
         return True
 
     def _take_completions(self, now: float) -> None:
-        ends, running, free = self._ends, self._running, self._free
+        ends, running = self._ends, self._running
         ledger, progress, finished = self._ledger, self._progress, self._step_finished
         count = self._finished_count
         while ends and ends[0][0] <= now:
             job = heapq.heappop(ends)[2]
-            free[job.block.nodes] = True
-            self._free_count += job.block.size
+            self._release(job.block)
             i = bisect.bisect_left(running, job.expected_end, key=_EXPECTED_END)
             while running[i] is not job:  # past jobs of the same expected end, started earlier
                 i += 1
@@ -392,7 +395,7 @@ class Simulation:
             now,
             queue,
             self._running,
-            self._free,
+            self._free if self._shares is None else self._shares,
             presorted=True,
             running_sorted=True,
             committed_head=self._head,
@@ -421,10 +424,8 @@ class Simulation:
             job = _find(queue, start.job_id)
             if job is None:
                 raise SimulationInvariantError(f"core started unknown job {start.job_id}")
-            nodes = start.block.nodes
-            _check_start(job, start.block, free, now)
-            free[nodes] = False
-            self._free_count -= nodes.size
+            _check_start(job, start.block, free, self._shares, now)
+            self._hold(start.block)
             job.start = now
             job.block = start.block
             limit = job.request.walltime_s
@@ -437,6 +438,22 @@ class Simulation:
             heapq.heappush(ends, (job.end, seq, job))
             seq += 1
         self._seq = seq
+
+    def _hold(self, block: Block) -> None:
+        nodes = block.nodes
+        if self._shares is not None:
+            self._shares.take(block)
+            nodes = nodes[self._free[nodes]]  # idle until now
+        self._free[nodes] = False
+        self._free_count -= nodes.size
+
+    def _release(self, block: Block) -> None:
+        nodes = block.nodes
+        if self._shares is not None:
+            self._shares.give(block)
+            nodes = nodes[self._shares.idle()[nodes]]  # idle from now
+        self._free[nodes] = True
+        self._free_count += nodes.size
 
     def _close(self) -> None:
         """The end-of-run check and the last progress report, once."""
@@ -482,13 +499,16 @@ def simulate(
     ).run()
 
 
-def _check_start(job: SimJob, block: Block, free: BoolArray, now: float) -> None:
+def _check_start(
+    job: SimJob, block: Block, free: BoolArray, shares: FreeShares | None, now: float
+) -> None:
     nodes = block.nodes
     if nodes.size != job.request.node_count and not _rounded_up(job, block):
         raise SimulationInvariantError(
             f"job {job.job_id} asked {job.request.node_count} nodes, got {nodes.size}"
         )
-    if not free[nodes].all():
+    held = not shares.can_take(block) if shares is not None else not free[nodes].all()
+    if held:
         raise SimulationInvariantError(
             f"job {job.job_id} given nodes that are already held at t={now}"
         )

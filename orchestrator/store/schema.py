@@ -4,18 +4,20 @@
 * ``jobs``: one row per job (an array element is a job). ``state`` is a cache of the last event's
   ``new_state``, kept in the same transaction; :meth:`Store.replay_states` recomputes it from
   ``events`` alone.
-* ``allocations``: one row per node per attempt. A partial unique index over the rows not yet
-  released makes the database itself refuse to give a node to two jobs.
+* ``allocations``: one row per node per attempt, with the cores, GPUs and memory held on a
+  cluster that shares nodes. A partial unique index over the whole-node rows not yet released
+  makes the database itself refuse to give a node to two jobs.
 * ``events``: the append-only log of state transitions (time, old state, new state, reason).
 
-The migrations (``0001_initial``, then ``0002_idempotency_fingerprint``) create exactly these
-tables; a test compares the two.
+The migrations (``0001_initial``, ``0002_idempotency_fingerprint``, then ``0003_shared_nodes``)
+create exactly these tables; a test compares the two.
 """
 
 from __future__ import annotations
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     Column,
     Float,
     ForeignKey,
@@ -25,6 +27,8 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    and_,
+    false,
 )
 
 __all__ = ["allocations", "clusters", "events", "jobs", "metadata"]
@@ -60,6 +64,9 @@ jobs = Table(
     Column("cpus_per_task", Integer, nullable=False),
     Column("gpus_per_task", Integer, nullable=False),
     Column("mem_per_node_mb", Integer, nullable=False),
+    Column("gpus_per_node", Integer, nullable=False, server_default="0"),
+    Column("exclusive", Boolean, nullable=False, server_default=false()),
+    Column("partition", String(128), nullable=False, server_default=""),
     Column("walltime_s", Float, nullable=True),
     Column("estimate_s", Float, nullable=True),
     Column("priority", Integer, nullable=False),
@@ -96,15 +103,21 @@ allocations = Table(
     Column("node_name", String(128), nullable=False),
     Column("allocated_at", Float, nullable=False),
     Column("released_at", Float, nullable=True),
+    # On a cluster that shares nodes, what the job holds of the node ("0,1,2" indices; NULL:
+    # the whole node, as on whole-node clusters).
+    Column("cpus", Text, nullable=True),
+    Column("gpus", Text, nullable=True),
+    Column("mem_mb", Integer, nullable=True),
     Index("ix_allocations_job", "job_id"),
-    # The invariant "no node is ever given to two jobs", enforced by the database.
+    # The invariant "no node is ever given to two jobs", enforced by the database for whole
+    # nodes (a share of a node, cpus not NULL, is checked core by core by the daemon).
     Index(
         "ux_allocations_held_node",
         "cluster_id",
         "node_index",
         unique=True,
-        sqlite_where=Column("released_at").is_(None),
-        postgresql_where=Column("released_at").is_(None),
+        sqlite_where=and_(Column("released_at").is_(None), Column("cpus").is_(None)),
+        postgresql_where=and_(Column("released_at").is_(None), Column("cpus").is_(None)),
     ),
 )
 

@@ -46,7 +46,19 @@ from orchestrator.exceptions import (
 from orchestrator.scheduling.job import JobState, check_transition
 from orchestrator.store.schema import allocations, clusters, events, jobs, metadata
 
-__all__ = ["MIGRATIONS", "Store", "sqlite_url"]
+__all__ = ["MIGRATIONS", "HeldShare", "Store", "sqlite_url"]
+
+HeldShare = tuple[tuple[int, ...], tuple[int, ...], int]
+"""What a job holds of one node of a cluster that shares nodes: core indices, GPU indices, MB."""
+
+
+def _indices(values: Sequence[int]) -> str:
+    return ",".join(str(v) for v in values)
+
+
+def _parse_indices(text: str) -> tuple[int, ...]:
+    return tuple(int(v) for v in text.split(",") if v)
+
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
@@ -319,8 +331,15 @@ class Store:
         nodes: Sequence[int],
         names: Sequence[str],
         now: float,
+        shares: Sequence[HeldShare | None] | None = None,
     ) -> None:
-        """Hold ``nodes`` for ``job_id`` (the unique index refuses a node already held)."""
+        """Hold ``nodes`` for ``job_id`` (the unique index refuses a whole node already held).
+
+        Args:
+            shares: Per node, the (cores, GPUs, MB) held of it on a cluster that shares nodes;
+                None (or a None entry): the whole node.
+        """
+        held = shares if shares is not None else [None] * len(nodes)
         conn.execute(
             insert(allocations),
             [
@@ -332,8 +351,11 @@ class Store:
                     "node_name": name,
                     "allocated_at": now,
                     "released_at": None,
+                    "cpus": _indices(share[0]) if share is not None else None,
+                    "gpus": _indices(share[1]) if share is not None else None,
+                    "mem_mb": share[2] if share is not None else None,
                 }
-                for n, name in zip(nodes, names, strict=True)
+                for n, name, share in zip(nodes, names, held, strict=True)
             ],
         )
 
@@ -352,6 +374,23 @@ class Store:
                 .order_by(allocations.c.node_index)
             ):
                 out.setdefault(int(job_id), []).append(int(node))
+        return out
+
+    def held_shares(self, cluster_id: int) -> dict[int, list[tuple[int, HeldShare | None]]]:
+        """``{job_id: [(node index, share or None for the whole node)]}`` of every allocation
+        not yet released, by node index."""
+        out: dict[int, list[tuple[int, HeldShare | None]]] = {}
+        c = allocations.c
+        with self.engine.connect() as conn:
+            for job_id, node, cpus, gpus, mem in conn.execute(
+                select(c.job_id, c.node_index, c.cpus, c.gpus, c.mem_mb)
+                .where(c.cluster_id == cluster_id, c.released_at.is_(None))
+                .order_by(c.node_index)
+            ):
+                share = None
+                if cpus is not None:
+                    share = (_parse_indices(cpus), _parse_indices(gpus or ""), int(mem or 0))
+                out.setdefault(int(job_id), []).append((int(node), share))
         return out
 
     def allocation_history(self, job_id: int) -> list[Row]:

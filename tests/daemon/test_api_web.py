@@ -96,3 +96,37 @@ def test_status_page_shows_queue_running_and_map(kind: str, tmp_path: Path) -> N
         assert shot.stat().st_size > 10_000
     finally:
         stop_daemon(daemon)
+
+
+def test_status_page_and_orch_nodes_show_what_each_shared_node_runs(tmp_path: Path) -> None:
+    """Issue 15: on a cluster that shares nodes, each node's state (MIXED), cores and GPUs in
+    use and every job on it, on the page and in ``orch nodes``."""
+    daemon = start_daemon(tmp_path / "daemon", "--cluster", "local-gpu")
+    try:
+        client = daemon.client()
+        sleeper = [sys.executable, "-c", "import time; time.sleep(60)"]
+        ids = [
+            client.submit({"argv": sleeper, "nodes": 1, "gpus_per_task": 1, "cpus_per_task": 2})[0]
+            for _ in range(3)
+        ]
+        wait_for(lambda: all(client.job(i)["state"] == "RUNNING" for i in ids))
+        usage = client.nodes()["usage"]
+        assert [u["state"] for u in usage] == ["MIXED", "IDLE"]
+        assert usage[0]["gpus"] == [3, 4] and usage[0]["cpus"] == [6, 8]
+        assert usage[0]["jobs"] == ids
+        dom = chromium(daemon.url + "/", tmp_path / "profile", "--dump-dom")
+        assert re.search(
+            r'data-state="MIXED"[^>]*data-jobs="{}"'.format(",".join(map(str, ids))), dom
+        )
+        assert "GPUs 3/4" in dom and 'data-state="IDLE"' in dom
+        text = subprocess.run(
+            [sys.executable, "-m", "orchestrator.cli", "nodes", "--state-dir", str(daemon.root)],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        row = next(line for line in text.splitlines() if line.strip().startswith("gpu1"))
+        assert "MIXED" in row and "6/8" in row and "3/4" in row
+        assert ",".join(map(str, ids)) in row
+    finally:
+        stop_daemon(daemon)

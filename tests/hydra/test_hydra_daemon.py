@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sweep_test_helpers import Daemon, objective_app, run, start_daemon, stop_daemon
+from sweep_test_helpers import APPS, Daemon, objective_app, run, start_daemon, stop_daemon
 
 from orchestrator.daemon.client import DaemonClient
 
@@ -101,3 +101,29 @@ def test_bad_resources_name_the_field(tmp_path: Path) -> None:
     assert proc.returncode == 1
     assert "InvalidRequestError: invalid hydra.launcher.nodes=0: must be >= 1" in proc.stderr
     assert "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_a_sweep_packs_one_gpu_trials_and_each_sees_its_gpu(tmp_path: Path) -> None:
+    """Issue 15: ``hydra.launcher.gpus_per_task`` was stored and ignored; on a cluster that
+    shares nodes eight one-GPU trials now run at once on 2 nodes x 4 GPUs, each bound to its
+    own GPU."""
+    log = tmp_path / "trials.jsonl"
+    app = [sys.executable, str(APPS / "gpu_app.py"), "-m", "+x=range(8)"]
+    run(
+        [
+            *app,
+            f"+log={log}",
+            "+sleep=2",
+            "hydra/launcher=orch",
+            "hydra.launcher.cluster=local-gpu",
+            "hydra.launcher.gpus_per_task=1",
+            "hydra.launcher.mem=1G",
+        ],
+        tmp_path,
+    )
+    trials = [json.loads(line) for line in log.read_text().splitlines()]
+    assert len(trials) == 8
+    assert all(t["cuda"] == t["gpus"] and len(t["cuda"].split(",")) == 1 for t in trials)
+    assert len({(t["node"], t["cuda"]) for t in trials}) == 8
+    # Packed: all eight overlap in time (whole nodes would have run them two at a time).
+    assert max(t["start"] for t in trials) < min(t["end"] for t in trials)

@@ -260,3 +260,16 @@ def test_pilot_is_given_back_when_idle_and_on_close(pjm_emulator: Path, tmp_path
     while second in pjstat() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert second not in pjstat()
+
+
+def test_a_cluster_that_shares_nodes_is_refused_with_pjm(tmp_path: Path) -> None:
+    """Issue 15: PJM hands out whole nodes; a daemon on a GPU preset with it would promise
+    jobs a share of a node that pjsub cannot give, so it does not start."""
+    from orchestrator.daemon.service import Daemon
+    from orchestrator.exceptions import ClusterConfigError
+    from orchestrator.resources.cluster import load_cluster
+    from orchestrator.store import Store
+
+    store = Store(f"sqlite:///{tmp_path / 'orch.db'}")
+    with pytest.raises(ClusterConfigError, match="pjm backend gives whole nodes only"):
+        Daemon(store, load_cluster("local-gpu"), PjmBackend(tmp_path / "jobs"))

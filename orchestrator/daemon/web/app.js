@@ -23,6 +23,23 @@ function cell(layout, index) {
     div.dataset.job = owner;
   }
   div.title = owner === null ? `${name}: free` : `${name}: job ${label(layout, owner)}`;
+  const use = layout.usage ? layout.usage[index] : null;
+  if (use) {
+    // A node shared by jobs: filled as far as its GPUs (else its cores) are in use.
+    const [cpus, allCpus] = use.cpus;
+    const [gpus, allGpus] = use.gpus;
+    const part = Math.round(100 * (allGpus ? gpus / allGpus : cpus / allCpus));
+    div.dataset.state = use.state;
+    div.dataset.jobs = use.jobs.join(",");
+    if (use.state === "MIXED") div.classList.add("mixed");
+    if (owner !== null) {
+      div.style.background = `linear-gradient(to top, ${colour(owner)} ${part}%, #ddd ${part}%)`;
+    }
+    const jobs = use.jobs.map((j) => label(layout, j)).join(", ") || "none";
+    div.title =
+      `${name}: ${use.state}, cores ${cpus}/${allCpus}, GPUs ${gpus}/${allGpus}, ` +
+      `memory ${use.mem_mb[0]}/${use.mem_mb[1]} MB, jobs ${jobs}`;
+  }
   return div;
 }
 
@@ -68,7 +85,8 @@ function drawMap(layout) {
   }
   const legend = document.getElementById("legend");
   legend.replaceChildren();
-  const jobs = [...new Set(layout.owners.filter((o) => o !== null))].sort((a, b) => a - b);
+  const holders = layout.usage ? layout.usage.flatMap((u) => u.jobs) : layout.owners;
+  const jobs = [...new Set(holders.filter((o) => o !== null))].sort((a, b) => a - b);
   for (const job of jobs) {
     const span = document.createElement("span");
     const swatch = document.createElement("i");

@@ -4,6 +4,7 @@
 #SBATCH --time=0-02:00:00
 #SBATCH --output='/srv/my state/pilot-%j.out'
 #SBATCH --comment=orch-0
+#SBATCH --mem=0
 #SBATCH --partition=debug
 #SBATCH --exclusive
 #SBATCH --no-requeue

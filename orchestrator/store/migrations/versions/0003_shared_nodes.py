@@ -1,0 +1,67 @@
+"""Shared nodes: GPUs per node, whole nodes asked, the partition; the share of a node held.
+
+Jobs get ``gpus_per_node``, ``exclusive`` and ``partition``; allocations get ``cpus``, ``gpus``
+and ``mem_mb`` (NULL: the whole node, as every row stored before this revision). The unique
+index that refuses a node to two jobs now covers the whole-node rows only: on a cluster that
+shares nodes, several jobs hold parts of one node.
+
+Revision ID: 0003
+Revises: 0002
+Create Date: 2026-12-07
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0003"
+down_revision = "0002"
+branch_labels = None
+depends_on = None
+
+_HELD = "released_at IS NULL"
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("jobs") as batch:
+        batch.add_column(sa.Column("gpus_per_node", sa.Integer, nullable=False, server_default="0"))
+        batch.add_column(
+            sa.Column("exclusive", sa.Boolean, nullable=False, server_default=sa.false())
+        )
+        batch.add_column(sa.Column("partition", sa.String(128), nullable=False, server_default=""))
+    op.drop_index("ux_allocations_held_node", table_name="allocations")
+    with op.batch_alter_table("allocations") as batch:
+        batch.add_column(sa.Column("cpus", sa.Text, nullable=True))
+        batch.add_column(sa.Column("gpus", sa.Text, nullable=True))
+        batch.add_column(sa.Column("mem_mb", sa.Integer, nullable=True))
+    where = sa.text(f"{_HELD} AND cpus IS NULL")
+    op.create_index(
+        "ux_allocations_held_node",
+        "allocations",
+        ["cluster_id", "node_index"],
+        unique=True,
+        sqlite_where=where,
+        postgresql_where=where,
+    )
+
+
+def downgrade() -> None:
+    op.drop_index("ux_allocations_held_node", table_name="allocations")
+    with op.batch_alter_table("allocations") as batch:
+        batch.drop_column("mem_mb")
+        batch.drop_column("gpus")
+        batch.drop_column("cpus")
+    where = sa.text(_HELD)
+    op.create_index(
+        "ux_allocations_held_node",
+        "allocations",
+        ["cluster_id", "node_index"],
+        unique=True,
+        sqlite_where=where,
+        postgresql_where=where,
+    )
+    with op.batch_alter_table("jobs") as batch:
+        batch.drop_column("partition")
+        batch.drop_column("exclusive")
+        batch.drop_column("gpus_per_node")
