@@ -7,6 +7,11 @@ pumps its stdout and stderr to per-task files and, labelled with the task's rank
 ``srun --label``), to the job's two shared files; and keeps the exit status (128 + signal for a
 signal) in memory and in the task's end record so a daemon that restarts later still learns it.
 
+GPUs: Ray gives the actor its task's GPUs and sets the actor's ``CUDA_VISIBLE_DEVICES`` to them;
+the task gets that value (not the daemon's, not our allocator's indices) and the GPU ids in
+``ORCH_GPUS``, both empty when the task has no GPU, so that it sees none (as the local backend's
+tasks without GPUs).
+
 The child is tied to the actor's life (``PR_SET_PDEATHSIG``): a killed actor, or a node that
 dies, takes its command down with it rather than leaving an orphan that nobody polls.
 
@@ -139,12 +144,23 @@ class TaskActor:
 
         return str(ray.get_runtime_context().get_node_id())
 
+    def devices(self) -> dict[str, str]:
+        """The task's GPU variables: ``ORCH_GPUS``, the ids of the GPUs Ray gave this actor,
+        and ``CUDA_VISIBLE_DEVICES`` as Ray set it for them (both empty without GPUs)."""
+        import ray
+
+        ids = ",".join(str(g) for g in ray.get_gpu_ids())
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES", ids) if ids else ""
+        return {"ORCH_GPUS": ids, "CUDA_VISIBLE_DEVICES": visible}
+
     def start(self, argv: Sequence[str], env: Mapping[str, str], cwd: str) -> int:
-        """Start the command; returns its pid, or -1 when the attempt was aborted.
+        """Start the command with ``env`` and the GPU variables of :meth:`devices` laid over it;
+        returns its pid, or -1 when the attempt was aborted.
 
         An exit status is recorded even when the command cannot start (127: not found,
         126: not executable), as a shell would.
         """
+        env = {**env, **self.devices()}
         with self._lock:
             if self.child is not None or self._done.is_set():
                 return self.child.pid if self.child is not None else -1
@@ -221,4 +237,5 @@ class TaskActor:
             "pid": self.child.pid if self.child is not None else None,
             "node_id": self.node_id(),
             "code": self.status(),
+            "gpus": self.devices()["ORCH_GPUS"],
         }

@@ -4,10 +4,26 @@ The pool is a Ray cluster's raylets, each named as one node of ours by a custom 
 ``orch_node:<name>`` it was started with (see :mod:`launchers.ray.cluster`). A job on nodes
 ``[a, b]`` gets a placement group with one bundle per node, ``{"orch_node:a": 1}``,
 ``{"orch_node:b": 1}``, strategy ``STRICT_SPREAD``: each bundle can only land on the raylet our
-allocator chose. Each task is one :class:`~launchers.ray.actor.TaskActor` in its node's bundle
-(``num_cpus=0``: the node is the job's, as a batch system's exclusive node is), which runs the
-command as a subprocess with the same rank variables as the local backend, ``MASTER_ADDR`` and
+allocator chose. A job that shares its nodes with others (``exclusive`` false, on a cluster whose
+preset says ``shared: true``) asks only ``0.001`` of each (``NODE_SHARE``), so many such jobs run
+on one raylet at once while its CPUs, GPUs and memory keep them from overcommitting it; a job
+with whole nodes asks all of it, so nothing else of ours starts beside it. Each task is one
+:class:`~launchers.ray.actor.TaskActor` in its node's bundle, which runs the command as a
+subprocess with the same rank variables as the local backend, ``MASTER_ADDR`` and
 ``MASTER_PORT`` taken on rank 0's node so ``torch.distributed`` meets there.
+
+Resources: a node's bundle also asks for what its tasks take, ``CPU`` (``cpus_per_task`` each),
+``GPU`` and ``memory`` (``mem_per_node_mb``, in bytes, split evenly over the node's tasks), and
+each task's actor takes its own share (``num_cpus``, ``num_gpus``, ``memory``; see
+:func:`launchers.ray.cluster.task_shares`). GPUs asked per task go to each task; GPUs asked per
+node (``gpus_per_node`` without ``gpus_per_task``) are split evenly among the node's tasks when
+their number divides, else all go to local rank 0. Ray chooses which GPUs an actor gets and sets
+its ``CUDA_VISIBLE_DEVICES``; the task sees them as Ray set them, and their ids in ``ORCH_GPUS``
+(``ray.get_gpu_ids()``; both empty for a task without GPUs). Our allocator's GPU and core indices
+(``node_gpus``, ``node_cpus``) are not used: on Ray, Ray chooses. A job asking more than a
+raylet offers in all is refused at once (:class:`~orchestrator.exceptions.BackendError` naming
+the raylet and what it lacks); one whose resources are held by others waits ``start_timeout``
+for them, then fails the same way.
 
 Ownership and re-attach: the placement group and the actors are *detached* and named after the
 daemon's state folder, the job and the attempt, so they outlive the daemon's Ray driver; a
@@ -21,6 +37,15 @@ themselves, so the state folder must be on a file system every Ray node shares (
 Node death: an actor that died with its node, its task without an exit status, ends the
 attempt as :attr:`~orchestrator.backends.Liveness.REQUEUE` (the daemon queues the job again at
 once); the dead raylet is reported by :meth:`RayBackend.unavailable_nodes` until it comes back.
+
+Busy nodes: :meth:`RayBackend.unavailable_nodes` also reports a raylet whose ``orch_node:``
+resource someone else holds (another daemon's job, or anyone's actor asking for it), even a
+share of it: what our allocator may give there it cannot know. It tells that use from our own by
+amounts: Ray shows how much of the resource is held in all, and the backend knows how much its
+own live jobs hold there (the handles it started or was polled with, and those released in the
+last few seconds, whose resource Ray frees a moment later); whatever is held beyond that is
+someone else's. A node that runs only jobs of ours stays ours to give (the daemon's allocator
+knows what of it is free), as on Slurm.
 """
 
 from __future__ import annotations
@@ -49,7 +74,18 @@ from ray.util.placement_group import (
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from launchers.ray.actor import TaskActor
-from launchers.ray.cluster import PoolNode, node_resource, pool_nodes
+from launchers.ray.cluster import (
+    MEMORY_RESOURCE,
+    RESOURCE_PREFIX,
+    RESOURCE_UNIT,
+    PoolNode,
+    node_bundle,
+    node_claim,
+    node_resource,
+    pool_nodes,
+    shortfall,
+    task_shares,
+)
 from orchestrator.backends.contract import Handle, LaunchSpec, Liveness, PollResult
 from orchestrator.backends.jobfolder import JobFolderBackend, PreparedJob
 from orchestrator.backends.options import option, parse_options
@@ -89,10 +125,22 @@ NAMES_FILE = "ray-names.json"
 """In the attempt's folder: the placement group's and actors' names, written before either
 exists, so :meth:`RayBackend.abort_start` knows what to destroy."""
 _RELEASE_S = 10.0
-"""How long a node we released counts as ours to give although Ray may still show it held (a
-start there waits for the release in ``pg.ready()``)."""
+"""How long what a job of ours held on its nodes still counts as ours once released, although Ray
+may still show it held (a start there waits for the release in ``pg.ready()``)."""
+_FOREIGN = RESOURCE_UNIT / 2
+"""Held beyond our own claims by more than this (Ray counts in whole units): someone else's."""
 _NODES_TTL_S = 0.5
 """How long one read of the node table serves (poll and the scheduling pass of one tick)."""
+
+
+def _describe(bundle: Mapping[str, float]) -> str:
+    """A bundle as text, without the ``orch_node:`` resource that differs between nodes."""
+    parts = [
+        f"{value / 2**20:g} MB of memory" if key == MEMORY_RESOURCE else f"{value:g} {key}"
+        for key, value in bundle.items()
+        if not key.startswith(RESOURCE_PREFIX)
+    ]
+    return ", ".join(parts) or "no CPU, GPU or memory"
 
 
 def _connect(address: str, namespace: str) -> bool:
@@ -166,9 +214,13 @@ class RayBackend(JobFolderBackend):
         self._codes: dict[str, int] = {}
         self._nodes: dict[str, PoolNode] = {}
         self._nodes_at = -1.0
-        # Nodes whose bundles we removed lately: Ray reports their resource free only after a
-        # moment, and they must not look busy to the scheduling pass that follows.
-        self._released: dict[str, float] = {}
+        # What our live jobs hold of their nodes' orch_node resource: by placement group name,
+        # the nodes and the amount on each (from start(), and from the handles poll() is given,
+        # so a restarted daemon knows its re-attached jobs' claims too).
+        self._claims: dict[str, tuple[tuple[str, ...], float]] = {}
+        # The same for jobs released lately (with the time): Ray reports their resource free
+        # only after a moment, and it must not look busy to the scheduling pass that follows.
+        self._released: dict[str, tuple[float, tuple[str, ...], float]] = {}
         self.owns_connection = False
         """This backend made the process's Ray connection (and ends it on :meth:`close`)."""
 
@@ -222,18 +274,36 @@ class RayBackend(JobFolderBackend):
             )
 
     def unavailable_nodes(self) -> frozenset[str]:
-        """Pool nodes whose raylet is dead or gone, or whose ``orch_node:`` resource is held
-        (by another daemon's job, or by one of ours still being released)."""
+        """Pool nodes whose raylet is dead or gone, or whose ``orch_node:`` resource someone
+        else holds, even in part (another daemon's job, anyone's actor asking for it).
+
+        What our own jobs hold there (running, or released in the last ``_RELEASE_S``) is not
+        counted: a node that runs only jobs of ours, whole or shared, stays ours to give, and
+        the daemon's allocator knows what of it is free. A claim of ours this backend has not
+        seen (a re-attached job before its first poll, a leftover of a reset state folder)
+        counts as someone else's: the node is kept out, the safe side.
+        """
         nodes = self.nodes()
         free = ray.available_resources()  # type: ignore[no-untyped-call]
         now = time.monotonic()
-        self._released = {n: t for n, t in self._released.items() if now - t < _RELEASE_S}
+        self._released = {
+            pg: entry for pg, entry in self._released.items() if now - entry[0] < _RELEASE_S
+        }
+        ours: dict[str, float] = {}
+        claims = [*self._claims.values(), *((n, c) for _, n, c in self._released.values())]
+        for held_nodes, claim in claims:
+            for name in held_nodes:
+                ours[name] = ours.get(name, 0.0) + claim
+
+        def foreign(name: str) -> bool:
+            # The resource is 1 in all (Ray leaves out of its table what is all held).
+            held = 1.0 - float(free.get(node_resource(name), 0.0))
+            return held - ours.get(name, 0.0) > _FOREIGN
+
         return frozenset(
             name
             for name in self.pool
-            if name not in nodes
-            or not nodes[name].alive
-            or (free.get(node_resource(name), 0.0) < 1.0 and name not in self._released)
+            if name not in nodes or not nodes[name].alive or foreign(name)
         )
 
     # -- names --------------------------------------------------------------------------------
@@ -267,6 +337,14 @@ class RayBackend(JobFolderBackend):
         unknown = [n for n in spec.nodes if n not in self.pool]
         if unknown:
             raise BackendError(f"job {spec.job_id}: nodes {unknown} are not raylets of ours")
+        bundles = [node_bundle(n, spec) for n in spec.nodes]
+        known = self.nodes()
+        for name, bundle in zip(spec.nodes, bundles, strict=True):
+            # Never placeable: refused now rather than after start_timeout.
+            why = shortfall(known[name], bundle) if name in known else None
+            if why is not None:
+                raise BackendError(f"job {spec.job_id}: {why}")
+        shares = task_shares(spec)
         pg_name = self._pg_name(spec.job_id, spec.attempt)
         tpn = spec.tasks_per_node
         world = len(spec.nodes) * tpn
@@ -276,7 +354,7 @@ class RayBackend(JobFolderBackend):
         # Before anything exists: a daemon killed during start() finds what to destroy here.
         atomic_write(attempt_dir / NAMES_FILE, json.dumps({"pg": pg_name, "actors": actor_names}))
         pg = placement_group(
-            [{node_resource(n): 1.0} for n in spec.nodes],
+            bundles,
             strategy="STRICT_SPREAD",
             name=pg_name,
             lifetime="detached",
@@ -288,17 +366,22 @@ class RayBackend(JobFolderBackend):
             except GetTimeoutError:
                 raise BackendError(
                     f"job {spec.job_id}: Ray did not place its bundles on {list(spec.nodes)} "
-                    f"within {self.start_timeout_s:g}s (a raylet is gone, or its orch_node "
-                    "resource is held by someone else)"
+                    f"within {self.start_timeout_s:g}s (each asks {_describe(bundles[0])}: a "
+                    "raylet is gone, or its orch_node resource or those CPUs, GPUs or memory "
+                    "are held by someone else)"
                 ) from None
             bundle_nodes = placement_group_table(pg)["bundles_to_node_id"]
             node_ids = [str(bundle_nodes[i]) for i in range(len(spec.nodes))]
             for rank, name in enumerate(actor_names):
+                share = shares[rank % tpn]
                 actor = RemoteTaskActor.options(
                     name=name,
                     namespace=self.namespace,
                     lifetime="detached",
-                    num_cpus=0,
+                    # Its task's share of the bundle: Ray sets CUDA_VISIBLE_DEVICES for its GPUs.
+                    num_cpus=share.cpus,
+                    num_gpus=share.gpus,
+                    memory=share.memory_bytes or None,
                     max_restarts=0,
                     scheduling_strategy=PlacementGroupSchedulingStrategy(
                         pg, placement_group_bundle_index=rank // tpn
@@ -324,6 +407,8 @@ class RayBackend(JobFolderBackend):
             if isinstance(e, BackendError):
                 raise
             raise BackendError(f"job {spec.job_id}: Ray could not start its tasks: {e}") from e
+        claim = node_claim(spec)
+        self._claims[pg_name] = (tuple(spec.nodes), claim)
         return {
             "attempt": spec.attempt,
             "dir": str(attempt_dir),
@@ -332,7 +417,14 @@ class RayBackend(JobFolderBackend):
             "actors": actor_names,
             "nodes": list(spec.nodes),
             "node_ids": node_ids,
+            "claim": claim,
         }
+
+    @staticmethod
+    def _claim_of(handle: Handle) -> tuple[tuple[str, ...], float]:
+        """The nodes a job's handle holds and how much of each (1 for a handle written before
+        jobs could share nodes: they all asked the whole node)."""
+        return tuple(handle["nodes"]), float(handle.get("claim", 1.0))
 
     # -- poll ---------------------------------------------------------------------------------
 
@@ -341,6 +433,8 @@ class RayBackend(JobFolderBackend):
         # does not answer in time is asked again at the next tick (not sent twice).
         gone: set[str] = set()
         for handle in handles.values():
+            # A job of ours holds its nodes until forget(), however it runs.
+            self._claims.setdefault(handle["pg_name"], self._claim_of(handle))
             for name in handle["actors"]:
                 if name in self._codes or name in self._pending:
                     continue
@@ -410,8 +504,8 @@ class RayBackend(JobFolderBackend):
     def forget(self, handle: Handle) -> None:
         pg = PlacementGroup(ray.PlacementGroupID(bytes.fromhex(handle["pg"])))
         self._destroy(handle["pg_name"], handle["actors"], pg)
-        now = time.monotonic()
-        self._released.update((name, now) for name in handle["nodes"])
+        nodes, claim = self._claim_of(handle)
+        self._released[handle["pg_name"]] = (time.monotonic(), nodes, claim)
 
     def _abort_launch(self, job_id: int, attempt: int, attempt_dir: Path) -> None:
         try:
@@ -422,6 +516,7 @@ class RayBackend(JobFolderBackend):
 
     def _destroy(self, pg_name: str, actor_names: Sequence[str], pg: PlacementGroup | None) -> None:
         """Kill the tasks (their whole sessions), the actors and the placement group."""
+        self._claims.pop(pg_name, None)
         actors = [(name, self._actor(name)) for name in actor_names]
         kills = [
             a.signal.remote(signal.SIGKILL)

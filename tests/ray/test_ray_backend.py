@@ -22,7 +22,7 @@ import yaml
 
 from launchers.ray import RayBackend
 from launchers.ray.actor import LineLabeller
-from launchers.ray.cluster import cluster_from_nodes, fetch_nodes, pool_nodes, preset
+from launchers.ray.cluster import NODE_SHARE, cluster_from_nodes, fetch_nodes, pool_nodes, preset
 from orchestrator.backends.contract import LaunchSpec, Liveness
 from orchestrator.daemon.client import DaemonClient
 from orchestrator.daemon.service import Daemon, DaemonConfig
@@ -234,6 +234,46 @@ def test_a_node_held_by_someone_else_is_unavailable(ray_cluster: RayTestCluster)
     finally:
         remove_placement_group(other)
     _wait(lambda: backend.unavailable_nodes() == frozenset(), "r2 to be free again")
+    # Even a share of the node (another daemon's job on a shared cluster) keeps it out: what
+    # that job holds of its CPUs and GPUs, our allocator does not know.
+    other = placement_group([{"orch_node:r2": NODE_SHARE}])
+    try:
+        ray.get(other.ready(), timeout=30)
+        _wait(lambda: backend.unavailable_nodes() == {"r2"}, "r2 to be seen shared")
+    finally:
+        remove_placement_group(other)
+    _wait(lambda: backend.unavailable_nodes() == frozenset(), "r2 to be free again")
+
+
+def test_a_node_running_only_a_job_of_ours_stays_ours_to_give(
+    ray_cluster: RayTestCluster, tmp_path: Path
+) -> None:
+    import ray
+
+    backend = RayBackend(tmp_path, _ray_cluster_of(["r1", "r2", "r3", "r4"]))
+    _wait(lambda: backend.unavailable_nodes() == frozenset(), "earlier tests' nodes to be free")
+    release = tmp_path / "release"
+    code = f"import os, time\nwhile not os.path.exists({str(release)!r}): time.sleep(0.05)\n"
+    handle = backend.start(LaunchSpec(1, 1, [sys.executable, "-c", code], None, ["r4"]))
+    try:
+        _wait(lambda: not ray.available_resources().get("orch_node:r4"), "r4 to be held")
+        # Ray shows r4 all held, but by our own job: the daemon knows that node is busy.
+        assert backend.unavailable_nodes() == frozenset()
+        # A daemon restarted meanwhile (a new backend) knows the job once it has polled it.
+        again = RayBackend(tmp_path, _ray_cluster_of(["r1", "r2", "r3", "r4"]))
+        assert again.unavailable_nodes() == {"r4"}  # not yet: someone's, for all it knows
+        assert again.poll({1: handle})[1].liveness is Liveness.RUNNING
+        assert again.unavailable_nodes() == frozenset()
+        # A handle from before jobs could share nodes claims the whole node.
+        old = {k: v for k, v in handle.items() if k != "claim"}
+        third = RayBackend(tmp_path, _ray_cluster_of(["r1", "r2", "r3", "r4"]))
+        third.poll({1: old})
+        assert third.unavailable_nodes() == frozenset()
+    finally:
+        release.touch()
+    _wait(lambda: backend.poll({1: handle})[1].liveness is Liveness.EXITED, "the job to end")
+    backend.forget(handle)
+    assert backend.unavailable_nodes() == frozenset()
 
 
 def test_abort_start_kills_what_a_crashed_start_left(
