@@ -622,6 +622,7 @@ def _elapsed(job: dict[str, Any]) -> str:
 @state_dir_option
 @click.option("-u", "--user", help="Only this user's jobs.")
 @click.option("-n", "--name", help="Only jobs of this name.")
+@click.option("-p", "--partition", help="Only jobs of this partition (node group).")
 @click.option(
     "-t",
     "--state",
@@ -635,6 +636,7 @@ def queue(
     state_dir: Path | None,
     user: str | None,
     name: str | None,
+    partition: str | None,
     states: str | None,
     show_all: bool,
     as_json: bool,
@@ -644,7 +646,7 @@ def queue(
     if states is None and not show_all:
         states = UNFINISHED
     try:
-        jobs = client.jobs(state=states, user=user, name=name)
+        jobs = client.jobs(state=states, user=user, name=name, partition=partition)
     except OrchestratorError as e:
         raise _fail(e) from e
     if as_json:
@@ -791,25 +793,29 @@ def _act(state_dir: Path | None, job_ids: tuple[str, ...], action: str) -> None:
 @state_dir_option
 @click.option("-u", "--user", help="Cancel this user's jobs (with the other filters).")
 @click.option("-n", "--name", help="Cancel the jobs of this name.")
+@click.option("-p", "--partition", help="Cancel the jobs of this partition.")
 @click.option("-t", "--state", "states", help="Cancel jobs in these states (comma list).")
 @click.argument("job_ids", nargs=-1)
 def cancel(
     state_dir: Path | None,
     user: str | None,
     name: str | None,
+    partition: str | None,
     states: str | None,
     job_ids: tuple[str, ...],
 ) -> None:
     """Cancel jobs (as scancel): the JOB_IDS, or every job the filters match (among the JOB_IDS
     when both are given)."""
-    if user is None and name is None and states is None:
+    if user is None and name is None and partition is None and states is None:
         if not job_ids:
-            raise click.UsageError("give job ids, or a filter: -u USER, -n NAME or -t STATE")
+            raise click.UsageError(
+                "give job ids, or a filter: -u USER, -n NAME, -p PARTITION or -t STATE"
+            )
         _act(state_dir, job_ids, "cancel")
         return
     client = _client(state_dir)
     try:
-        jobs = client.jobs(state=states or UNFINISHED, user=user, name=name)
+        jobs = client.jobs(state=states or UNFINISHED, user=user, name=name, partition=partition)
     except OrchestratorError as e:
         raise _fail(e) from e
     chosen = [j["display_id"] for j in jobs if not job_ids or j["display_id"] in job_ids]

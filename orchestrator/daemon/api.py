@@ -670,6 +670,7 @@ def _add_job_routes(app: FastAPI, service: _Service) -> None:
         state: Annotated[str | None, Query(max_length=200, examples=["PENDING,RUNNING"])] = None,
         user: Annotated[str | None, Query(max_length=128)] = None,
         name: Annotated[str | None, Query(max_length=256)] = None,
+        partition: Annotated[str | None, Query(max_length=128)] = None,
         array_id: Count = None,
         ended_after: Seconds = None,
         ended_before: Seconds = None,
@@ -678,7 +679,17 @@ def _add_job_routes(app: FastAPI, service: _Service) -> None:
     ) -> JSONResponse:
         _known(
             request,
-            ("state", "user", "name", "array_id", "ended_after", "ended_before", "limit", "offset"),
+            (
+                "state",
+                "user",
+                "name",
+                "partition",
+                "array_id",
+                "ended_after",
+                "ended_before",
+                "limit",
+                "offset",
+            ),
         )
         states = None if state is None else _states(state)
         page_size = min(limit or MAX_PAGE, MAX_PAGE)
@@ -687,6 +698,7 @@ def _add_job_routes(app: FastAPI, service: _Service) -> None:
             states=states,
             user=user,
             name=name,
+            partition=partition,
             array_id=array_id,
             ended_after=ended_after,
             ended_before=ended_before,

@@ -191,6 +191,11 @@ class JobDocument(BaseModel):
     shape: str | None
     tasks_per_node: int
     cpus_per_task: int
+    gpus_per_task: int
+    gpus_per_node: int
+    mem_per_node_mb: int
+    exclusive: bool
+    partition: str
     time: float | None
     priority: int
     submit_time: float

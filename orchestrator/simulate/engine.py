@@ -309,6 +309,11 @@ class Simulation:
             frame = _records(self._jobs)
             if self._record_nodes:
                 frame["node_ids"] = [tuple(j.block.nodes.tolist()) for j in self._jobs]
+            if self._shares is not None:
+                # Nodes held in part count in part: what a job holds in node equivalents.
+                frame["node_share"] = [
+                    _node_equivalents(self._shares.pool, j.block) for j in self._jobs
+                ]
             metrics = compute_metrics(
                 frame,
                 self._cluster.size,
@@ -497,6 +502,18 @@ def simulate(
         skipped=skipped,
         progress=progress,
     ).run()
+
+
+def _node_equivalents(pool: NodePool, block: Block) -> float:
+    """The nodes a block holds, each counted by the part of its GPUs held (its cores on a node
+    without GPUs)."""
+    if block.shares is None:
+        return float(block.size)
+    total = 0.0
+    for node, share in zip(block.nodes.tolist(), block.shares, strict=True):
+        gpus = int(pool.gpus[node])
+        total += len(share.gpus) / gpus if gpus else len(share.cpus) / int(pool.cpus[node])
+    return total
 
 
 def _check_start(

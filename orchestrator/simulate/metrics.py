@@ -34,7 +34,8 @@ class SimulationMetrics:
         mean_wait_s: Mean wait (start - submit).
         p95_wait_s: 95th percentile of the wait.
         mean_bsld: Mean bounded slowdown (tau = 10 s).
-        utilization: Node-seconds used / (nodes x makespan).
+        utilization: Node-seconds used / (nodes x makespan); on a cluster that shares nodes a
+            job's nodes count by the part of their GPUs (cores, without GPUs) it holds.
         makespan_s: Last end - first submit.
         wall_s: Wall-clock seconds the replay took.
         jobs_per_s: Jobs replayed per wall-clock second.
@@ -71,7 +72,9 @@ def compute_metrics(
     if n == 0:
         return SimulationMetrics(0, 0.0, 0.0, 0.0, 0.0, 0.0, wall_s, 0.0, 0, None)
     makespan = float(jobs["end"].max() - jobs["submit"].min())
-    used = float((jobs["nodes"] * jobs["run"]).sum())
+    # On a cluster that shares nodes a job holds parts of nodes (``node_share``, in nodes).
+    held = jobs["node_share"] if "node_share" in jobs else jobs["nodes"]
+    used = float((held * jobs["run"]).sum())
     utilization = used / (cluster_size * makespan) if makespan > 0 else 0.0
     frag = None
     if fragmented_node_seconds is not None:

@@ -248,6 +248,7 @@ class Store:
         states: Iterable[str] | None = None,
         user: str | None = None,
         name: str | None = None,
+        partition: str | None = None,
         array_id: int | None = None,
         ids: Iterable[int] | None = None,
         ended_after: float | None = None,
@@ -268,6 +269,8 @@ class Store:
             query = query.where(jobs.c.user == user)
         if name is not None:
             query = query.where(jobs.c.name == name)
+        if partition is not None:
+            query = query.where(jobs.c.partition == partition)
         if array_id is not None:
             query = query.where(jobs.c.array_id == array_id)
         if ids is not None:

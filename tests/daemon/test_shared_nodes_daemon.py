@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -175,4 +177,45 @@ def test_a_restarted_daemon_keeps_what_each_job_holds_of_a_node(tmp_path: Path) 
         wait_for(lambda: client.job(late)["state"] == "COMPLETED")
     finally:
         release.touch()
+        stop_daemon(daemon)
+
+
+PARTITIONED = """name: parts
+topology: flat
+shared: true
+node_names: "g1,c1"
+groups:
+  - {name: gpu, nodes: "g1", node: {cpus: 8, gpus: 4, memory_mb: 8000}}
+  - {name: cpu, nodes: "c1", node: {cpus: 16, gpus: 0, memory_mb: 16000}}
+"""
+
+
+def test_partitions_place_filter_and_cancel(tmp_path: Path) -> None:
+    (tmp_path / "parts.yaml").write_text(PARTITIONED)
+    daemon = start_daemon(tmp_path / "state", "--cluster", str(tmp_path / "parts.yaml"))
+    try:
+        client = daemon.client()
+        held = {"argv": ["true"], "nodes": 1, "hold": True}
+        cpu_jobs = [client.submit({**held, "partition": "cpu", "cpus_per_task": 16})[0]]
+        gpu_jobs = [client.submit({**held, "gpus_per_node": 4})[0]]  # the default: gpu
+        with pytest.raises(ApiError) as e:
+            client.submit({**held, "partition": "cpu", "gpus_per_task": 1})
+        assert e.value.field == "gpus_per_task" and "partition 'cpu'" in str(e.value)
+        orch = [sys.executable, "-m", "orchestrator.cli"]
+        where = ["--state-dir", str(daemon.root)]
+        listed = subprocess.run(
+            [*orch, "queue", *where, "-p", "cpu", "--json"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert [j["id"] for j in json.loads(listed.stdout)] == cpu_jobs
+        assert json.loads(listed.stdout)[0]["partition"] == "cpu"
+        subprocess.run([*orch, "cancel", *where, "-p", "cpu"], check=True, capture_output=True)
+        assert client.job(cpu_jobs[0])["state"] == "CANCELLED"
+        assert client.job(gpu_jobs[0])["state"] == "HELD"
+        client.action(gpu_jobs[0], "release")
+        wait_for(lambda: client.job(gpu_jobs[0])["state"] == "COMPLETED")
+        assert client.job(gpu_jobs[0])["allocations"][0]["node"] == "g1"
+    finally:
         stop_daemon(daemon)
