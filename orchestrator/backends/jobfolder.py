@@ -117,11 +117,10 @@ def task_binding_environment(spec: LaunchSpec, node_rank: int, local_rank: int) 
     ``OMP_NUM_THREADS``). Empty when the allocator named neither (whole nodes, no GPUs)."""
     gpus: list[int] | None = None
     cpus: list[int] = []
-    tpn = spec.tasks_per_node
     if spec.node_gpus:
-        gpus = task_binding(spec.node_gpus[node_rank], tpn, local_rank, spec.gpus_per_task)
+        gpus = task_binding(spec.node_gpus[node_rank], local_rank, spec.gpus_per_task)
     if spec.node_cpus:
-        cpus = task_binding(spec.node_cpus[node_rank], tpn, local_rank, spec.cpus_per_task)
+        cpus = task_binding(spec.node_cpus[node_rank], local_rank, spec.cpus_per_task)
     if gpus is None and not cpus:
         return {}
     return binding_environment(gpus, cpus, spec.cpus_per_task)

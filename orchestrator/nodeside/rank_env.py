@@ -31,9 +31,7 @@ def rank_environment(
     }
 
 
-def task_binding(
-    node_items: Sequence[int], tasks_per_node: int, local_rank: int, per_task: int
-) -> list[int]:
+def task_binding(node_items: Sequence[int], local_rank: int, per_task: int) -> list[int]:
     """The share of one task in what its node was given: GPU or core indices.
 
     ``node_items`` are the node's indices in order; with ``per_task`` > 0 task ``local_rank``
