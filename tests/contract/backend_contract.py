@@ -17,6 +17,7 @@ stdout and stderr the backend keeps.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -54,6 +55,10 @@ class ContractHarness:
         timeout_s: How long one job may take to reach its end (engines start slowly).
         tick_s: Pause between ticks.
         python: The interpreter the tasks run.
+        gpu_cluster: A cluster that shares nodes with GPUs, on the same engine (None: the
+            backend gives whole nodes only, or binds no GPUs).
+        binds_allocated_gpus: The backend binds each task to the GPU indices our allocator
+            chose (the local backend); engines that choose their own (Slurm, Ray) do not.
     """
 
     name: str
@@ -64,6 +69,8 @@ class ContractHarness:
     timeout_s: float = 60.0
     tick_s: float = 0.05
     python: str = sys.executable
+    gpu_cluster: Cluster | None = None
+    binds_allocated_gpus: bool = False
 
 
 class Run:
@@ -134,7 +141,7 @@ class Run:
             "rank = os.environ.get('RANK', '?')\n"
             "keys = [k for k in os.environ if k.startswith(('ORCH_', 'SLURM_', 'PJM_'))]\n"
             "keys += ['RANK', 'LOCAL_RANK', 'WORLD_SIZE', 'LOCAL_WORLD_SIZE', 'GROUP_RANK',\n"
-            "         'MASTER_ADDR', 'MASTER_PORT']\n"
+            "         'MASTER_ADDR', 'MASTER_PORT', 'CUDA_VISIBLE_DEVICES']\n"
             "env = {k: os.environ.get(k) for k in keys}\n"
             "env['pid'] = os.getpid()\n"
             "tmp = os.path.join(folder, f'.{rank}.tmp')\n"
@@ -298,6 +305,32 @@ class BackendContract:
         run.finish(job_id)
         assert run.state(job_id) is S.COMPLETED, run.row(job_id)
         assert run.row(job_id)["attempts"] == 1  # the same attempt, not a restart
+
+    def test_each_task_sees_only_its_gpus(self, harness: ContractHarness, tmp_path: Path) -> None:
+        """Issue 15: on a cluster that shares nodes, two tasks per node with one GPU each see
+        one GPU each, not the same one (``CUDA_VISIBLE_DEVICES`` and ``ORCH_GPUS``), and where
+        our allocator chooses the indices, exactly the ones it chose."""
+        if harness.gpu_cluster is None:
+            pytest.skip(f"the {harness.name} backend binds no GPUs (whole nodes only)")
+        run = Run(dataclasses.replace(harness, cluster=harness.gpu_cluster), tmp_path)
+        job_id = run.submit(run.report_code(), nodes=2, tasks_per_node=2, gpus_per_task=1)
+        run.finish(job_id)
+        assert run.state(job_id) is S.COMPLETED, run.row(job_id)
+        reports = run.reports_found()
+        assert sorted(reports) == [0, 1, 2, 3]
+        seen: dict[str, list[str]] = {}
+        for env in reports.values():
+            gpus = (env["ORCH_GPUS"] or "").split(",")
+            assert len(gpus) == 1 and gpus[0], env
+            assert env["CUDA_VISIBLE_DEVICES"] == env["ORCH_GPUS"], env
+            seen.setdefault(env["ORCH_NODENAME"], []).append(gpus[0])
+        assert len(seen) == 2 and all(len(set(g)) == 2 for g in seen.values()), seen
+        if harness.binds_allocated_gpus:
+            given = {
+                row["node_name"]: sorted((row["gpus"] or "").split(","))
+                for row in run.daemon.store.allocation_history(job_id)
+            }
+            assert {node: sorted(g) for node, g in seen.items()} == given
 
     def test_concurrent_jobs_never_share_a_node(self, run: Run) -> None:
         n = min(4, run.harness.cluster.size)

@@ -14,7 +14,11 @@ class TestLocalContract(BackendContract):
     @pytest.fixture
     def harness(self) -> ContractHarness:
         return ContractHarness(
-            name="local", cluster=load_cluster("local"), make_backend=LocalBackend
+            name="local",
+            cluster=load_cluster("local"),
+            make_backend=LocalBackend,
+            gpu_cluster=load_cluster("local-gpu"),
+            binds_allocated_gpus=True,
         )
 
     def test_a_restart_while_the_siblings_stop_keeps_the_failed_tasks_status(

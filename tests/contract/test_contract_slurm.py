@@ -24,6 +24,7 @@ class TestSlurmContract(BackendContract):
             make_backend=lambda root: SlurmBackend(root, cluster.topology.node_names),
             timeout_s=60.0,
             tick_s=0.1,
+            gpu_cluster=load_cluster("slurm16-gpu"),
         )
 
 
@@ -43,7 +44,12 @@ class TestSlurmPilotContract(BackendContract):
             return backend
 
         yield ContractHarness(
-            name="slurm-pilot", cluster=cluster, make_backend=make, timeout_s=60.0, tick_s=0.1
+            name="slurm-pilot",
+            cluster=cluster,
+            make_backend=make,
+            timeout_s=60.0,
+            tick_s=0.1,
+            gpu_cluster=load_cluster("slurm16-gpu"),
         )
         for backend in made:  # the daemon is dropped, not stopped: give the allocation back
             if backend.pilot is not None:

@@ -113,6 +113,8 @@ def save(base: Path, rec: dict[str, Any]) -> None:
 
 def all_records(base: Path) -> list[dict[str, Any]]:
     out = []
+    if not (base / "jobs").is_dir():  # no PJM command has run yet
+        return out
     for d in (base / "jobs").iterdir():
         try:
             out.append(json.loads((d / "record.json").read_text()))
