@@ -8,12 +8,14 @@
 and :meth:`Trainer.run` is, in order:
 
 1. :meth:`~Trainer.resume`: continue from the checkpoint, when there is one;
-2. :meth:`~Trainer.open_tracking`: the MLflow run (rank 0) and the Optuna trial link;
+2. :meth:`~Trainer.open_tracking`: the MLflow run (rank 0);
 3. :meth:`~Trainer.train`: :meth:`~Trainer.step` until the planned length, with an
    :meth:`~Trainer.evaluate` at each epoch end (and every ``eval_every_steps``); it stops early
-   for the target accuracy, a preemption signal, the study's pruner or a non-finite loss;
+   for the target accuracy, a preemption signal, the study's pruner or a non-finite loss
+   (in a sweep's trial, each evaluation is reported through the public trial API,
+   :mod:`orchestrator.trial`, as any app would);
 4. :meth:`~Trainer.result`: the result dict; then the final MLflow metrics and status, the
-   trial's outcome, and the result file next to the checkpoint.
+   trial's final metrics, and the result file next to the checkpoint.
 
 One step is one optimizer step on one global batch: forward, backward, gradient all-reduce
 (data-parallel), K-FAC (factors, inverses, preconditioning; skipped for SGD), SGD step, each
@@ -44,6 +46,7 @@ import torch.distributed as dist
 import torch.nn.functional as F  # noqa: N812 (the name every torch reader expects)
 from torch import nn
 
+from orchestrator import trial
 from orchestrator.tracking import (
     BatchedLogger,
     connect,
@@ -66,7 +69,6 @@ from sweeps.kfac import KFAC, KFACSettings
 from sweeps.models import build_model, count_parameters
 from sweeps.nas import model_cost
 from sweeps.schedule import learning_rate, scaled_lr
-from sweeps.trial_link import TrialLink
 
 __all__ = ["PHASES", "Status", "Timers", "Trainer"]
 
@@ -169,7 +171,6 @@ class Trainer:
 
         self.status: Status = "completed"
         self.logger: BatchedLogger | None = None  # rank 0, when tracking is enabled
-        self.trial: TrialLink | None = None  # rank 0 of a trial of the orch_optuna sweeper
         self.last_eval: tuple[float, float] | None = None  # validation loss and accuracy
         self.train_stats: tuple[float | None, float | None] = (None, None)  # last full epoch
         self._run_open = False
@@ -235,7 +236,7 @@ class Trainer:
         return True
 
     def open_tracking(self) -> None:
-        """Open the MLflow run on rank 0 (reopen it after a resume), and the trial link.
+        """Open the MLflow run on rank 0 (reopen it after a resume).
 
         Raises:
             Exception: Rank 0's error opening the run, on rank 0; a RuntimeError on the other
@@ -255,8 +256,6 @@ class Trainer:
         if self.logger is not None:
             self.run_id = self.logger.run_id
             self._run_open = True
-        # An Optuna trial of the orch_optuna sweeper: report evaluations, stop when pruned.
-        self.trial = TrialLink.from_env() if self.world.rank == 0 else None
 
     def train(self) -> Status:
         """Step until the planned length, the target accuracy, or a reason to stop.
@@ -457,8 +456,12 @@ class Trainer:
         if self._end_of_epoch():
             metrics |= self._close_epoch()
         metrics |= self._note_target(val_accuracy)
-        if self.trial is not None:
-            self._prune_now = self.trial.report(metrics, self.step_count)
+        if self.world.rank == 0:
+            # A trial of the orch_optuna sweeper (no-ops otherwise): rank 0 reports the sweep's
+            # `report` metric and asks the pruner; every rank stops on its answer (see
+            # _agree_to_stop).
+            trial.report(metrics, self.step_count)
+            self._prune_now = trial.should_prune()
         if self.logger is not None:
             start = time.perf_counter()
             self.logger.log_metrics(metrics, self.step_count)
@@ -582,10 +585,10 @@ class Trainer:
         return result
 
     def _finish(self, result: dict[str, Any]) -> None:
-        # A job that ended (not preempted): the trial's outcome, the final metrics and status
+        # A job that ended (not preempted): its metrics on the trial, the final metrics and status
         # in MLflow, and no checkpoint left for a rerun to "resume".
-        if self.trial is not None:
-            self.trial.finish(self.status, result)
+        if self.world.rank == 0:
+            trial.set_metrics(result)  # the sweeper reads `objectives` from them
         if self.logger is not None:
             final = {
                 "final_val_accuracy": result["val_accuracy"],

@@ -3,8 +3,10 @@
 hydra-optuna-sweeper asks Optuna for ``n_jobs`` trials, launches them as one batch and waits
 for the slowest before asking again, so a slot idles while its batch's longest trial runs. Here
 each slot refills on its own: the launcher's :meth:`submit` / :meth:`wait_any` (the ``orch``
-launcher has them) return as soon as any job ends. Pruning happens inside the jobs (see
-``sweeps/trial_link.py``); the sweeper only tells Optuna each trial's outcome.
+launcher has them) return as soon as any job ends. Pruning happens inside the jobs, through the
+public trial API (``orchestrator/trial.py``: ``trial.report``, ``trial.should_prune``,
+``trial.params``); the sweeper only tells Optuna each trial's outcome. It must therefore stay
+attached to its jobs: ``hydra.launcher.detach=true`` is refused.
 
 A restarted sweep (same ``study_name`` and ``storage``) resumes: finished trials count towards
 ``n_trials``, and a trial left RUNNING by a sweep that died is failed and its parameters queued
@@ -13,6 +15,7 @@ again, so the study ends with exactly ``n_trials`` finished trials.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -28,10 +31,12 @@ from optuna.trial import TrialState
 
 from hydra_plugins.orch_optuna_sweeper._space import SearchSpace, parse_space
 from orchestrator.exceptions import OrchestratorError
-from sweeps.trial_link import (
+from orchestrator.trial import (
+    ENV_PARAMS,
     ENV_STORAGE,
     ENV_STUDY,
     ENV_TRIAL_ID,
+    PRUNED,
     SweepConfigError,
     make_pruner,
     open_storage,
@@ -47,11 +52,36 @@ class SweepFailedError(OrchestratorError):
     """More trials failed than ``max_failure_rate`` allows; chained to the last failure."""
 
 
-def make_sampler(spec: Mapping[str, Any], n_objectives: int) -> optuna.samplers.BaseSampler:
+class GridSampler(optuna.samplers.GridSampler):
+    """Optuna's grid sampler, without its stop at the last grid point.
+
+    Optuna's ``GridSampler`` calls ``Study.stop`` once every point has run, which raises a
+    RuntimeError outside ``Study.optimize`` (the sweeper asks and tells); the sweep stops by its
+    own count instead (``n_trials`` capped at the grid's size).
+    """
+
+    def after_trial(
+        self,
+        study: optuna.Study,
+        trial: optuna.trial.FrozenTrial,
+        state: TrialState,
+        values: Sequence[float] | None,
+    ) -> None:
+        return None
+
+
+def make_sampler(
+    spec: Mapping[str, Any], n_objectives: int, space: SearchSpace | None = None
+) -> optuna.samplers.BaseSampler:
     """The sampler named by ``hydra.sweeper.sampler``.
 
+    Args:
+        spec: ``name`` (``tpe``, ``random``, ``nsga2`` or ``grid``) and its settings.
+        n_objectives: Objectives of the study.
+        space: The search space (``grid`` enumerates it).
+
     Raises:
-        SweepConfigError: an unknown name.
+        SweepConfigError: an unknown name; ``grid`` over an interval (names the parameter).
     """
     name, seed = spec.get("name", "tpe"), spec.get("seed")
     if name == "tpe":
@@ -66,8 +96,11 @@ def make_sampler(spec: Mapping[str, Any], n_objectives: int) -> optuna.samplers.
         return optuna.samplers.NSGAIISampler(
             seed=seed, population_size=int(spec.get("population_size", 20))
         )
+    if name == "grid":
+        # Every point of the choice/range parameters once, in an order shuffled by the seed.
+        return GridSampler((space or SearchSpace()).grid(), seed=seed)
     raise SweepConfigError(
-        "hydra.sweeper.sampler.name", name, "expected tpe, random or nsga2", "tpe"
+        "hydra.sweeper.sampler.name", name, "expected tpe, random, nsga2 or grid", "tpe"
     )
 
 
@@ -122,7 +155,9 @@ class AsyncSweep:
 
     # -- setup ----------------------------------------------------------------------------------
 
-    def _study(self, n_objectives: int, directions: list[str]) -> tuple[optuna.Study, str]:
+    def _study(
+        self, n_objectives: int, directions: list[str], space: SearchSpace
+    ) -> tuple[optuna.Study, str]:
         spec = _absolute_storage(
             self.p.get("storage") or f"journal:{self.sweep_dir / 'optuna.journal'}"
         )
@@ -135,10 +170,11 @@ class AsyncSweep:
                 "Optuna cannot prune a multi-objective study",
                 "none",
             )
+        sampler = make_sampler(self.p.get("sampler") or {}, n_objectives, space)
         study = optuna.create_study(
             storage=open_storage(spec),
             study_name=name,
-            sampler=make_sampler(self.p.get("sampler") or {}, n_objectives),
+            sampler=sampler,
             pruner=make_pruner(pruner_spec),
             directions=cast(list[Any], directions),
             load_if_exists=True,
@@ -166,6 +202,17 @@ class AsyncSweep:
     # -- the loop -------------------------------------------------------------------------------
 
     def run(self, arguments: list[str]) -> dict[str, Any]:
+        if OmegaConf.select(self.config, "hydra.launcher.detach", default=False):
+            # Supporting it is not easy: each trial's result must be told to Optuna as its job
+            # ends, and the next trial asked (from those results) for the freed slot; a sweep
+            # that returned after submitting could do neither.
+            raise SweepConfigError(
+                "hydra.launcher.detach",
+                True,
+                "the asynchronous sweeper (hydra/sweeper=orch_optuna) must stay attached to "
+                "tell Optuna each trial's result as its job ends and start the next trial",
+                "hydra.launcher.detach=false",
+            )
         objectives = list(self.p.get("objectives") or [])
         directions = _directions(self.p.get("direction", "maximize"), objectives)
         space = parse_space(self.p.get("params") or {}, arguments)
@@ -176,12 +223,17 @@ class AsyncSweep:
                 "nothing to search: give at least one choice/range/interval",
                 "hydra.sweeper.params.optimizer.lr='tag(log, interval(1e-3, 1.0))'",
             )
-        study, storage = self._study(len(directions), directions)
+        study, storage = self._study(len(directions), directions, space)
         self._requeue_stale(study)
         done_states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
         earlier = len(study.get_trials(deepcopy=False, states=done_states))
         earlier_failed = len(study.get_trials(deepcopy=False, states=(TrialState.FAIL,)))
         n_trials, n_jobs = int(self.p.get("n_trials", 20)), int(self.p.get("n_jobs", 2))
+        if isinstance(study.sampler, GridSampler):
+            points = math.prod(len(v) for v in space.grid().values())
+            if n_trials > points:
+                log.info("grid of %d points: n_trials=%d capped at %d", points, n_trials, points)
+                n_trials = points
         to_start = max(0, n_trials - earlier)
         self.planned = to_start
         log.info(
@@ -220,7 +272,12 @@ class AsyncSweep:
         return summary
 
     def _trial_env(self, base: Mapping[str, str], trial: optuna.Trial) -> dict[str, str]:
-        return {**base, ENV_TRIAL_ID: str(trial._trial_id), "ORCH_TRIAL": str(trial.number)}
+        return {
+            **base,
+            ENV_TRIAL_ID: str(trial._trial_id),
+            ENV_PARAMS: json.dumps(trial.params),
+            "ORCH_TRIAL": str(trial.number),
+        }
 
     def _run_async(
         self,
@@ -296,16 +353,19 @@ class AsyncSweep:
 
     def _tell(self, study: optuna.Study, trial: optuna.Trial, ret: JobReturn) -> None:
         attrs = study._storage.get_trial(trial._trial_id).user_attrs
+        # Pruned: the job's trial.should_prune() said so (however the job then ended: returned,
+        # or raised to stop), or the job raised optuna.TrialPruned of its own accord.
+        raised = ret._return_value
+        if attrs.get("orch.status") == PRUNED or isinstance(raised, optuna.TrialPruned):
+            study.tell(trial, state=TrialState.PRUNED)
+            self.counts["n_pruned"] += 1
+            log.info("trial %d pruned", trial.number)
+            return
         if ret.status is not JobStatus.COMPLETED:
             self.last_error = ret._return_value
             log.warning("trial %d failed: %s", trial.number, ret._return_value)
             study.tell(trial, state=TrialState.FAIL)
             self.counts["n_failed"] += 1
-            return
-        if attrs.get("orch.status") == "pruned":
-            study.tell(trial, state=TrialState.PRUNED)
-            self.counts["n_pruned"] += 1
-            log.info("trial %d pruned", trial.number)
             return
         values = self._values(ret, attrs)
         if values is None:

@@ -6,6 +6,8 @@ ends are integers; ``tag(log, interval(lo,hi))``: log-uniform. Anything else is 
 passed to every trial unchanged.
 
 Categorical choices that Optuna cannot store (lists, dicts) are kept as their override text.
+The ``grid`` sampler enumerates ``choice`` and ``range`` parameters (:meth:`SearchSpace.grid`);
+an ``interval`` has no grid points and is refused there.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from optuna.distributions import (
     IntDistribution,
 )
 
-from sweeps.trial_link import SweepConfigError
+from orchestrator.trial import SweepConfigError
 
 __all__ = ["SearchSpace", "parse_space"]
 
@@ -44,6 +46,32 @@ class SearchSpace:
     fixed: list[str] = field(default_factory=list)
     keys: dict[str, str] = field(default_factory=dict)
     """Per parameter, the key element as written (``+model.depth`` keeps its ``+``)."""
+    intervals: dict[str, str] = field(default_factory=dict)
+    """The parameters written as ``interval(...)``, with their text (no grid points)."""
+
+    def grid(self) -> dict[str, list[Any]]:
+        """Every parameter's values, for Optuna's grid sampler.
+
+        Raises:
+            SweepConfigError: an ``interval`` parameter (names it).
+        """
+        out: dict[str, list[Any]] = {}
+        for name, dist in self.distributions.items():
+            if name in self.intervals or not isinstance(
+                dist, CategoricalDistribution | IntDistribution
+            ):
+                raise SweepConfigError(
+                    f"hydra.sweeper.params.{name}",
+                    self.intervals.get(name, str(dist)),
+                    "the grid sampler enumerates choice(...) and range(...) only: an interval "
+                    "has no grid points (list them, or use sampler.name=tpe or random)",
+                    "choice(1e-3, 1e-2, 1e-1)",
+                )
+            if isinstance(dist, CategoricalDistribution):
+                out[name] = list(dist.choices)
+            else:
+                out[name] = list(range(dist.low, dist.high + 1, dist.step))
+        return out
 
     def overrides(self, params: Mapping[str, Any]) -> list[str]:
         """The overrides of one trial: the fixed ones, then each sampled parameter."""
@@ -110,6 +138,8 @@ def parse_space(params: Mapping[str, str], arguments: Iterable[str] = ()) -> Sea
         if o.is_sweep_override():
             space.distributions[name] = _distribution(o)
             space.keys[name] = o.get_key_element()
+            if isinstance(o.value(), IntervalSweep):
+                space.intervals[name] = str(o.input_line).partition("=")[2]
         else:
             assert o.input_line is not None
             space.fixed.append(o.input_line)

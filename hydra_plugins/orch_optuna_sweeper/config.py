@@ -16,8 +16,11 @@ class SamplerConf:
     """Optuna sampler.
 
     Attributes:
-        name: ``tpe``, ``random``, ``nsga2`` (multi-objective) or ``grid`` (choices only).
-        seed: Seed of the sampler (None: random).
+        name: ``tpe``, ``random``, ``nsga2`` (multi-objective) or ``grid`` (Optuna's
+            GridSampler: every point of the ``choice``/``range`` params once, in an order
+            shuffled by ``seed``; ``n_trials`` is capped at the grid's size; an ``interval``
+            param is refused, having no grid points).
+        seed: Seed of the sampler (None: random; grid: 0).
         n_startup_trials: Random trials before TPE models the space.
         population_size: NSGA-II's population.
     """
@@ -54,7 +57,8 @@ class PrunerConf:
 
 @dataclass
 class OrchOptunaSweeperConf:
-    """The sweep.
+    """The sweep. Jobs report and prune through ``orchestrator.trial``; the sweeper tells Optuna
+    each result as a job ends, so it stays attached (``hydra.launcher.detach=true`` is refused).
 
     Attributes:
         study_name: Optuna study (None: the app's job name). A sweep started again with the
@@ -64,7 +68,8 @@ class OrchOptunaSweeperConf:
         direction: ``maximize`` / ``minimize``, or one per objective.
         objectives: Names of the metrics the job leaves on its trial (``val_accuracy``,
             ``latency_ms``, ``n_params``, ...); empty: the task function's return value.
-        report: The metric the job reports at each evaluation for pruning.
+        report: The metric taken for pruning when the job reports a mapping of metrics
+            (``trial.report(metrics, step)``, see ``orchestrator/trial.py``).
         n_trials: Trials in the study in all (a resumed study counts its earlier ones).
         n_jobs: Trials running at once (slots).
         max_failure_rate: Share of the sweep's trials allowed to fail; the sweep stops as
