@@ -109,6 +109,8 @@ SLOW_TESTS = {
     ),
     "hydra/test_hydra_sweeper.py::test_resume_and_failure_records": "14 s: two multiruns",
     "hydra/test_presets.py": "45 s: the shipped presets' multiruns, real training jobs",
+    "sweeps/test_trial_api.py::test_a_users_app_is_pruned": "20 s: two Optuna multiruns",
+    "sweeps/test_trial_api.py::test_grid_runs_every_point_once": "6 s: a grid multirun",
     "hydra/test_forkserver.py": "35 s: multiruns through the fork server",
     "scheduling/test_simulation_steps.py::test_stepping_a_torus_and_a_tree_equals_simulate": (
         "15 s: whole trace replays, stepped and in one go"
