@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 from launchers.local.spawning import Spawner, SpawnUncertainError
-from orchestrator.backends.contract import Handle, Liveness, PollResult
+from orchestrator.backends.contract import Handle, Liveness, PollResult, usage_of
 from orchestrator.backends.jobfolder import (
     JobFolderBackend,
     PreparedJob,
@@ -155,7 +155,7 @@ class LocalBackend(JobFolderBackend):
     @staticmethod
     def _poll_one(handle: Handle) -> PollResult:
         attempt_dir = handle["dir"]
-        codes: list[int | None] = []
+        ends: list[record.TaskEnd | None] = []
         alive = lost = 0
         for rank, (pid, ticks) in enumerate(handle["tasks"]):
             end = record.read_task_end(attempt_dir, rank)
@@ -165,10 +165,11 @@ class LocalBackend(JobFolderBackend):
                 # It may have written its record just before exiting: look again.
                 end = record.read_task_end(attempt_dir, rank)
                 lost += end is None
-            codes.append(end.code if end is not None else None)
+            ends.append(end)
+        codes = tuple(end.code if end is not None else None for end in ends)
         if alive:
-            return PollResult(Liveness.RUNNING, tuple(codes), alive)
-        return PollResult(Liveness.LOST if lost else Liveness.EXITED, tuple(codes), 0)
+            return PollResult(Liveness.RUNNING, codes, alive, usage_of(ends))
+        return PollResult(Liveness.LOST if lost else Liveness.EXITED, codes, 0, usage_of(ends))
 
     def signal(self, handle: Handle, signum: int) -> None:
         for pid, ticks in handle["tasks"]:

@@ -61,12 +61,15 @@ def _fork_script(argv: list[str]) -> int:
     sys.exit(0)
 
 
-def _wait(pid: int) -> int:
-    """The child's exit status, 128 + N when signal N ended it."""
-    _, status = os.waitpid(pid, 0)  # PEP 475: retried after our (no-op) signal handlers
+def _wait(pid: int) -> tuple[int, float, int]:
+    """The child's exit status (128 + N when signal N ended it), and the CPU seconds and peak
+    resident KiB the kernel counted for it (``wait4``: with the descendants it waited for)."""
+    _, status, rusage = os.wait4(pid, 0)  # PEP 475: retried after our (no-op) signal handlers
     if os.WIFSIGNALED(status):
-        return 128 + os.WTERMSIG(status)
-    return os.waitstatus_to_exitcode(status)
+        code = 128 + os.WTERMSIG(status)
+    else:
+        code = os.waitstatus_to_exitcode(status)
+    return (code, *record.usage_from_rusage(rusage))
 
 
 def main(args: list[str]) -> int:
@@ -87,11 +90,13 @@ def main(args: list[str]) -> int:
     inline = argv[:3] == [sys.executable, "-I", "-S"] and len(argv) > 3 and argv[3].endswith(".py")
     if not inline:
         import subprocess  # before the check below: the window until the start stays short
+    cpu_s: float | None = None
+    maxrss_kib: int | None = None
     if received:
         # Cancelled before the command started: it never starts.
         code = 128 + received[0]
     elif inline:
-        code = _wait(_started(_fork_script(argv[3:]), received))
+        code, cpu_s, maxrss_kib = _wait(_started(_fork_script(argv[3:]), received))
     else:
         try:
             child = subprocess.Popen(argv)
@@ -99,9 +104,11 @@ def main(args: list[str]) -> int:
             print(f"orch: cannot run {argv[0]!r}: {e}", file=sys.stderr)
             code = 127 if isinstance(e, FileNotFoundError) else 126
         else:
-            code = _wait(_started(child.pid, received))
+            code, cpu_s, maxrss_kib = _wait(_started(child.pid, received))
+            child.returncode = code  # reaped here: Popen must not wait for it again
     first = signal.Signals(received[0]).name if received else None
-    record.write_task_end(attempt_dir, int(rank), record.TaskEnd(code, first))
+    end = record.TaskEnd(code, first, cpu_s, maxrss_kib)
+    record.write_task_end(attempt_dir, int(rank), end)
     return code
 
 

@@ -36,7 +36,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +51,14 @@ from launchers.pjm.text import (
     render_pjm_script,
     vcoord_file,
 )
-from orchestrator.backends.contract import Handle, LaunchSpec, Liveness, PollResult
+from orchestrator.backends.contract import (
+    Handle,
+    LaunchSpec,
+    Liveness,
+    PollResult,
+    TaskUsage,
+    usage_of,
+)
 from orchestrator.backends.jobfolder import JobFolderBackend, PreparedJob, free_port
 from orchestrator.backends.options import option, parse_options
 from orchestrator.exceptions import BackendError, InvalidRequestError
@@ -440,11 +447,13 @@ class PjmBackend(JobFolderBackend):
 
     # -- poll -----------------------------------------------------------------------------------
 
-    def _codes(self, handle: Handle) -> tuple[list[int | None], bool]:
-        """Per rank the recorded status (None: none yet), and whether the engine ended one."""
+    def _codes(self, handle: Handle) -> tuple[list[int | None], bool, tuple[TaskUsage | None, ...]]:
+        """Per rank the recorded status (None: none yet), whether the engine ended one, and
+        what the ranks that ended used (:attr:`PollResult.usage`)."""
         ends = self.task_ends(handle["dir"], int(handle["ranks"]))
         codes = [end.code if end is not None else None for end in ends]
-        return codes, any(end is not None and end.signal is not None for end in ends)
+        engine = any(end is not None and end.signal is not None for end in ends)
+        return codes, engine, usage_of(ends)
 
     def _checkpointed(self, codes: Sequence[int | None]) -> bool:
         """PJM signalled the job (elapse, pjdel) and every failed rank exited with the
@@ -478,7 +487,13 @@ class PjmBackend(JobFolderBackend):
     def _poll_listed(self, handle: Handle, live: set[str]) -> PollResult | None:
         """A job's state from its ranks' records and pjstat's live jobs; None when its PJM job
         has left the queue without every rank's record (:meth:`_poll_gone` looks further)."""
-        codes, engine = self._codes(handle)
+        codes, engine, usage = self._codes(handle)
+        result = self._listed(handle, live, codes, engine)
+        return None if result is None else replace(result, usage=usage)
+
+    def _listed(
+        self, handle: Handle, live: set[str], codes: list[int | None], engine: bool
+    ) -> PollResult | None:
         if all(c is not None for c in codes):
             if engine and handle["mode"] == "pilot":
                 self._mark_closed(Path(handle["pilot"]))  # the allocation is ending
@@ -500,8 +515,10 @@ class PjmBackend(JobFolderBackend):
         ids = sorted({h["pjm_id"] for h in gone.values()})
         history = self._pjstat("-H", "--choose", "jid,st,ec,pc", *ids)
         out: dict[int, PollResult] = {}
+        usages: dict[int, tuple[TaskUsage | None, ...]] = {}
         for job_id, handle in gone.items():
-            codes, engine = self._codes(handle)  # a rank may have written it meanwhile
+            # A rank may have written its record meanwhile.
+            codes, engine, usages[job_id] = self._codes(handle)
             if all(c is not None for c in codes):
                 liveness = Liveness.REQUEUE if engine and handle["mode"] == "pilot" else None
                 out[job_id] = PollResult(liveness or Liveness.EXITED, tuple(codes))
@@ -524,7 +541,7 @@ class PjmBackend(JobFolderBackend):
                 out[job_id] = PollResult(Liveness.EXITED, filled)
             else:
                 out[job_id] = PollResult(Liveness.LOST, tuple(codes))
-        return out
+        return {job_id: replace(result, usage=usages[job_id]) for job_id, result in out.items()}
 
     def _mark_closed(self, spool: Path) -> None:
         with contextlib.suppress(OSError):

@@ -8,7 +8,8 @@ backend of ours exports (``RANK``, ``LOCAL_RANK``, ``ORCH_NODE_RANK``, ...), rec
 start time, runs the job's command, copies the command's stdout and stderr line by line into the
 job's two files with a ``RANK: `` label (as ``srun --label``; one ``write`` per line on a file
 opened for appending, so ranks never interleave within a line), and writes the exit status
-atomically, so the daemon learns how each rank ended even when it was down at the time.
+(with the CPU time and peak memory the kernel counted for the command) atomically, so the
+daemon learns how each rank ended even when it was down at the time.
 
 Signals: the daemon cannot reach a process inside a batch job, so it appends signal numbers to
 ``signals`` in the attempt's folder (shared file system) and each wrapper forwards them to its
@@ -91,9 +92,9 @@ def _environment(job: dict[str, Any], rank: int) -> dict[str, str]:
 
 
 def _supervise(child: subprocess.Popen[bytes], signals_path: Path, fds: tuple[int, int],
-               label: bytes) -> tuple[int, int]:  # fmt: skip
-    """Copy the child's output, forward the daemon's signals; its status and how many signals
-    were forwarded."""
+               label: bytes) -> tuple[int, int, float, int]:  # fmt: skip
+    """Copy the child's output, forward the daemon's signals; its status, how many signals
+    were forwarded, and the CPU seconds and peak resident KiB the kernel counted for it."""
     assert child.stdout is not None and child.stderr is not None
     pumps = [
         threading.Thread(target=_pump, args=(child.stdout, fds[0], label), daemon=True),
@@ -103,20 +104,21 @@ def _supervise(child: subprocess.Popen[bytes], signals_path: Path, fds: tuple[in
         pump.start()
     forwarded = 0
     while True:
-        try:
-            code = child.wait(timeout=POLL_S)
+        # wait4, not Popen.wait: the kernel's count of what the task used comes with its status.
+        pid, status, rusage = os.wait4(child.pid, os.WNOHANG)
+        if pid:
+            child.returncode = code = os.waitstatus_to_exitcode(status)
             break
-        except subprocess.TimeoutExpired:
-            pass
         requested = _signals(signals_path)
         for number in requested[forwarded:]:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(child.pid, number)
         forwarded = len(requested)
+        time.sleep(POLL_S)
     deadline = time.monotonic() + 2.0
     for pump in pumps:  # a grandchild may hold the pipes open: do not wait for it forever
         pump.join(max(0.0, deadline - time.monotonic()))
-    return (128 - code if code < 0 else code), forwarded
+    return (128 - code if code < 0 else code), forwarded, *record.usage_from_rusage(rusage)
 
 
 def main(args: list[str]) -> int:
@@ -170,11 +172,11 @@ def main(args: list[str]) -> int:
         code = 127 if isinstance(e, FileNotFoundError) else 126
         record.write_task_end(folder, rank, record.TaskEnd(code))
         return code
-    code, forwarded = _supervise(child, signals_path, fds, label)
+    code, forwarded, cpu_s, maxrss_kib = _supervise(child, signals_path, fds, label)
     # The daemon's signals come through the signals file; one the supervisor got otherwise
     # came from the engine.
     engine = signal.Signals(engine_signal[0]).name if engine_signal and forwarded == 0 else None
-    record.write_task_end(folder, rank, record.TaskEnd(code, engine))
+    record.write_task_end(folder, rank, record.TaskEnd(code, engine, cpu_s, maxrss_kib))
     return code
 
 

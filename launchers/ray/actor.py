@@ -5,7 +5,8 @@ supervisor on that node, the way ``_task.py`` is for the local backend: it start
 (no shell) in a session of its own, so a signal reaches the command and everything it started;
 pumps its stdout and stderr to per-task files and, labelled with the task's rank (as
 ``srun --label``), to the job's two shared files; and keeps the exit status (128 + signal for a
-signal) in memory and in the task's end record so a daemon that restarts later still learns it.
+signal) in memory and in the task's end record (with the CPU time and peak memory the kernel
+counted for the command) so a daemon that restarts later still learns it.
 
 GPUs: Ray gives the actor its task's GPUs and sets the actor's ``CUDA_VISIBLE_DEVICES`` to them;
 the task gets that value (not the daemon's, not our allocator's indices) and the GPU ids in
@@ -206,16 +207,19 @@ class TaskActor:
         return child.pid
 
     def _wait(self, child: subprocess.Popen[bytes], pumps: list[threading.Thread]) -> None:
-        code = child.wait()
+        # wait4, not Popen.wait: the kernel's count of what the task used comes with its status.
+        _, status, rusage = os.wait4(child.pid, 0)
+        child.returncode = code = os.waitstatus_to_exitcode(status)
         for pump in pumps:
             # The output is complete before the task is seen to end (unless a grandchild
             # keeps the pipes open).
             pump.join(_PUMP_JOIN_S)
-        self._record(128 - code if code < 0 else code)
+        self._record(128 - code if code < 0 else code, *record.usage_from_rusage(rusage))
 
-    def _record(self, code: int) -> None:
+    def _record(self, code: int, cpu_s: float | None = None, maxrss_kib: int | None = None) -> None:
         with contextlib.suppress(OSError):
-            record.write_task_end(self.dir, self.rank, record.TaskEnd(code))
+            end = record.TaskEnd(code, None, cpu_s, maxrss_kib)
+            record.write_task_end(self.dir, self.rank, end)
         self.code = code
         self._done.set()
 

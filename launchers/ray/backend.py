@@ -86,7 +86,7 @@ from launchers.ray.cluster import (
     shortfall,
     task_shares,
 )
-from orchestrator.backends.contract import Handle, LaunchSpec, Liveness, PollResult
+from orchestrator.backends.contract import Handle, LaunchSpec, Liveness, PollResult, usage_of
 from orchestrator.backends.jobfolder import JobFolderBackend, PreparedJob
 from orchestrator.backends.options import option, parse_options
 from orchestrator.exceptions import BackendError, InvalidRequestError
@@ -480,15 +480,18 @@ class RayBackend(JobFolderBackend):
             elif code is None:
                 alive += 1
             codes.append(code)
+        if not vanished and alive:
+            return PollResult(Liveness.RUNNING, tuple(codes), alive)
+        # Ended: what each task used is in its record (the actors answer with the status only).
+        usage = usage_of(self.task_ends(attempt_dir, len(codes)))
         if vanished:
             # A node that died under the job is no fault of the job: run it again elsewhere.
             nodes = self.nodes(0.0)
             live_ids = {n.node_id for n in nodes.values() if n.alive}
             node_died = any(i not in live_ids for i in handle["node_ids"])
-            return PollResult(Liveness.REQUEUE if node_died else Liveness.LOST, tuple(codes), alive)
-        if alive:
-            return PollResult(Liveness.RUNNING, tuple(codes), alive)
-        return PollResult(Liveness.EXITED, tuple(codes), 0)
+            liveness = Liveness.REQUEUE if node_died else Liveness.LOST
+            return PollResult(liveness, tuple(codes), alive, usage)
+        return PollResult(Liveness.EXITED, tuple(codes), 0, usage)
 
     # -- signal, forget, abort ----------------------------------------------------------------
 

@@ -34,7 +34,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -57,7 +57,13 @@ from launchers.slurm.text import (
     gpu_options,
     render_sbatch_script,
 )
-from orchestrator.backends.contract import Handle, LaunchSpec, Liveness, PollResult
+from orchestrator.backends.contract import (
+    Handle,
+    LaunchSpec,
+    Liveness,
+    PollResult,
+    usage_of,
+)
 from orchestrator.backends.jobfolder import JobFolderBackend, PreparedJob, free_port
 from orchestrator.backends.options import option, parse_options
 from orchestrator.exceptions import BackendError, InvalidRequestError
@@ -411,13 +417,15 @@ class SlurmBackend(JobFolderBackend):
                 continue
             phase = record.phase if record is not None else None
             exit_code = (record.exit_code, record.signal) if record is not None else None
-            out[job_id] = decide(
+            tasks = self._tasks(handle)
+            result = decide(
                 phase,
-                self._tasks(handle),
+                tasks,
                 slurm_exit=exit_code,
                 slurm_completed=record is not None and record.state is JobState.COMPLETED,
                 requeue_code=self.requeue_code,
             )
+            out[job_id] = replace(result, usage=usage_of(tasks))
             if record is not None and record.state is JobState.NODE_FAIL:
                 self._quarantine_failed(record.nodes, float(handle.get("submitted", 0.0)))
         return out
@@ -449,14 +457,15 @@ class SlurmBackend(JobFolderBackend):
         pid, ticks = handle["srun"]
         tasks = self._tasks(handle)
         if pid and process_start_ticks(int(pid)) == int(ticks):
-            return decide(Phase.RUNNING, tasks)
+            return replace(decide(Phase.RUNNING, tasks), usage=usage_of(tasks))
         ended = step_allocation_ended(records.get(str(handle["pilot"])))
-        return decide(
+        result = decide(
             Phase.ENDED,
             tasks,
             requeue_code=self.requeue_code,
             allocation_ended=ended,
         )
+        return replace(result, usage=usage_of(tasks))
 
     # -- signals --------------------------------------------------------------------------------
 

@@ -8,7 +8,8 @@ chose (``ORCH_NODES``, in node-rank order: Slurm numbers nodes in its own order,
 be ours), and ``ORCH_GPUS``, the GPUs Slurm bound to the task (:func:`gpu_variables`); refuses
 to run if the attempt was aborted (a daemon crashed while submitting it), runs ``ARGV`` exactly
 as given (no shell), and writes the task's end record
-(:mod:`orchestrator.nodeside.record`): the exit status and the first signal the task was sent.
+(:mod:`orchestrator.nodeside.record`): the exit status, the first signal the task was sent, and
+the CPU time and peak memory the kernel counted for it.
 The backend reads that signal to tell a job that checkpointed on the engine's signal and exited
 with the "requeue me" code from a job that failed on its own.
 
@@ -82,17 +83,23 @@ def main(args: list[str]) -> int:
 
     for signum in _NOTED:
         signal.signal(signum, note)
+    cpu_s: float | None = None
+    maxrss_kib: int | None = None
     try:
         child = subprocess.Popen(argv, env=env)
     except OSError as e:
         print(f"orch: cannot run {argv[0]!r}: {e}", file=sys.stderr)
         code = 127 if isinstance(e, FileNotFoundError) else 126
     else:
-        code = child.wait()  # PEP 475: a noted signal does not interrupt the wait
+        # wait4, not Popen.wait: the kernel's count of what the task used comes with its
+        # status (PEP 475: a noted signal does not interrupt the wait).
+        _, status, rusage = os.wait4(child.pid, 0)
+        child.returncode = code = os.waitstatus_to_exitcode(status)
         if code < 0:
             code = 128 - code
+        cpu_s, maxrss_kib = record.usage_from_rusage(rusage)
     first = signal.Signals(received[0]).name if received else None
-    record.write_task_end(directory, rank, record.TaskEnd(code, first))
+    record.write_task_end(directory, rank, record.TaskEnd(code, first, cpu_s, maxrss_kib))
     return code
 
 

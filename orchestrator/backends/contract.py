@@ -21,9 +21,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
+    from orchestrator.nodeside.record import TaskEnd
     from orchestrator.resources.cluster import Cluster
 
-__all__ = ["BaseBackend", "Handle", "LaunchSpec", "Liveness", "PollResult"]
+__all__ = [
+    "BaseBackend",
+    "Handle",
+    "LaunchSpec",
+    "Liveness",
+    "PollResult",
+    "TaskUsage",
+    "usage_of",
+]
 
 Handle = dict[str, Any]
 """JSON-serialisable data identifying a started job (pids and start times, a batch id, ...)."""
@@ -101,6 +110,19 @@ class Liveness(StrEnum):
 
 
 @dataclass(frozen=True)
+class TaskUsage:
+    """What one task used, as its node-side supervisor had it from the kernel (``wait4``).
+
+    Attributes:
+        cpu_s: User plus system CPU seconds (None: unknown).
+        maxrss_kib: Peak resident set size in KiB (None: unknown).
+    """
+
+    cpu_s: float | None = None
+    maxrss_kib: int | None = None
+
+
+@dataclass(frozen=True)
 class PollResult:
     """The state of one job's tasks.
 
@@ -110,16 +132,30 @@ class PollResult:
         exit_codes: Per task rank: the exit status (128 + signal for a signal), or None while
             running or when lost.
         alive: How many tasks still run.
+        usage: Per task rank, what the task used once it has ended (None: running, or not
+            known); empty when the backend knows nothing of it (:func:`usage_of`).
     """
 
     liveness: Liveness
     exit_codes: tuple[int | None, ...] = ()
     alive: int = 0
+    usage: tuple[TaskUsage | None, ...] = ()
 
     @property
     def any_failed(self) -> bool:
         """A task exited non-zero."""
         return any(code not in (None, 0) for code in self.exit_codes)
+
+
+def usage_of(ends: Sequence[TaskEnd | None]) -> tuple[TaskUsage | None, ...]:
+    """:attr:`PollResult.usage` from the tasks' end records (``()`` when none says any)."""
+    usage = tuple(
+        None
+        if end is None or (end.cpu_s is None and end.maxrss_kib is None)
+        else TaskUsage(end.cpu_s, end.maxrss_kib)
+        for end in ends
+    )
+    return usage if any(u is not None for u in usage) else ()
 
 
 class BaseBackend(ABC):

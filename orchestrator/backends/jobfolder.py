@@ -27,7 +27,14 @@ from abc import abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 
-from orchestrator.backends.contract import BaseBackend, Handle, LaunchSpec, Liveness, PollResult
+from orchestrator.backends.contract import (
+    BaseBackend,
+    Handle,
+    LaunchSpec,
+    Liveness,
+    PollResult,
+    usage_of,
+)
 from orchestrator.exceptions import BackendError
 from orchestrator.nodeside import record
 from orchestrator.nodeside.files import atomic_write
@@ -203,7 +210,9 @@ class JobFolderBackend(BaseBackend):
         ends = self.task_ends(self.paths(job_id).attempt(attempt), ntasks)
         if not ends or None in ends:
             return None
-        return PollResult(Liveness.EXITED, tuple(e.code for e in ends if e is not None), 0)
+        return PollResult(
+            Liveness.EXITED, tuple(e.code for e in ends if e is not None), 0, usage_of(ends)
+        )
 
     # -- what every task sees -------------------------------------------------------------------
 

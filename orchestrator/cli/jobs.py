@@ -696,7 +696,8 @@ def history(
     states: str | None,
     fmt: str,
 ) -> None:
-    """Finished jobs in a time range (as sacct): elapsed time and exit code."""
+    """Finished jobs in a time range (as sacct): elapsed time, exit code, CPU time (user +
+    system, summed over the tasks) and the largest peak memory (RSS) of a task."""
     from orchestrator.timeparse import parse_time
 
     now = time.time()
@@ -726,11 +727,23 @@ def history(
             click.echo(" ".join(f"{row[c]!s:>{widths[c]}}" for c in HISTORY_COLUMNS))
 
 
-HISTORY_COLUMNS = ("jobid", "name", "user", "state", "exitcode", "elapsed", "start", "end")
+HISTORY_COLUMNS = (
+    "jobid",
+    "name",
+    "user",
+    "state",
+    "exitcode",
+    "elapsed",
+    "start",
+    "end",
+    "cputime",
+    "maxrss",
+)
 
 
 def _history_row(job: dict[str, Any]) -> dict[str, Any]:
     start, end = job["start_time"], job["end_time"]
+    cpu, rss = job.get("cpu_time_s"), job.get("max_rss_mb")
     return {
         "jobid": job["display_id"],
         "name": job["name"],
@@ -740,7 +753,34 @@ def _history_row(job: dict[str, Any]) -> dict[str, Any]:
         "elapsed": _clock(end - start) if start is not None and end is not None else "-",
         "start": _date(start),
         "end": _date(end),
+        "cputime": "-" if cpu is None else _cpu_clock(cpu),
+        "maxrss": "-" if rss is None else _size_mb(rss),
     }
+
+
+def _cpu_clock(seconds: float) -> str:
+    """CPU time as sacct's TotalCPU, to the millisecond: ``[D-]HH:MM:SS.mmm``.
+
+    >>> _cpu_clock(0.6124), _cpu_clock(3723.5)
+    ('00:00:00.612', '01:02:03.500')
+    """
+    millis = round(seconds * 1000)
+    return f"{_clock(millis // 1000)}.{millis % 1000:03d}"
+
+
+def _size_mb(mb: float) -> str:
+    """A size in MB (2**20 bytes) as sacct prints MaxRSS: ``812K``, ``52.3M``, ``1.2G``.
+
+    >>> _size_mb(0.5), _size_mb(52.34), _size_mb(1228.8), _size_mb(3 * 1024**2)
+    ('512K', '52.3M', '1.2G', '3.0T')
+    """
+    if mb < 1:
+        return f"{round(mb * 1024)}K"
+    for unit in ("M", "G"):
+        if mb < 1024:
+            return f"{mb:.1f}{unit}"
+        mb /= 1024
+    return f"{mb:.1f}T"
 
 
 @click.command()

@@ -568,10 +568,13 @@ class _Service:
         """Who holds each node, array elements named as ``orch queue`` names them."""
         daemon = self.daemon
         owners = daemon.node_owners()
-        holders = sorted({o for o in owners if o is not None})
+        usage = daemon.node_usage()
+        on_shared_nodes = (j for node in usage or () for j in node["jobs"])
+        holders = sorted({o for o in owners if o is not None} | set(on_shared_nodes))
         rows = daemon.store.list_jobs(ids=holders) if holders else []
         labels = {r["id"]: display_id(r) for r in rows if r["array_id"] is not None}
-        return layout(daemon.cluster, owners, labels, daemon.node_usage())
+        users = {r["id"]: r["user"] for r in rows}
+        return layout(daemon.cluster, owners, labels, usage, users)
 
     def health(self) -> dict[str, Any]:
         daemon = self.daemon

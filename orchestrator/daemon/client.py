@@ -208,13 +208,20 @@ class DaemonClient:
         return self.jobs(**filters)
 
     def history_frame(self, **filters: Any) -> Any:
-        """:meth:`history` as a pandas DataFrame, with ``elapsed_s`` and times as timestamps."""
+        """:meth:`history` as a pandas DataFrame, with ``elapsed_s`` and times as timestamps;
+        ``cpu_time_s`` and ``max_rss_mb`` are numbers (NaN: not known)."""
         import pandas as pd
 
         frame = pd.DataFrame(self.history(**filters))
         if frame.empty:
             return frame
         frame["elapsed_s"] = frame["end_time"] - frame["start_time"]
+        for column in ("cpu_time_s", "max_rss_mb"):
+            # Floats even when all are None (objects otherwise), NaN from a daemon without them.
+            if column in frame:
+                frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(float)
+            else:
+                frame[column] = float("nan")
         for column in ("submit_time", "start_time", "end_time"):
             frame[column] = pd.to_datetime(frame[column], unit="s")
         return frame

@@ -32,6 +32,7 @@ __all__ = [
     "OutputSlice",
     "Status",
     "SubmitResult",
+    "TaskUsageDocument",
     "example_of",
 ]
 
@@ -176,6 +177,13 @@ class Allocation(BaseModel):
     released_at: float | None
 
 
+class TaskUsageDocument(BaseModel):
+    """What one task used, as the kernel counted it for the task's process (``wait4``)."""
+
+    cpu_s: float | None = Field(None, description="User plus system CPU seconds")
+    max_rss_mb: float | None = Field(None, description="Peak resident set size, MB (2**20 B)")
+
+
 class JobDocument(BaseModel):
     """A job as the API shows it (``events``, ``allocations`` and the output paths only on
     ``GET /api/v1/jobs/{job_id}``)."""
@@ -202,6 +210,17 @@ class JobDocument(BaseModel):
     start_time: float | None
     end_time: float | None
     exit_code: int | None
+    cpu_time_s: float | None = Field(
+        None,
+        description="CPU seconds (user + system) of the attempt that ended the job, summed "
+        "over its tasks; null when not known (not ended, or stored before accounting)",
+    )
+    max_rss_mb: float | None = Field(
+        None, description="The largest peak resident set of one of those tasks, MB (2**20 B)"
+    )
+    task_usage: list[TaskUsageDocument | None] | None = Field(
+        None, description="Per task rank, what it used (null: not known)"
+    )
     attempts: int
     max_retries: int
     array_id: int | None
@@ -260,6 +279,16 @@ class Layout(BaseModel):
     groups: list[dict[str, Any]] | None = None
     dims: list[int] | None = None
     names: list[str] | None = None
+    usage: list[dict[str, Any]] | None = Field(
+        None,
+        description="On a cluster that shares nodes, per node: state (IDLE, MIXED, ALLOCATED), "
+        "cpus, gpus and mem_mb as [in use, in all], and the jobs on it",
+    )
+    aggregate: dict[str, Any] | None = Field(
+        None,
+        description="On a cluster of more than 4,096 nodes, the heat map the status page draws: "
+        "occupancy per cell (a Tofu unit on a torus) and each job's cells and bounding box",
+    )
 
 
 class Status(BaseModel):

@@ -164,7 +164,8 @@ def _settle_start(daemon: Daemon, job: LiveJob, now: float, counts: dict[str, in
             new, exit_code = JobState.NODE_FAIL, None
             reason = "daemon restarted while starting it"
             counts["aborted"] += 1
-        daemon.end_attempt(change, job, new, reason, exit_code, now)
+        usage = ended.usage if ended is not None else ()
+        daemon.end_attempt(change, job, new, reason, exit_code, now, usage)
 
 
 def stop_with_requeue(daemon: Daemon, now: float, timeout_s: float) -> int:

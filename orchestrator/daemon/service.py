@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from orchestrator.backends.contract import BaseBackend, Liveness, PollResult
+from orchestrator.backends.contract import BaseBackend, Liveness, PollResult, TaskUsage
 from orchestrator.daemon.dispatch import record_starts, schedule
 from orchestrator.daemon.job_rows import expand_dependency, job_row, regroup
 from orchestrator.daemon.recovery import recover, stop_with_requeue
@@ -444,7 +444,7 @@ class Daemon:
             self._requeue(job, now)
         else:
             with self.table.change() as change:
-                self.end_attempt(change, job, *self.outcome(job, result), now)
+                self.end_attempt(change, job, *self.outcome(job, result), now, result.usage)
         if handle is not None:
             self.backend.forget(handle)
 
@@ -481,10 +481,14 @@ class Daemon:
         reason: str,
         exit_code: int | None,
         now: float,
+        usage: Sequence[TaskUsage | None] = (),
     ) -> None:
-        """Record an attempt's end in ``change``; requeue by the retry policy (same
+        """Record an attempt's end in ``change``, with what its tasks used (``usage``, per rank:
+        the job's accounting is its last attempt's); requeue by the retry policy (same
         transaction). The job's nodes are freed as it leaves its active state."""
-        change.move(job, new, reason, now, end_time=now, exit_code=exit_code)
+        change.move(
+            job, new, reason, now, end_time=now, exit_code=exit_code, **usage_columns(usage)
+        )
         if new in (JobState.FAILED, JobState.NODE_FAIL) and job.attempts <= job.max_retries:
             delay = min(
                 self.config.retry_backoff_s * 2 ** max(job.attempts - 1, 0),
@@ -667,6 +671,33 @@ class Daemon:
                     }
                 )
         return usage
+
+
+def usage_columns(usage: Sequence[TaskUsage | None]) -> dict[str, Any]:
+    """The jobs table's accounting columns for an attempt's per-task ``usage``: CPU seconds
+    summed, the largest peak RSS in MB (2**20 bytes), and each task's; None where unknown.
+
+    >>> usage_columns([TaskUsage(1.5, 2048), None, TaskUsage(0.25, 1024)])["max_rss_mb"]
+    2.0
+    >>> usage_columns([])
+    {'cpu_time_s': None, 'max_rss_mb': None, 'task_usage': None}
+    """
+    cpu = [u.cpu_s for u in usage if u is not None and u.cpu_s is not None]
+    rss = [u.maxrss_kib for u in usage if u is not None and u.maxrss_kib is not None]
+    tasks = [
+        None
+        if u is None
+        else {
+            "cpu_s": u.cpu_s,
+            "max_rss_mb": None if u.maxrss_kib is None else u.maxrss_kib / 1024,
+        }
+        for u in usage
+    ]
+    return {
+        "cpu_time_s": math.fsum(cpu) if cpu else None,
+        "max_rss_mb": max(rss) / 1024 if rss else None,
+        "task_usage": tasks if cpu or rss else None,
+    }
 
 
 def _first_failure(result: PollResult) -> tuple[int, int]:

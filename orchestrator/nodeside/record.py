@@ -7,10 +7,14 @@ per task rank, written by the task's node-side supervisor:
     ``PID START_TICKS``: the supervisor's process, named across pid reuse (backends whose
     supervisor the daemon can reach by pid: local, PJM).
 ``task-<rank>.rc``
-    ``CODE SIGNAL``: the task's exit status (128 + N when signal N ended it) and the name of the
-    first signal the supervisor itself received while the task ran (``-`` for none). Written
-    once, atomically, when the task has ended: its presence means "ended", so a daemon that was
-    down at the time still learns how.
+    ``CODE SIGNAL [CPU_SECONDS MAXRSS_KIB]``: the task's exit status (128 + N when signal N
+    ended it), the name of the first signal the supervisor itself received while the task ran
+    (``-`` for none), and, when the supervisor waited the task's process, what the kernel says
+    it used (``wait4``'s rusage: user plus system CPU seconds, and the peak resident set in KiB,
+    both counting the descendants it waited for; ``-`` for one unknown). Written once,
+    atomically, when the task has ended: its presence means "ended", so a daemon that was down
+    at the time still learns how. Older forms (``CODE``, ``CODE SIGNAL``) are still read, and a
+    reader of the older forms reads the first two words of this one.
 
 and, written by the daemon, ``abort``: the attempt must never start (a daemon crashed while
 starting it). A supervisor writes its pid record first and looks for ``abort`` after, while a
@@ -23,6 +27,8 @@ Standard library only, no pathlib (see the package).
 from __future__ import annotations
 
 import os
+import resource  # os.wait4 imports it anyway (its rusage is a resource.struct_rusage)
+import sys
 
 from orchestrator.nodeside.files import atomic_write, process_start_ticks
 
@@ -36,6 +42,7 @@ __all__ = [
     "rc_path",
     "read_pid",
     "read_task_end",
+    "usage_from_rusage",
     "write_abort",
     "write_pid",
     "write_task_end",
@@ -54,24 +61,48 @@ class TaskEnd:
             ``SIGTERM``), or None: the engine's signal before a time limit or a preemption, or
             the daemon's own cancel. Backends whose engine signals tasks behind the daemon's
             back (Slurm, PJM) read it to requeue a job that checkpointed on that signal.
+        cpu_s: The CPU time the task's process used, user plus system, in seconds (None:
+            unknown, as for a command that could not start or a record of before issue 17).
+        maxrss_kib: Its peak resident set size in KiB (None: unknown).
     """
 
-    __slots__ = ("code", "signal")
+    __slots__ = ("code", "cpu_s", "maxrss_kib", "signal")
 
-    def __init__(self, code: int, signal: str | None = None) -> None:
+    def __init__(
+        self,
+        code: int,
+        signal: str | None = None,
+        cpu_s: float | None = None,
+        maxrss_kib: int | None = None,
+    ) -> None:
         self.code = code
         self.signal = signal
+        self.cpu_s = cpu_s
+        self.maxrss_kib = maxrss_kib
+
+    def _key(self) -> tuple[int, str | None, float | None, int | None]:
+        return (self.code, self.signal, self.cpu_s, self.maxrss_kib)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, TaskEnd):
             return NotImplemented
-        return (self.code, self.signal) == (other.code, other.signal)
+        return self._key() == other._key()
 
     def __hash__(self) -> int:
-        return hash((self.code, self.signal))
+        return hash(self._key())
 
     def __repr__(self) -> str:
-        return f"TaskEnd(code={self.code!r}, signal={self.signal!r})"
+        usage = ""
+        if self.cpu_s is not None or self.maxrss_kib is not None:
+            usage = f", cpu_s={self.cpu_s!r}, maxrss_kib={self.maxrss_kib!r}"
+        return f"TaskEnd(code={self.code!r}, signal={self.signal!r}{usage})"
+
+
+def usage_from_rusage(rusage: resource.struct_rusage) -> tuple[float, int]:
+    """``(cpu_s, maxrss_kib)`` from ``os.wait4``'s rusage of a task: user plus system seconds,
+    and ``ru_maxrss`` (KiB on Linux; bytes on macOS, turned into KiB)."""
+    maxrss = rusage.ru_maxrss // 1024 if sys.platform == "darwin" else rusage.ru_maxrss
+    return rusage.ru_utime + rusage.ru_stime, maxrss
 
 
 def rc_path(attempt_dir: str | os.PathLike[str], rank: int) -> str:
@@ -87,20 +118,37 @@ def abort_path(attempt_dir: str | os.PathLike[str]) -> str:
 
 
 def write_task_end(attempt_dir: str | os.PathLike[str], rank: int, end: TaskEnd) -> None:
-    atomic_write(rc_path(attempt_dir, rank), f"{end.code} {end.signal or '-'}\n")
+    text = f"{end.code} {end.signal or '-'}"
+    if end.cpu_s is not None or end.maxrss_kib is not None:
+        cpu = "-" if end.cpu_s is None else f"{end.cpu_s:.6f}"
+        rss = "-" if end.maxrss_kib is None else str(end.maxrss_kib)
+        text += f" {cpu} {rss}"
+    atomic_write(rc_path(attempt_dir, rank), text + "\n")
 
 
 def parse_task_end(text: str) -> TaskEnd | None:
     """``"3 SIGUSR1"`` -> TaskEnd(3, "SIGUSR1"); ``"0 -"`` or ``"0"`` -> TaskEnd(0); junk -> None.
+    The usage words, when there, are read too (one unreadable: None).
 
     >>> parse_task_end("143 SIGTERM\\n")
     TaskEnd(code=143, signal='SIGTERM')
+    >>> parse_task_end("0 - 1.500000 51200\\n")
+    TaskEnd(code=0, signal=None, cpu_s=1.5, maxrss_kib=51200)
     """
     words = text.split()
     if not words or not words[0].isdigit():
         return None
     signal = words[1] if len(words) > 1 and words[1] != "-" else None
-    return TaskEnd(int(words[0]), signal)
+    cpu_s = maxrss_kib = None
+    if len(words) > 2:
+        try:
+            seconds = float(words[2])
+        except ValueError:  # "-": not known
+            seconds = -1.0
+        cpu_s = seconds if 0.0 <= seconds < float("inf") else None
+    if len(words) > 3 and words[3].isdigit():
+        maxrss_kib = int(words[3])
+    return TaskEnd(int(words[0]), signal, cpu_s, maxrss_kib)
 
 
 def read_task_end(attempt_dir: str | os.PathLike[str], rank: int) -> TaskEnd | None:

@@ -9,8 +9,8 @@
   makes the database itself refuse to give a node to two jobs.
 * ``events``: the append-only log of state transitions (time, old state, new state, reason).
 
-The migrations (``0001_initial``, ``0002_idempotency_fingerprint``, then ``0003_shared_nodes``)
-create exactly these tables; a test compares the two.
+The migrations (``0001_initial``, ``0002_idempotency_fingerprint``, ``0003_shared_nodes``, then
+``0004_task_usage``) create exactly these tables; a test compares the two.
 """
 
 from __future__ import annotations
@@ -84,6 +84,13 @@ jobs = Table(
     Column("start_time", Float, nullable=True),
     Column("end_time", Float, nullable=True),
     Column("handle", JSON, nullable=True),
+    # What the attempt that ended the job used, as its tasks' supervisors had it from the
+    # kernel: CPU seconds summed over tasks, the largest peak RSS of a task (MB, 2**20 bytes),
+    # and per rank {"cpu_s", "max_rss_mb"} (null: unknown). NULL: not known (stored before
+    # migration 0004, or no task left a record of it).
+    Column("cpu_time_s", Float, nullable=True),
+    Column("max_rss_mb", Float, nullable=True),
+    Column("task_usage", JSON, nullable=True),
     Column("idempotency_key", String(128), nullable=True, unique=True),
     # SHA-256 (hex) of the request the key came with: the same key with another request is a 409.
     Column("idempotency_fingerprint", String(64), nullable=True),

@@ -502,11 +502,13 @@ def test_orch_history_as_sacct(shared_daemon: DaemonProcess, client: DaemonClien
     assert (row["jobid"], row["state"], row["exitcode"]) == (str(bad[0]), "FAILED", 1)
     assert re.fullmatch(r"\d\d:\d\d:\d\d", row["elapsed"])
     failed = orch(shared_daemon, "history", "-t", "FAILED", "--format", "csv").stdout
-    assert failed.splitlines()[0] == "jobid,name,user,state,exitcode,elapsed,start,end"
+    assert failed.splitlines()[0] == (
+        "jobid,name,user,state,exitcode,elapsed,start,end,cputime,maxrss"
+    )
     assert f"{bad[0]},hist-bad," in failed and f"{ok[0]},hist-ok," not in failed
     table = orch(shared_daemon, "history", "-n", "hist-ok").stdout.splitlines()
     assert table[0].split() == ["JOBID", "NAME", "USER", "STATE", "EXITCODE", "ELAPSED", "START",
-                                "END"]  # fmt: skip
+                                "END", "CPUTIME", "MAXRSS"]  # fmt: skip
     assert len(table) == 2 and "COMPLETED" in table[1]
     future = orch(shared_daemon, "history", "-S", "now+1hour", "--format", "json")
     assert json.loads(future.stdout) == []
