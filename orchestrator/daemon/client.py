@@ -6,10 +6,8 @@ so a reply lost in a daemon crash never makes a job twice.
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
-import socket
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -18,6 +16,7 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from orchestrator.daemon.state_folder import DaemonFiles, read_daemon_info
+from orchestrator.daemon.wire import Connection, Response
 from orchestrator.exceptions import DaemonError, InvalidRequestError, OrchestratorError
 from orchestrator.scheduling.job import FINISHED_VALUES
 
@@ -64,7 +63,7 @@ class DaemonClient:
         self.token = token
         self.timeout_s = timeout_s
         self.retries = retries
-        self._conn: http.client.HTTPConnection | None = None
+        self._conn: Connection | None = None
         self._root: Path | None = None
 
     @classmethod
@@ -92,10 +91,8 @@ class DaemonClient:
             self._conn.close()
             self._conn = None
 
-    def _connect(self) -> http.client.HTTPConnection:
-        if self.socket_path is not None:
-            return _UnixConnection(self.socket_path, self.timeout_s)
-        return http.client.HTTPConnection(self.host, self.port, self.timeout_s)
+    def _connect(self) -> Connection:
+        return Connection(self.host, self.port, self.socket_path, self.timeout_s)
 
     def _rediscover(self) -> None:
         # After a daemon restart the port may differ: read daemon.json again.
@@ -133,19 +130,17 @@ class DaemonClient:
             try:
                 if self._conn is None:
                     self._conn = self._connect()
-                self._conn.request(method, path, body=data, headers=send)
-                response = self._conn.getresponse()
-                payload = response.read()
-                if response.getheader("Connection", "").lower() == "close":
-                    self.close()
-            except (OSError, http.client.HTTPException) as e:
+                # A reply that says Connection: close closes it; the next request reconnects.
+                response = self._conn.request(method, path, data, send)
+                payload = response.body
+            except OSError as e:
                 last = e
                 self.close()
                 if attempt + 1 < attempts:
                     time.sleep(min(0.05 * 2**attempt, 1.0))
                     self._rediscover()
                 continue
-            content_type = response.getheader("Content-Type", "")
+            content_type = response.header("Content-Type")
             wait = _retry_after(response) if response.status == 503 else None
             if wait is not None and attempt + 1 < attempts and time.monotonic() + wait < give_up_at:
                 # The daemon stored nothing (its store refuses writes): ask again when it says.
@@ -287,23 +282,9 @@ def _parse_url(url: str) -> tuple[str, int, str | None]:
     return parts.hostname, parts.port or 80, None
 
 
-class _UnixConnection(http.client.HTTPConnection):
-    """HTTP over a Unix socket."""
-
-    def __init__(self, path: str, timeout: float) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self.path = path
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        sock.connect(self.path)
-        self.sock = sock
-
-
-def _retry_after(response: http.client.HTTPResponse) -> float | None:
+def _retry_after(response: Response) -> float | None:
     """The seconds of a ``Retry-After`` header (capped), None without one."""
-    text = response.getheader("Retry-After", "")
+    text = response.header("Retry-After")
     try:
         return min(max(float(text), 0.1), 5.0)
     except ValueError:
