@@ -64,14 +64,8 @@ def server(request: pytest.FixtureRequest) -> Iterator[RawServer]:
 
 
 def ok(body: bytes, extra: bytes = b"") -> bytes:
-    return (
-        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n%s\r\n%s"
-        % (
-            len(body),
-            extra,
-            body,
-        )
-    )
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+    return head + b"Content-Length: %d\r\n%s\r\n%s" % (len(body), extra, body)
 
 
 @pytest.mark.parametrize(
