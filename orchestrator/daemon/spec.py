@@ -212,11 +212,7 @@ def _gpus_and_memory(values: Mapping[str, Any]) -> tuple[int, int]:
     ``gres`` (``gpu:2``, ``gpu:h100:2``), ``gpus`` (in all, spread evenly over the nodes);
     ``mem_per_node_mb``, ``mem`` (``4G``), ``mem_per_gpu``. Two ways at once are refused."""
     per_node: int = values["gpus_per_node"]
-    given = [name for name in ("gpus_per_node", "gres", "gpus") if values.get(name)]
-    if len(given) > 1:
-        raise InvalidRequestError(
-            given[1], values[given[1]], f"give GPUs one way, not both {' and '.join(given)}", "1"
-        )
+    _one_way(values, ("gpus_per_node", "gres", "gpus"), "GPUs", "1")
     if values.get("gres") is not None:
         match = _GRES.match(values["gres"].strip())
         if match is None:
@@ -233,11 +229,7 @@ def _gpus_and_memory(values: Mapping[str, Any]) -> tuple[int, int]:
             )
         per_node = total // nodes
     memory: int = values["mem_per_node_mb"]
-    given = [n for n in ("mem_per_node_mb", "mem", "mem_per_gpu") if values.get(n)]
-    if len(given) > 1:
-        raise InvalidRequestError(
-            given[1], values[given[1]], f"give memory one way, not {' and '.join(given)}", "4G"
-        )
+    _one_way(values, ("mem_per_node_mb", "mem", "mem_per_gpu"), "memory", "4G")
     if values.get("mem") is not None:
         memory = parse_memory(values["mem"], "mem")
     if values.get("mem_per_gpu") is not None:
@@ -248,6 +240,15 @@ def _gpus_and_memory(values: Mapping[str, Any]) -> tuple[int, int]:
             )
         memory = parse_memory(values["mem_per_gpu"], "mem_per_gpu") * gpus
     return per_node, memory
+
+
+def _one_way(values: Mapping[str, Any], names: tuple[str, ...], what: str, example: str) -> None:
+    """Refuse a request that says ``what`` in more than one of the fields ``names``."""
+    given = [name for name in names if values.get(name)]
+    if len(given) > 1:
+        raise InvalidRequestError(
+            given[1], values[given[1]], f"give {what} one way, not {' and '.join(given)}", example
+        )
 
 
 def apply_resource_type(spec: JobSpec, types: Mapping[str, Any], cluster: str) -> JobSpec:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -131,3 +132,39 @@ def orch(
         env=env,
         timeout=timeout,
     )
+
+
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--hide-scrollbars",
+]
+
+
+def chromium(url: str, profile: Path, *args: str, budget_ms: int = 5000) -> str:
+    """Headless Chromium on ``url`` with ``args`` (``--dump-dom``, ``--screenshot=...``), run
+    ``budget_ms`` of virtual time; its standard output."""
+    binary = shutil.which("chromium")
+    if binary is None:
+        pytest.fail("chromium is missing: run scripts/install-system-deps.sh")
+    done = subprocess.run(
+        [
+            binary,
+            *CHROMIUM_FLAGS,
+            f"--user-data-dir={profile}",
+            f"--virtual-time-budget={budget_ms}",
+            *args,
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout

@@ -4,47 +4,12 @@ on a tree, per Z slice on a torus), with a screenshot kept under test-artifacts/
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from daemon_helpers import ARTIFACTS, start_daemon, stop_daemon, wait_for
-
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--hide-scrollbars",
-]
-
-
-def chromium(url: str, profile: Path, *args: str) -> str:
-    binary = shutil.which("chromium")
-    if binary is None:
-        pytest.fail("chromium is missing: run scripts/install-system-deps.sh")
-    done = subprocess.run(
-        [
-            binary,
-            *CHROMIUM_FLAGS,
-            f"--user-data-dir={profile}",
-            "--virtual-time-budget=5000",
-            *args,
-            url,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    return done.stdout
-
+from daemon_helpers import ARTIFACTS, chromium, start_daemon, stop_daemon, wait_for
 
 TORUS = "name: torus442\ntopology: torus3d\ndims: [4, 4, 2]\nnode: {cpus: 2, memory_mb: 1000}\n"
 

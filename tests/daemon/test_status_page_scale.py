@@ -11,8 +11,6 @@ from __future__ import annotations
 import json
 import random
 import re
-import shutil
-import subprocess
 import threading
 import time
 import urllib.request
@@ -24,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from daemon_helpers import ARTIFACTS
+from daemon_helpers import ARTIFACTS, chromium
 from sim_world import SimBackend, SimWorld, StoreFactory
 
 from orchestrator.backends.contract import Handle, LaunchSpec
@@ -47,16 +45,6 @@ SHAPES = (
 )
 NODE_COUNTS = (1, 7, 24, 100)
 USERS = 37
-CHROMIUM_FLAGS = (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--hide-scrollbars",
-)
 
 
 class BigWorld(SimWorld):
@@ -161,31 +149,9 @@ def fugaku_page(count: int = JOBS) -> Iterator[FugakuPage]:
         StoreFactory.dispose(store)
 
 
-def chromium(url: str, profile: Path, *args: str, budget_ms: int = 3000) -> str:
-    binary = shutil.which("chromium")
-    if binary is None:
-        pytest.fail("chromium is missing: run scripts/install-system-deps.sh")
-    done = subprocess.run(
-        [
-            binary,
-            *CHROMIUM_FLAGS,
-            f"--user-data-dir={profile}",
-            f"--virtual-time-budget={budget_ms}",
-            *args,
-            url,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    return done.stdout
-
-
 def dump(url: str, profile: Path) -> str:
     """The page's DOM once its first draw is done (3 s of virtual time: a refresh or two)."""
-    dom = chromium(url, profile, "--dump-dom")
+    dom = chromium(url, profile, "--dump-dom", budget_ms=3000)
     assert 'data-ready="1"' in dom, dom[-2000:]
     return dom
 
@@ -323,6 +289,7 @@ def test_search_by_job_or_user_marks_only_their_units(page: FugakuPage, tmp_path
         tmp_path / "profile",
         f"--screenshot={shot}",
         "--window-size=1280,1100",
+        budget_ms=3000,
     )
     assert shot.stat().st_size > 20_000
 

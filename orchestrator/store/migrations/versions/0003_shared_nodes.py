@@ -35,15 +35,7 @@ def upgrade() -> None:
         batch.add_column(sa.Column("cpus", sa.Text, nullable=True))
         batch.add_column(sa.Column("gpus", sa.Text, nullable=True))
         batch.add_column(sa.Column("mem_mb", sa.Integer, nullable=True))
-    where = sa.text(f"{_HELD} AND cpus IS NULL")
-    op.create_index(
-        "ux_allocations_held_node",
-        "allocations",
-        ["cluster_id", "node_index"],
-        unique=True,
-        sqlite_where=where,
-        postgresql_where=where,
-    )
+    _held_node_index(f"{_HELD} AND cpus IS NULL")
 
 
 def downgrade() -> None:
@@ -52,16 +44,21 @@ def downgrade() -> None:
         batch.drop_column("mem_mb")
         batch.drop_column("gpus")
         batch.drop_column("cpus")
-    where = sa.text(_HELD)
+    _held_node_index(_HELD)
+    with op.batch_alter_table("jobs") as batch:
+        batch.drop_column("partition")
+        batch.drop_column("exclusive")
+        batch.drop_column("gpus_per_node")
+
+
+def _held_node_index(where: str) -> None:
+    """The unique index that refuses a node to two jobs, over the rows ``where`` says."""
+    condition = sa.text(where)
     op.create_index(
         "ux_allocations_held_node",
         "allocations",
         ["cluster_id", "node_index"],
         unique=True,
-        sqlite_where=where,
-        postgresql_where=where,
+        sqlite_where=condition,
+        postgresql_where=condition,
     )
-    with op.batch_alter_table("jobs") as batch:
-        batch.drop_column("partition")
-        batch.drop_column("exclusive")
-        batch.drop_column("gpus_per_node")
