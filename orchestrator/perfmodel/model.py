@@ -34,7 +34,12 @@ __all__ = ["KfacSchedule", "StepPrediction", "efficiency", "inverse_load", "pred
 
 @dataclass(frozen=True)
 class KfacSchedule:
-    """K-FAC's intervals, as in ``conf/optimizer/kfac.yaml``."""
+    """K-FAC's intervals, as in ``conf/optimizer/kfac.yaml`` (what our runs use).
+
+    Not the published practical intervals of Osawa et al. (CVPR 2019; SP-NGD, arXiv
+    2002.06015): no interval could be read from those papers' text here (docs/reports.md,
+    ``orch predict``), so ``orch predict`` defaults to these and its options override them.
+    """
 
     factor_interval: int = 1
     inverse_interval: int = 10
