@@ -8,6 +8,7 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from orchestrator import trial as trial
+    from orchestrator.submitit_plugin import Executor as Executor
 else:
 
     def __getattr__(name: str) -> Any:
@@ -17,4 +18,9 @@ else:
             import importlib
 
             return importlib.import_module("orchestrator.trial")
+        if name == "Executor":
+            # submitit's executor for this scheduler (docs/submitit.md): imports submitit.
+            import importlib
+
+            return importlib.import_module("orchestrator.submitit_plugin").Executor
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

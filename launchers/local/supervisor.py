@@ -31,13 +31,19 @@ from orchestrator.nodeside.rank_env import affinity_cpus
 
 __all__ = ["main", "process_start_ticks"]
 
+# The group's signals the supervisor notes: those that end the task (a cancel, the walltime),
+# and those that only warn it (the daemon's signal before the walltime, which a checkpointing
+# program catches; the supervisor must not die of it).
+_ENDING = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+_WARNING = (signal.SIGUSR1, signal.SIGUSR2)
+
 
 def _fork_script(argv: list[str]) -> int:
     """Run ``argv`` (a script and its arguments) in a forked child, as ``python -I -S`` would."""
     pid = os.fork()
     if pid:
         return pid
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+    for signum in (*_ENDING, *_WARNING):
         signal.signal(signum, signal.SIG_DFL)
     sys.argv = list(argv)
     with open(argv[0], "rb") as f:
@@ -85,8 +91,11 @@ def main(args: list[str]) -> int:
     # The group's signals (SIGTERM at the walltime, a cancel) reach the child too; the
     # supervisor only notes them, waits for the child and records how it ended.
     received: list[int] = []
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+    warned: list[int] = []
+    for signum in _ENDING:
         signal.signal(signum, lambda n, _f: received.append(n))
+    for signum in _WARNING:
+        signal.signal(signum, lambda n, _f: warned.append(n))
     inline = argv[:3] == [sys.executable, "-I", "-S"] and len(argv) > 3 and argv[3].endswith(".py")
     if not inline:
         import subprocess  # before the check below: the window until the start stays short
@@ -106,7 +115,8 @@ def main(args: list[str]) -> int:
         else:
             code, cpu_s, maxrss_kib = _wait(_started(child.pid, received))
             child.returncode = code  # reaped here: Popen must not wait for it again
-    first = signal.Signals(received[0]).name if received else None
+    noted = received or warned
+    first = signal.Signals(noted[0]).name if noted else None
     end = record.TaskEnd(code, first, cpu_s, maxrss_kib)
     record.write_task_end(attempt_dir, int(rank), end)
     return code

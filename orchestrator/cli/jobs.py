@@ -135,6 +135,12 @@ def daemon() -> None:
     "--on-stop", type=click.Choice(["keep", "requeue"]), default="keep", show_default=True
 )
 @click.option(
+    "--signal-before-walltime",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Send jobs with a walltime SIGUSR1 this many seconds before it (Slurm's --signal=USR1@N); "
+    "an attempt that then exits 3 is requeued (a checkpoint). A job's own ORCH_SIGNAL=SIG@N wins.",
+)
+@click.option(
     "--backend",
     default="local",
     show_default=True,
@@ -291,6 +297,7 @@ def _run_foreground(
     max_jobs_per_user: int | None,
     max_nodes_per_user: int | None,
     on_stop: str,
+    signal_before_walltime: float | None,
     backend: str,
     backend_opt: tuple[str, ...],
     shared_group: str | None,
@@ -315,7 +322,13 @@ def _run_foreground(
     try:
         pool = load_cluster(cluster)
         if nodes is not None:
-            pool = Cluster(f"{pool.name}{nodes}", FlatTopology(nodes), pool.node)
+            pool = Cluster(
+                f"{pool.name}{nodes}",
+                FlatTopology(nodes),
+                pool.node,
+                shared=pool.shared,
+                resource_types=pool.resource_types,
+            )
         config = DaemonConfig(
             order=order,
             backfill=Backfill(backfill),
@@ -323,6 +336,7 @@ def _run_foreground(
             max_jobs_per_user=max_jobs_per_user,
             max_nodes_per_user=max_nodes_per_user,
             on_stop=on_stop,
+            signal_before_walltime_s=signal_before_walltime,
         )
         serve(
             root,

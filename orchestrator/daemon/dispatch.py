@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import signal
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.backends.contract import LaunchSpec
 from orchestrator.daemon.table import LiveJob
-from orchestrator.exceptions import BackendError, JobNotFoundError
+from orchestrator.exceptions import BackendError, InvalidRequestError, JobNotFoundError
 from orchestrator.resources.request import JobRequest
 from orchestrator.resources.shares import FreeShares
 from orchestrator.resources.topology import Block
@@ -22,8 +23,10 @@ if TYPE_CHECKING:
     from orchestrator.daemon.service import Daemon
 
 __all__ = [
+    "SIGNAL_ENV",
     "RunningJobView",
     "dependency_state",
+    "parse_signal",
     "record_starts",
     "schedule",
     "settle_dependencies",
@@ -31,6 +34,39 @@ __all__ = [
 ]
 
 log = logging.getLogger("orchestrator.daemon")
+
+SIGNAL_ENV = "ORCH_SIGNAL"
+"""A job's own signal before its walltime, in its ``env`` (as ``sbatch --signal`` or Slurm's
+``SBATCH_SIGNAL``): ``SIG@SECONDS`` (``USR2@90``), overriding the daemon's."""
+
+
+def parse_signal(text: str, field: str = SIGNAL_ENV) -> tuple[int, float]:
+    """``SIG[@SECONDS]`` (Slurm's ``--signal``: a name with or without ``SIG``, or a number;
+    60 seconds when not given) as (signal number, seconds before the walltime).
+
+    >>> parse_signal("USR2@90") == (signal.SIGUSR2, 90.0)
+    True
+    >>> parse_signal("10") == (10, 60.0)
+    True
+
+    Raises:
+        InvalidRequestError: anything else (names ``field``).
+    """
+    name, _, when = text.strip().partition("@")
+    try:
+        if name.isdigit():
+            signum = int(signal.Signals(int(name)))
+        else:
+            upper = name.upper()
+            signum = int(signal.Signals[upper if upper.startswith("SIG") else "SIG" + upper])
+        seconds = float(when) if when else 60.0
+        if not 0 <= seconds < 1e9:
+            raise ValueError(seconds)
+    except (KeyError, ValueError):
+        raise InvalidRequestError(
+            field, text, "expected SIG@SECONDS, a signal and seconds before the walltime", "USR2@90"
+        ) from None
+    return signum, seconds
 
 
 class RunningJobView:
@@ -175,6 +211,11 @@ def start_job(daemon: Daemon, job: LiveJob, block: Block, now: float) -> None:
     names = [daemon.cluster.topology.node_name(n) for n in nodes]
     # Read before the job moves: what it runs never changes once submitted.
     spec = _launch_spec(daemon, job, block, attempt, names)
+    if not job.warn_known:
+        text = spec.env.get(SIGNAL_ENV)
+        with contextlib.suppress(InvalidRequestError):  # checked at submit
+            job.warn = parse_signal(text) if text else None
+        job.warn_known = True
     daemon.table.move(
         job,
         JobState.STARTING,

@@ -34,7 +34,7 @@ import numpy as np
 import numpy.typing as npt
 
 from orchestrator.backends.contract import BaseBackend, Liveness, PollResult, TaskUsage
-from orchestrator.daemon.dispatch import record_starts, schedule
+from orchestrator.daemon.dispatch import SIGNAL_ENV, parse_signal, record_starts, schedule
 from orchestrator.daemon.job_rows import expand_dependency, job_row, regroup
 from orchestrator.daemon.recovery import recover, stop_with_requeue
 from orchestrator.daemon.spec import JobSpec, apply_resource_type
@@ -57,7 +57,7 @@ from orchestrator.store import Store
 
 log = logging.getLogger("orchestrator.daemon")
 
-__all__ = ["Daemon", "DaemonConfig", "LiveJob"]
+__all__ = ["SIGNAL_ENV", "Daemon", "DaemonConfig", "LiveJob", "parse_signal"]
 
 
 @dataclass(frozen=True)
@@ -74,6 +74,13 @@ class DaemonConfig:
         reschedule_s: A scheduling pass runs at least this often even if nothing changed.
         on_stop: What a graceful stop does to running jobs: ``keep`` them running (re-attached
             on restart) or ``requeue`` them (terminated, PREEMPTED, back to PENDING).
+        signal_before_walltime_s: Send every job with a walltime ``walltime_signal`` this many
+            seconds before it (Slurm's ``--signal=USR1@90``), on every backend; None: none
+            (a job's ``env`` may still ask for one: ``ORCH_SIGNAL=USR2@90``).
+        walltime_signal: The signal sent then.
+        requeue_code: An attempt sent that signal whose first failing task then exits with
+            this status checkpointed and asks to run again: PREEMPTED, then PENDING at once,
+            no retry spent (None: such an exit is a failure like any other).
     """
 
     order: str = "fcfs"
@@ -85,6 +92,9 @@ class DaemonConfig:
     max_nodes_per_user: int | None = None
     reschedule_s: float = 5.0
     on_stop: str = "keep"
+    signal_before_walltime_s: float | None = None
+    walltime_signal: int = signal.SIGUSR1
+    requeue_code: int | None = 3
 
 
 class Daemon:
@@ -234,6 +244,8 @@ class Daemon:
         ]
         for i, spec in enumerate(specs):
             prefix = prefix_of(i)
+            if SIGNAL_ENV in spec.env:
+                parse_signal(spec.env[SIGNAL_ENV], f"{prefix}env.{SIGNAL_ENV}")
             try:
                 self.cluster.check_request(spec.request)
             except InvalidRequestError as e:
@@ -401,6 +413,13 @@ class Daemon:
                 for j in self.active.values()
                 if j.request.walltime_s is not None
             ]
+            due += [
+                j.start_time + j.request.walltime_s - warn[1]
+                for j in self.active.values()
+                if j.request.walltime_s is not None
+                and not j.warned
+                and (warn := self._warning(j)) is not None
+            ]
             if self.active or self.draining or self.store_fault is not None:
                 due.append(now + 0.2)
         return max(0.0, min(due) - now)
@@ -442,6 +461,9 @@ class Daemon:
         handle = job.handle
         if result.liveness is Liveness.REQUEUE:
             self._requeue(job, now)
+        elif self._checkpointed(job, result):
+            code = self.config.requeue_code
+            self._requeue(job, now, f"checkpointed on the walltime signal (exit {code})")
         else:
             with self.table.change() as change:
                 self.end_attempt(change, job, *self.outcome(job, result), now, result.usage)
@@ -458,11 +480,22 @@ class Daemon:
             return JobState.FAILED, f"task {rank} exited with {how}", exit_code
         return JobState.NODE_FAIL, "its processes vanished without a status", None
 
-    def _requeue(self, job: LiveJob, now: float) -> None:
-        """The engine ended the attempt through no fault of the job: queue it again at once
-        (a retry is not spent; a checkpointing job resumes)."""
+    def _checkpointed(self, job: LiveJob, result: PollResult) -> bool:
+        """The attempt was sent the signal before its walltime, and its first failing task
+        exited with the requeue code: it checkpointed and asks to run again."""
+        code = self.config.requeue_code
+        if not job.warned or code is None or result.liveness is not Liveness.EXITED:
+            return False
+        if not result.any_failed:
+            return False
+        return (job.failing or _first_failure(result))[1] == code
+
+    def _requeue(self, job: LiveJob, now: float, why: str = "ended by the engine") -> None:
+        """The engine ended the attempt through no fault of the job, or the job checkpointed
+        on the walltime signal: queue it again at once (a retry is not spent; a checkpointing
+        job resumes)."""
         with self.table.change() as change:
-            change.move(job, JobState.PREEMPTED, "ended by the engine (requeue)", now)
+            change.move(job, JobState.PREEMPTED, f"{why} (requeue)", now)
             change.move(job, JobState.PENDING, "requeued", now, handle=None)
 
             def spare_the_retry() -> None:
@@ -509,8 +542,38 @@ class Daemon:
 
             change.after(wake_for_retry)
 
+    def _warning(self, job: LiveJob) -> tuple[int, float] | None:
+        """The signal a job is sent before its walltime, and how long before (None: none):
+        its own ``ORCH_SIGNAL`` (read once from its stored ``env``), else the daemon's."""
+        if not job.warn_known:
+            env = self.store.get_job(job.job_id)["env"] or {}
+            text = env.get(SIGNAL_ENV)
+            with contextlib.suppress(InvalidRequestError):  # checked at submit
+                job.warn = parse_signal(text) if text else None
+            job.warn_known = True
+        if job.warn is not None:
+            return job.warn
+        before = self.config.signal_before_walltime_s
+        return None if before is None else (self.config.walltime_signal, before)
+
+    def _warn(self, job: LiveJob, now: float) -> None:
+        """Signal a running job before its walltime, once an attempt (Slurm's ``--signal``)."""
+        limit = job.request.walltime_s
+        if limit is None or job.warned or job.handle is None or job.state is not JobState.RUNNING:
+            return
+        warning = self._warning(job)
+        if warning is None or now < job.start_time + limit - warning[1]:
+            return
+        signum, before = warning
+        job.warned = True
+        log.info(
+            "job %d: %s, %gs before its walltime", job.job_id, signal.Signals(signum).name, before
+        )
+        self.backend.signal(job.handle, signum)
+
     def _walltimes(self, now: float) -> None:
         for job in list(self.active.values()):
+            self._warn(job, now)
             limit = job.request.walltime_s
             if limit is None or now < job.start_time + limit or job.state is not JobState.RUNNING:
                 continue

@@ -73,6 +73,13 @@ class LiveJob:
     failing: tuple[int, int] | None = None
     launch_error: str | None = None
     """A start that failed but whose end could not be stored yet (the store refused)."""
+    warn: tuple[int, float] | None = None
+    """The job's own signal before its walltime (signal, seconds before), from its ``env``'s
+    ``ORCH_SIGNAL`` (None: the daemon's, if any); read when ``warn_known``."""
+    warn_known: bool = False
+    warned: bool = False
+    """This attempt was sent the signal before its walltime (an exit with the requeue code
+    then asks to be requeued)."""
 
     @property
     def ntasks(self) -> int:
@@ -327,7 +334,7 @@ def _mirror_move(
         if job.dependency:
             table.dependent.add(job_id)
         job.handle, job.kill_at, job.killed, job.failing = None, None, False, None
-        job.launch_error = None
+        job.launch_error, job.warned = None, False
     elif new in ACTIVE:
         table.active[job_id] = job
         table.dependent.discard(job_id)
