@@ -204,3 +204,29 @@ def test_packing_in_simulation(exclusive: bool, expected_waves: int) -> None:
     result = sim.run()
     starts = sorted(set(result.jobs["start"]))
     assert len(starts) == expected_waves
+
+
+def test_named_resource_types_become_requests_that_pack() -> None:
+    """TSUBAME's ``-l node_q=2`` and ABCI's ``rt_HG``: one unit per node; eight rt_HG fit one
+    ABCI node (8 GPUs, 8 x 16 of its 192 cores)."""
+    from orchestrator.daemon.spec import JobSpec, apply_resource_type
+
+    tsubame = load_cluster("tsubame4")
+    spec = JobSpec.from_mapping({"argv": ["true"], "nodes": 1, "resource_type": "node_q=2"})
+    request = apply_resource_type(spec, tsubame.resource_types, tsubame.name).request
+    assert (request.nodes, request.cpus_on_node, request.gpus_on_node) == (2, 48, 1)
+    assert request.mem_per_node_mb == 192 * 1024 and not request.exclusive
+    tsubame.check_request(request)
+    abci = load_cluster("abci3")
+    spec = JobSpec.from_mapping({"argv": ["true"], "nodes": 1, "resource_type": "rt_HG"})
+    unit = apply_resource_type(spec, abci.resource_types, abci.name).request
+    shares = FreeShares(NodePool.of(abci))
+    placed = []
+    for _ in range(9):
+        block = shares.place(unit)
+        assert block is not None
+        shares.take(block)
+        placed.append(int(block.nodes[0]))
+    assert placed == [0] * 8 + [1]
+    whole = JobSpec.from_mapping({"argv": ["true"], "nodes": 1, "resource_type": "rt_HF=2"})
+    assert apply_resource_type(whole, abci.resource_types, abci.name).request.exclusive
