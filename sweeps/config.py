@@ -482,16 +482,21 @@ class StepScheduleConfig(ScheduleConfig):
 class TrackingConfig(Schema):
     """``tracking``: where rank 0 logs params, metrics and tags (MLflow).
 
+    A value given here wins; null follows MLflow's own variables, then the default
+    (``orchestrator/tracking``, ``docs/sweeps.md``).
+
     Attributes:
         enabled: Log at all.
-        uri: ``sqlite:///ABS.db`` or ``http://127.0.0.1:PORT``; null:
-            ``sqlite:///<project folder>/mlflow.db``. Remote hosts are refused.
-        experiment: MLflow experiment name.
+        uri: Any tracking URI MLflow serves: ``http(s)://HOST:PORT`` (any host; credentials from
+            ``MLFLOW_TRACKING_USERNAME`` / ``MLFLOW_TRACKING_PASSWORD``), ``sqlite:///ABS.db``,
+            ``postgresql://...``; null: ``MLFLOW_TRACKING_URI``, else
+            ``sqlite:///<working folder>/mlflow.db``.
+        experiment: MLflow experiment name; null: ``MLFLOW_EXPERIMENT_NAME``, else ``train``.
     """
 
     enabled: bool = flag(example="false")
-    uri: str | None = text(example="sqlite:///$PWD/mlflow.db")
-    experiment: str = text(example="train")
+    uri: str | None = text(example="http://mlflow.example.org:5000")
+    experiment: str | None = text(example="train")
 
 
 @dataclass
@@ -531,7 +536,9 @@ class TrainConfig(Schema):
         log_every_steps: Window of steps for the throughput and step-time metrics.
         num_threads: Torch threads per rank (null: the cores shared out over this node's ranks).
         device: ``cpu``, ``cuda`` or ``auto`` (cuda when available).
-        run_name: MLflow run name (null: ``<model>-<data>-<optimizer>-bs<batch>-s<seed>``).
+        run_name: MLflow run name (null: in a multirun, the trial's overrides, e.g.
+            ``batch_size=64,nodes=2,optimizer=kfac`` (``sweeps/train.py``); else
+            ``<model>-<data>-<optimizer>-bs<batch>-s<seed>``).
         tracking: MLflow settings.
         checkpoint: Checkpoint settings.
         nodes: Process-nodes per job, read by the ``orch`` launcher (``hydra.launcher.nodes:

@@ -4,6 +4,7 @@ this machine. Thin: parse, call ``orchestrator.reports`` / ``orchestrator.perfmo
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -44,10 +45,10 @@ def report(
     log it on the sweep's parent run."""
     from orchestrator.reports import write_report
 
-    if tracking_uri is None and not Path("mlflow.db").exists():
+    if tracking_uri is None and not _default_store_exists():
         raise click.ClickException(
-            "no ./mlflow.db here: run from the folder the sweep logged to, or give "
-            "--tracking-uri sqlite:///ABS/mlflow.db (or http://127.0.0.1:PORT)"
+            "no ./mlflow.db here and no MLFLOW_TRACKING_URI: run from the folder the sweep "
+            "logged to, or give --tracking-uri sqlite:///ABS/mlflow.db (or http://HOST:PORT)"
         )
     target = out or Path(f"report-{experiment}")
     try:
@@ -151,7 +152,7 @@ def predict(
         local = load_cluster("local")
     except OrchestratorError as e:
         raise click.ClickException(str(e)) from e
-    if tracking_uri is None and not Path("mlflow.db").exists():
+    if tracking_uri is None and not _default_store_exists():
         no_calibrate = True  # nothing logged here: do not create an empty store
     points = [] if no_calibrate else _measured_points(tracking_uri, experiments)
     try:
@@ -263,3 +264,8 @@ def _measured_points(tracking_uri: str | None, experiments: tuple[str, ...]) -> 
     else:
         ids = [e.experiment_id for e in client.search_experiments()]
     return load_points(client, ids)
+
+
+def _default_store_exists() -> bool:
+    """Runs to read without --tracking-uri: MLflow's own variable, or ./mlflow.db."""
+    return bool(os.environ.get("MLFLOW_TRACKING_URI")) or Path("mlflow.db").exists()
