@@ -132,11 +132,13 @@ class Cluster:
         group = self.group(request.partition)
         node = group.node
         n = request.node_count
-        if request.partition and n > group.nodes.size:
+        if n > group.nodes.size and len(self.groups) > 1:
+            # A job runs in one partition: the default one when it names none.
+            name = request.partition or f"{group.name} (the default)"
             raise InvalidRequestError(
                 "nodes",
                 n,
-                f"asks for {n} nodes but partition {request.partition!r} has {group.nodes.size}",
+                f"asks for {n} nodes but partition {name!r} has {group.nodes.size}",
                 str(group.nodes.size),
             )
         if n > topo.size:

@@ -7,6 +7,9 @@ Three pieces, each a plain object the test drives step by step:
   (:attr:`SimWorld.violations`): no attempt started twice, attempt numbers only grow, never two
   live attempts of one job, no node shared by two live attempts, no start on a down node, no
   rerun of a job after an attempt of it succeeded, no poll of a handle the world never issued.
+  On a cluster that shares nodes (``SimWorld(..., shared=True)``) several attempts may run on one
+  node, but never on the same GPU or core at once (the indices come from the launch's
+  ``node_gpus`` and ``node_cpus``), and an exclusive attempt never shares its nodes.
 * :class:`SimBackend`: the daemon's backend, a thin view over a world. A daemon thrown away in a
   simulated crash leaves the world (and its tasks) as they are; the new daemon gets a new
   :class:`SimBackend` over the same world.
@@ -170,6 +173,12 @@ class SimAttempt:
     outcome: Outcome
     tasks: list[SimTask] = field(default_factory=list)
     aborted: bool = False
+    whole: bool = True
+    """It holds its nodes entirely (a whole-node cluster, or an exclusive job)."""
+    node_gpus: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    """Per node, the GPU indices it was launched with (a shared cluster)."""
+    node_cpus: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    """Per node, the core indices it was launched with (a shared cluster, not exclusive)."""
     signals: list[tuple[float, int]] = field(default_factory=list)
     """Every signal the daemon sent it: (virtual time, signum)."""
 
@@ -181,6 +190,10 @@ class SimAttempt:
     def alive(self) -> bool:
         """Some task still runs."""
         return any(t.alive for t in self.tasks)
+
+    def alive_on(self, node: str) -> bool:
+        """Some task of it still runs on ``node``."""
+        return any(t.alive and t.node == node for t in self.tasks)
 
     @property
     def succeeded(self) -> bool:
@@ -206,11 +219,13 @@ class SimWorld:
     Args:
         nodes: The names of the cluster's nodes.
         now: The virtual time to start at.
+        shared: The cluster shares nodes: attempts may share a node, not its GPUs or cores.
     """
 
-    def __init__(self, nodes: Sequence[str], now: float = 1_000.0) -> None:
+    def __init__(self, nodes: Sequence[str], now: float = 1_000.0, *, shared: bool = False) -> None:
         self.nodes = tuple(nodes)
         self.now = now
+        self.shared = shared
         self.down: set[str] = set()
         self.nodes_changed_at = -math.inf
         """When a node last went down or came back up."""
@@ -285,6 +300,11 @@ class SimWorld:
         if outcome.kind == "startfail":
             raise BackendError(f"job {spec.job_id}: simulated start failure")
         attempt = SimAttempt(spec.job_id, spec.attempt, tuple(spec.nodes), self.now, outcome)
+        if self.shared:
+            attempt.whole = spec.exclusive
+            attempt.node_gpus = dict(zip(spec.nodes, spec.node_gpus, strict=False))
+            if not spec.exclusive:
+                attempt.node_cpus = dict(zip(spec.nodes, spec.node_cpus, strict=False))
         tpn = spec.tasks_per_node
         for rank in range(len(spec.nodes) * tpn):
             end_at = self.now + outcome.duration
@@ -329,7 +349,11 @@ class SimWorld:
                     f"job {job} attempt {spec.attempt} started after attempt {other.attempt} "
                     "had succeeded (every task exited 0): a rerun of finished work"
                 )
-        busy = self.busy_nodes()
+        if len(set(spec.nodes)) != len(spec.nodes):
+            self.violations.append(f"job {job} attempt {spec.attempt} given {spec.nodes}")
+        if self.shared:
+            self._check_shares(spec)
+        busy = {} if self.shared else self.busy_nodes()
         for node in spec.nodes:
             if node in busy:
                 self.violations.append(
@@ -340,6 +364,47 @@ class SimWorld:
                 self.violations.append(
                     f"job {job} attempt {spec.attempt} started on {node}, which is down"
                 )
+
+    def _check_shares(self, spec: LaunchSpec) -> None:
+        """A shared cluster: the launch names the GPUs (and, unless exclusive, the cores) of
+        each node, as many as asked, none of them used by a live attempt of another job; an
+        exclusive attempt shares no node, nor runs on one an exclusive attempt holds."""
+        where = f"job {spec.job_id} attempt {spec.attempt}"
+        gpus, cpus = spec.node_gpus, spec.node_cpus
+        if len(gpus) != len(spec.nodes):
+            self.violations.append(f"{where} launched without GPU indices per node: {gpus}")
+        elif any(len(set(g)) != len(g) or len(g) < spec.gpus_on_each_node for g in gpus):
+            self.violations.append(
+                f"{where} asked for {spec.gpus_on_each_node} GPUs a node, was given {gpus}"
+            )
+        cores = spec.tasks_per_node * spec.cpus_per_task
+        if not spec.exclusive and (
+            len(cpus) != len(spec.nodes) or any(len(set(c)) != cores for c in cpus)
+        ):
+            self.violations.append(f"{where} asked for {cores} cores a node, was given {cpus}")
+        for i, node in enumerate(spec.nodes):
+            mine_gpus = set(gpus[i]) if i < len(gpus) else set()
+            mine_cpus = set(cpus[i]) if i < len(cpus) and not spec.exclusive else set()
+            for other in self.live_attempts():
+                if not other.alive_on(node):
+                    continue
+                them = f"job {other.job_id} attempt {other.attempt}"
+                if spec.exclusive or other.whole:
+                    self.violations.append(
+                        f"{where} started on {node}, where {them} still runs "
+                        f"({'it' if spec.exclusive else 'that one'} is exclusive)"
+                    )
+                    continue
+                both = mine_gpus & set(other.node_gpus.get(node, ()))
+                if both:
+                    self.violations.append(
+                        f"{where} given GPUs {sorted(both)} of {node}, which {them} still uses"
+                    )
+                both = mine_cpus & set(other.node_cpus.get(node, ()))
+                if both:
+                    self.violations.append(
+                        f"{where} given cores {sorted(both)} of {node}, which {them} still uses"
+                    )
 
     def attempt_of(self, handle: Handle) -> SimAttempt | None:
         return self.attempts.get((int(handle["job"]), int(handle["attempt"])))

@@ -31,6 +31,11 @@ the daemon's real store writes dominate). Before a release, run the long profile
     ORCH_SIM_PROFILE=release .venv/bin/pytest -q tests/daemon/test_daemon_simulation.py \\
         -k DaemonSimulation --hypothesis-seed=$RANDOM
 
+The harness, its checks and the machine take the cluster as a parameter
+(:class:`Harness`'s ``cluster``, :attr:`DaemonSimulation.cluster`):
+:mod:`test_daemon_simulation_shared` runs them on a cluster that shares nodes, where the checks
+of whole nodes become checks of cores, GPUs and memory per node (:func:`check_shares`).
+
 ``--hypothesis-seed=N`` repeats a run. ``ORCH_SIM_EXAMPLES`` and ``ORCH_SIM_STEPS`` override
 either profile's numbers (``ORCH_SIM_EXAMPLES=200`` for a quick local run). A failure prints the
 shrunk program, step by step: turn it into an example test here before fixing the daemon.
@@ -38,11 +43,13 @@ shrunk program, step by step: turn it into an example test here before fixing th
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import sys
-from collections.abc import Callable, Iterator
-from typing import Any, NamedTuple, TypeVar
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import astuple
+from typing import Any, ClassVar, NamedTuple, TypeVar
 
 import numpy as np
 import pytest
@@ -71,13 +78,18 @@ from orchestrator.daemon.service import Daemon, DaemonConfig
 from orchestrator.daemon.spec import JobSpec, parse_dependency
 from orchestrator.exceptions import JobNotFoundError, JobStateError, StoreError
 from orchestrator.resources.cluster import Cluster, load_cluster
+from orchestrator.resources.shares import NodePool
+from orchestrator.resources.topology import Block, NodeShare
 from orchestrator.scheduling.job import JobState
+from orchestrator.store.store import HeldShare
 
 S = JobState
 T = TypeVar("T")
 
 CLUSTER: Cluster = load_cluster("local")  # 4 flat nodes: node0..node3
-NODES = tuple(CLUSTER.topology.node_name(i) for i in range(CLUSTER.size))
+"""The whole-node cluster of this file's tests (:mod:`test_daemon_simulation_shared` drives the
+same harness on a cluster that shares nodes)."""
+NODES = CLUSTER.topology.node_names
 CONFIG = DaemonConfig(grace_s=2.0, retry_backoff_s=1.0)
 LIVE_STATES = [s.value for s in (S.PENDING, S.HELD, S.STARTING, S.RUNNING)]
 
@@ -113,23 +125,46 @@ RECOVERY_TRIES = 20
 # -- the harness: a world, a store, a daemon ----------------------------------------------------
 
 
-class Harness:
-    """One simulated cluster with its daemon: what both the examples and the machine drive."""
+HeldRows = dict[int, list[tuple[int, HeldShare | None]]]
+"""The store's allocations not released: job id -> [(node index, share or None: whole node)]."""
 
-    def __init__(self, config: DaemonConfig = CONFIG) -> None:
+
+class _StoreView(NamedTuple):
+    version: int
+    rows: dict[int, Row]
+    held: dict[int, list[int]]
+    shares: HeldRows
+
+
+class Harness:
+    """One simulated cluster with its daemon: what both the examples and the machine drive.
+
+    Args:
+        config: The daemon's configuration.
+        cluster: The simulated cluster; one that shares nodes (``shared: true``) gets the
+            checks of cores, GPUs and memory per node instead of whole nodes.
+    """
+
+    def __init__(self, config: DaemonConfig = CONFIG, cluster: Cluster = CLUSTER) -> None:
         self.config = config
-        self.world = SimWorld(NODES)
+        self.cluster = cluster
+        self.nodes: tuple[str, ...] = cluster.topology.node_names
+        self.pool: NodePool | None = NodePool.of(cluster) if cluster.shared else None
+        """What each node has (a cluster that shares nodes only)."""
+        self.world = SimWorld(self.nodes, shared=cluster.shared)
         # One store for the whole run, emptied for each harness (a new one costs ~3 ms).
         self.store: FaultyStore = StoreFactory.shared()
         self.db = self.store.reader
-        self._read: tuple[int, dict[int, Row], dict[int, list[int]]] | None = None
+        self._read: _StoreView | None = None
+        self.submitted: dict[int, dict[str, Any]] = {}
+        """What each job was submitted with (the checks derive what it must hold from it)."""
         self.daemon = self.new_daemon()
         self.crashes = 0
 
     def new_daemon(self) -> Daemon:
         """A daemon over the same store and world (a new process after a crash)."""
         return Daemon(
-            self.store, CLUSTER, SimBackend(self.world), self.config, clock=self.world.clock
+            self.store, self.cluster, SimBackend(self.world), self.config, clock=self.world.clock
         )
 
     def close(self) -> None:
@@ -140,36 +175,53 @@ class Harness:
 
     def rows(self) -> dict[int, Row]:
         """Every stored job: id -> (state, attempts, not_before, nodes, dependency)."""
-        return self._store_now()[1]
+        return self._store_now().rows
 
     def held(self) -> dict[int, list[int]]:
         """The store's held nodes: job id -> node indices (as :meth:`Store.held_nodes`)."""
-        return self._store_now()[2]
+        return self._store_now().held
 
-    def _store_now(self) -> tuple[int, dict[int, Row], dict[int, list[int]]]:
+    def held_shares(self) -> HeldRows:
+        """The store's held nodes with what is held of each (as :meth:`Store.held_shares`)."""
+        return self._store_now().shares
+
+    def _store_now(self) -> _StoreView:
         # SQLite's data_version changes whenever another connection commits: read the tables
         # again only then.
         (version,) = self.db.execute("PRAGMA data_version").fetchone()
-        if self._read is not None and self._read[0] == version:
+        if self._read is not None and self._read.version == version:
             return self._read
         query = "SELECT id, state, attempts, not_before, nodes, dependency FROM jobs"
         rows = {r[0]: Row(*r[1:]) for r in self.db.execute(query)}
         held: dict[int, list[int]] = {}
+        shares: HeldRows = {}
         query = (
-            "SELECT job_id, node_index FROM allocations WHERE cluster_id = ? "
+            "SELECT job_id, node_index, cpus, gpus, mem_mb FROM allocations WHERE cluster_id = ? "
             "AND released_at IS NULL ORDER BY node_index"
         )
-        for job_id, node in self.db.execute(query, (self.daemon.cluster_id,)):
+        for job_id, node, cpus, gpus, mem in self.db.execute(query, (self.daemon.cluster_id,)):
             held.setdefault(job_id, []).append(node)
-        self._read = (version, rows, held)
+            share = None
+            if cpus is not None:
+                share = (_indices(cpus), _indices(gpus or ""), int(mem or 0))
+            shares.setdefault(job_id, []).append((node, share))
+        self._read = _StoreView(version, rows, held, shares)
         return self._read
 
     # -- actions --------------------------------------------------------------------------
 
     def submit(self, plan: str = "ok:1", **fields: Any) -> list[int]:
         """Submit one job (or array) whose simulated tasks follow ``plan``; returns its ids."""
-        payload = {"argv": ["sim"], "nodes": 1, "env": {"SIM": plan}, **fields}
-        return self.daemon.submit([JobSpec.from_mapping(payload)])[0]
+        return self.submit_batch([(plan, fields)])[0]
+
+    def submit_batch(self, jobs: Sequence[tuple[str, dict[str, Any]]]) -> list[list[int]]:
+        """Submit several jobs (plan, fields) in one batch (all or none); their ids."""
+        payloads = [{"argv": ["sim"], "nodes": 1, "env": {"SIM": plan}, **f} for plan, f in jobs]
+        ids = self.daemon.submit([JobSpec.from_mapping(payload) for payload in payloads])
+        for payload, group in zip(payloads, ids, strict=True):
+            for job_id in group:
+                self.submitted[job_id] = payload
+        return ids
 
     def tick(self, dt: float = 0.0) -> None:
         self.world.advance(dt)
@@ -235,6 +287,7 @@ class Harness:
         held = self.held()
         assert not held, f"nodes still held after the drain: {held}"
         assert self.daemon.free.all(), f"nodes not free in memory: {self.daemon.free}"
+        check_all_free(self)
         assert not self.world.live_attempts(), "simulated tasks still run"
 
     def settled(self) -> bool:
@@ -253,17 +306,27 @@ def check_world(h: Harness) -> None:
     assert not h.world.violations, "\n".join(h.world.violations)
 
 
+def _indices(text: str) -> tuple[int, ...]:
+    """Stored indices ("0,1,2") as a tuple."""
+    return tuple(int(v) for v in text.split(",") if v)
+
+
 def check_nodes(h: Harness) -> None:
-    """Each node is held by at most one job (memory and store); free + held = the cluster."""
+    """Each node is held by at most one job (memory and store); free + held = the cluster.
+    On a cluster that shares nodes: :func:`check_shares` instead."""
+    if h.cluster.shared:
+        check_shares(h)
+        return
     d = h.daemon
-    held = np.zeros(CLUSTER.size, dtype=np.int64)
+    size, names = h.cluster.size, h.nodes
+    held = np.zeros(size, dtype=np.int64)
     for job in (*d.active.values(), *d.draining.values()):
         if job.block is not None:
             np.add.at(held, np.asarray(job.block.nodes, dtype=np.int64), 1)
     assert held.max(initial=0) <= 1, f"a node held twice in memory: {d.node_owners()}"
     free = np.asarray(d.free, dtype=bool)
-    leaked = [NODES[i] for i in range(CLUSTER.size) if not free[i] and not held[i]]
-    shared = [NODES[i] for i in range(CLUSTER.size) if free[i] and held[i]]
+    leaked = [names[i] for i in range(size) if not free[i] and not held[i]]
+    shared = [names[i] for i in range(size) if free[i] and held[i]]
     assert not leaked, f"nodes neither free nor held by a job (leaked): {leaked}"
     assert not shared, f"nodes free while a job holds them: {shared}"
     seen: dict[int, int] = {}
@@ -271,6 +334,10 @@ def check_nodes(h: Harness) -> None:
         for n in nodes:
             assert n not in seen, f"node {n} held by jobs {seen[n]} and {job_id} in the store"
             seen[n] = job_id
+    # Whole nodes only: no share of a node in memory or in the store.
+    assert not any(j.block is not None and j.block.shares for j in d.table.holders())
+    parts = {j: rows for j, rows in h.held_shares().items() if any(s for _, s in rows)}
+    assert not parts, f"shares of nodes held on a whole-node cluster: {parts}"
 
 
 def check_tasks_held(h: Harness) -> None:
@@ -286,9 +353,28 @@ def check_tasks_held(h: Harness) -> None:
         assert job.attempts == attempt.attempt, (
             f"job {attempt.job_id}: attempt {attempt.attempt} runs, memory says {job.attempts}"
         )
-        held = {NODES[int(n)] for n in job.block.nodes} if job.block is not None else set()
+        held = {h.nodes[int(n)] for n in job.block.nodes} if job.block is not None else set()
         running = {t.node for t in attempt.tasks if t.alive}
         assert running <= held, f"job {attempt.job_id} runs on {running}, holds only {held}"
+        if h.pool is not None and job.block is not None:
+            # It runs on the very GPUs and cores the daemon holds for it there.
+            for node, share in zip(job.block.nodes.tolist(), shares_of(h, job.block), strict=True):
+                name = h.nodes[node]
+                if name not in running:
+                    continue
+                assert attempt.node_gpus.get(name, ()) == share.gpus, (
+                    f"job {attempt.job_id} runs on GPUs {attempt.node_gpus.get(name)} of {name}, "
+                    f"holds {share.gpus}"
+                )
+                if attempt.whole:
+                    assert share == h.pool.whole(node), (
+                        f"job {attempt.job_id} runs exclusively on {name}, holds only {share}"
+                    )
+                else:
+                    assert attempt.node_cpus.get(name) == share.cpus, (
+                        f"job {attempt.job_id} runs on cores {attempt.node_cpus.get(name)} of "
+                        f"{name}, holds {share.cpus}"
+                    )
 
 
 def check_mirror(h: Harness) -> None:
@@ -323,9 +409,229 @@ def check_mirror(h: Harness) -> None:
         if job.block is not None and len(job.block.nodes)
     }
     assert mem_held == held, f"held nodes: memory {mem_held} != store {held}"
+    if h.pool is not None:
+        # What is held of each node, too (a NULL share in the store is the whole node).
+        pool = h.pool
+        mem_shares = {
+            job_id: [
+                (n, (s.cpus, s.gpus, s.mem_mb))
+                for n, s in zip(job.block.nodes.tolist(), shares_of(h, job.block), strict=True)
+            ]
+            for job_id, job in (*d.active.items(), *d.draining.items())
+            if job.block is not None and len(job.block.nodes)
+        }
+        store_shares = {
+            job_id: [
+                (n, share if share is not None else astuple(pool.whole(n))) for n, share in rows
+            ]
+            for job_id, rows in h.held_shares().items()
+        }
+        assert mem_shares == store_shares, (
+            f"held shares: memory {mem_shares} != store {store_shares}"
+        )
 
 
-def _dependencies_hold(row: Row, states: dict[int, JobState]) -> bool:
+# -- the invariants of a cluster that shares nodes --------------------------------------------
+
+
+class Need(NamedTuple):
+    """What a job must hold on each of its nodes, derived from its submission alone."""
+
+    nodes: int
+    cpus: int
+    gpus: int
+    mem_mb: int | None
+    """None: the node's memory in proportion to the cores (Slurm's DefMemPerCPU)."""
+    exclusive: bool
+    partition: str
+
+
+_UNITS_MB = {"K": 1 / 1024, "M": 1, "G": 1024, "T": 1024 * 1024}
+
+
+def _megabytes(value: int | str) -> int:
+    """Memory as a submission gives it: an int is MB, text has a unit (``2G``, ``1500M``)."""
+    if isinstance(value, int):
+        return value
+    text = value.strip().upper().removesuffix("B")
+    if text[-1:] in _UNITS_MB:
+        return math.ceil(int(text[:-1]) * _UNITS_MB[text[-1]])
+    return int(text)
+
+
+def need_of(fields: dict[str, Any], cluster: Cluster | None = None) -> Need:
+    """What a submission asks for per node, as Slurm reads it: ``gpus_per_node``, ``gres``
+    (``gpu[:TYPE]:N``) or ``gpus`` (in all, over the nodes), at least ``tasks_per_node *
+    gpus_per_task``; memory from ``mem_per_node_mb``, ``mem`` or ``mem_per_gpu`` times the
+    GPUs. A ``resource_type`` ``NAME=N`` of ``cluster``: N nodes of one unit each."""
+    if fields.get("resource_type") and cluster is not None:
+        name, _, count = str(fields["resource_type"]).partition("=")
+        unit = cluster.resource_types[name]
+        nodes = int(count or 1)
+        if unit.exclusive:
+            return Need(nodes, 1, 0, None, True, "")
+        return Need(nodes, unit.cpus, unit.gpus, unit.memory_mb or None, False, "")
+    nodes = int(fields.get("nodes") or 1)
+    tpn = int(fields.get("tasks_per_node") or 1)
+    cpus = tpn * int(fields.get("cpus_per_task") or 1)
+    gpus = int(fields.get("gpus_per_node") or 0)
+    if fields.get("gres"):
+        gpus = int(str(fields["gres"]).rsplit(":", 1)[1])
+    if fields.get("gpus"):
+        gpus = int(fields["gpus"]) // nodes
+    gpus = max(gpus, tpn * int(fields.get("gpus_per_task") or 0))
+    mem: int | None = None
+    if fields.get("mem_per_node_mb"):
+        mem = int(fields["mem_per_node_mb"])
+    if fields.get("mem"):
+        mem = _megabytes(fields["mem"])
+    if fields.get("mem_per_gpu"):
+        mem = _megabytes(fields["mem_per_gpu"]) * gpus
+    return Need(
+        nodes, cpus, gpus, mem, bool(fields.get("exclusive")), str(fields.get("partition") or "")
+    )
+
+
+def shares_of(h: Harness, block: Block) -> tuple[NodeShare, ...]:
+    """What ``block`` holds of each of its nodes (whole nodes where it says none)."""
+    assert h.pool is not None
+    if block.shares is not None:
+        return block.shares
+    return tuple(h.pool.whole(int(n)) for n in block.nodes)
+
+
+def check_holds_what_it_asked(h: Harness, job_id: int, block: Block) -> None:
+    """A job holds exactly what its submission asked for on each node of its partition: so
+    many distinct cores, GPUs and MB (an exclusive job: every core, GPU and MB)."""
+    assert h.pool is not None
+    fields = h.submitted.get(job_id)
+    if fields is None:
+        return  # submitted behind the harness's back
+    need = need_of(fields, h.cluster)
+    nodes = block.nodes.tolist()
+    assert len(nodes) == need.nodes, f"job {job_id} asked for {need.nodes} nodes, holds {nodes}"
+    assert block.shares is not None, f"job {job_id} holds {nodes} without shares"
+    group = h.cluster.group(need.partition)
+    assert set(nodes) <= set(group.nodes.tolist()), (
+        f"job {job_id} of partition {need.partition!r} holds {nodes}"
+    )
+    for node, share in zip(nodes, block.shares, strict=True):
+        whole = h.pool.whole(node)
+        if need.exclusive:
+            assert share == whole, f"job {job_id} (exclusive) holds only {share} of node {node}"
+            continue
+        mem = need.mem_mb
+        if mem is None:
+            mem = math.ceil(group.node.memory_mb * need.cpus / group.node.cpus)
+        got = (len(set(share.cpus)), len(set(share.gpus)), share.mem_mb)
+        assert got == (need.cpus, need.gpus, mem), (
+            f"job {job_id} asked for {need.cpus} cores, {need.gpus} GPUs, {mem} MB a node; "
+            f"holds {share} of node {node}"
+        )
+        assert (len(share.cpus), len(share.gpus)) == (got[0], got[1]), (
+            f"job {job_id} holds an index twice: {share}"
+        )
+        assert set(share.cpus) <= set(whole.cpus) and set(share.gpus) <= set(whole.gpus), (
+            f"job {job_id} holds {share} of node {node}, which has {whole}"
+        )
+
+
+class Ledger:
+    """Who holds each core and GPU of each node, and the memory held: a double hold fails."""
+
+    def __init__(self, h: Harness, where: str) -> None:
+        assert h.pool is not None
+        self.pool = h.pool
+        self.names = h.nodes
+        self.where = where
+        size = h.cluster.size
+        self.cores: list[dict[int, int]] = [{} for _ in range(size)]
+        self.gpus: list[dict[int, int]] = [{} for _ in range(size)]
+        self.mem = [0] * size
+
+    def hold(self, job_id: int, node: int, share: NodeShare) -> None:
+        name = self.names[node]
+        for kind, owners, indices in (
+            ("core", self.cores[node], share.cpus),
+            ("GPU", self.gpus[node], share.gpus),
+        ):
+            for i in indices:
+                other = owners.setdefault(i, job_id)
+                assert other == job_id, (
+                    f"{kind} {i} of {name} held by jobs {other} and {job_id} ({self.where})"
+                )
+        self.mem[node] += share.mem_mb
+        assert self.mem[node] <= self.pool.mem[node], (
+            f"{name}: {self.mem[node]} MB held > {self.pool.mem[node]} MB ({self.where})"
+        )
+
+
+def check_shares(h: Harness) -> None:
+    """A cluster that shares nodes: no core and no GPU of a node held by two jobs, no node's
+    memory overcommitted (memory: the active and draining jobs' blocks; store: the allocation
+    rows not released); each job holds exactly what it asked for; the table's free shares
+    are the nodes' totals less what the jobs hold, and its free mask marks exactly the nodes
+    nothing is held of."""
+    d, pool = h.daemon, h.pool
+    assert pool is not None and d.table.shares is not None
+    ledger = Ledger(h, "memory")
+    for job in (*d.active.values(), *d.draining.values()):
+        if job.block is None:
+            continue
+        check_holds_what_it_asked(h, job.job_id, job.block)
+        for node, share in zip(job.block.nodes.tolist(), shares_of(h, job.block), strict=True):
+            ledger.hold(job.job_id, node, share)
+    free = d.table.shares
+    for node in range(h.cluster.size):
+        name = h.nodes[node]
+        cores = ((1 << int(pool.cpus[node])) - 1) & ~_bits(ledger.cores[node])
+        gpus = ((1 << int(pool.gpus[node])) - 1) & ~_bits(ledger.gpus[node])
+        mem = int(pool.mem[node]) - ledger.mem[node]
+        want = (cores, cores.bit_count(), gpus, gpus.bit_count(), mem)
+        got = (
+            free.cores[node],
+            int(free.n_cores[node]),
+            free.gpu_masks[node],
+            int(free.n_gpus[node]),
+            int(free.mem[node]),
+        )
+        assert got == want, (
+            f"{name}: free in memory (cores, n, GPUs, n, MB) {got} != node less the jobs' "
+            f"holds {want}"
+        )
+        idle = not ledger.cores[node] and not ledger.gpus[node] and not ledger.mem[node]
+        assert bool(d.free[node]) == idle, (
+            f"{name}: free mask says {bool(d.free[node])}, held of it: cores "
+            f"{ledger.cores[node]}, GPUs {ledger.gpus[node]}, {ledger.mem[node]} MB"
+        )
+    stored = Ledger(h, "store")
+    for job_id, rows in h.held_shares().items():
+        for node, held in rows:
+            share = NodeShare(*held) if held is not None else pool.whole(node)
+            stored.hold(job_id, node, share)
+
+
+def _bits(indices: Iterable[int]) -> int:
+    mask = 0
+    for i in indices:
+        mask |= 1 << i
+    return mask
+
+
+def check_all_free(h: Harness) -> None:
+    """Nothing held: on a cluster that shares nodes, every core, GPU and MB is free."""
+    shares = h.daemon.table.shares
+    if shares is None or h.pool is None:
+        return
+    pool = h.pool
+    for node in range(h.cluster.size):
+        whole = pool.whole(node)
+        got = (shares.cores[node], shares.gpu_masks[node], int(shares.mem[node]))
+        want = (_bits(whole.cpus), _bits(whole.gpus), whole.mem_mb)
+        assert got == want, f"{h.nodes[node]}: free (cores, GPUs, MB) {got}, not all {want}"
+
+
+def dependencies_hold(row: Row, states: dict[int, JobState]) -> bool:
     """Every dependency of a stored job is settled and satisfied."""
     for kind, dep in parse_dependency(row.dependency) if row.dependency else ():
         state = states.get(dep, S.CANCELLED)
@@ -356,8 +662,8 @@ def startable_on_idle_cluster(h: Harness) -> list[int]:
         for job_id, row in rows.items()
         if row.state == S.PENDING.value
         and row.not_before <= h.world.now
-        and (row.nodes or 0) <= CLUSTER.size
-        and _dependencies_hold(row, states)
+        and (row.nodes or 0) <= h.cluster.size
+        and dependencies_hold(row, states)
     ]
 
 
@@ -595,11 +901,30 @@ def memory_snapshot(d: Daemon) -> tuple[Any, ...]:
                 j.attempts,
                 j.not_before,
                 tuple(int(n) for n in j.block.nodes) if j.block is not None else None,
+                j.block.shares if j.block is not None else None,
             )
             for i, j in sorted(m.items())
         ]
 
-    return (jobs(d.waiting), jobs(d.active), jobs(d.draining), bytes(np.asarray(d.free)))
+    shares = d.table.shares
+    free_shares = (
+        None
+        if shares is None
+        else (
+            tuple(shares.cores),
+            tuple(shares.gpu_masks),
+            bytes(shares.n_cores),
+            bytes(shares.n_gpus),
+            bytes(shares.mem),
+        )
+    )
+    return (
+        jobs(d.waiting),
+        jobs(d.active),
+        jobs(d.draining),
+        bytes(np.asarray(d.free)),
+        free_shares,
+    )
 
 
 OUTCOMES = (
@@ -623,10 +948,13 @@ class DaemonSimulation(RuleBasedStateMachine):
     """Random programs against one daemon in a simulated world (see the module docstring)."""
 
     jobs = Bundle("jobs")
+    cluster: ClassVar[Cluster] = CLUSTER
+    """The simulated cluster (a subclass may use another and override the rules naming its
+    nodes and requests)."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.h = Harness()
+        self.h = Harness(cluster=self.cluster)
 
     def teardown(self) -> None:
         try:
@@ -639,15 +967,18 @@ class DaemonSimulation(RuleBasedStateMachine):
     # -- helpers --------------------------------------------------------------------------
 
     def _submit(self, plan: str, **fields: Any) -> Any:
+        return self._submit_batch([(plan, fields)])
+
+    def _submit_batch(self, jobs: Sequence[tuple[str, dict[str, Any]]]) -> Any:
         before = memory_snapshot(self.h.daemon)
         failed = self.h.store.failed
         try:
-            ids = self.h.submit(plan, **fields)
+            ids = self.h.submit_batch(jobs)
         except ACTION_STORE_ERRORS:
             assert self.h.store.failed > failed, "a store error without a store fault"
             assert memory_snapshot(self.h.daemon) == before, "a failed submit changed memory"
             return multiple()
-        return multiple(*ids)
+        return multiple(*(job_id for group in ids for job_id in group))
 
     def _action(self, action: Callable[[int], T], job_id: int) -> None:
         before = memory_snapshot(self.h.daemon)
@@ -736,14 +1067,20 @@ class DaemonSimulation(RuleBasedStateMachine):
     @rule(job=jobs)
     def views(self, job: int) -> None:
         """The API's views of the daemon agree with it: a pending reason exactly for waiting
-        jobs, node owners as the jobs' blocks."""
+        jobs, node owners as the jobs' blocks (on a shared node, one of the jobs on it)."""
         d = self.h.daemon
         reason = d.pending_reason(job)
         assert (reason is None) == (job not in d.waiting), f"job {job}: reason {reason!r}"
         owners = d.node_owners()
+        holders: dict[int, set[int]] = {}
         for holder in (*d.active.values(), *d.draining.values()):
             for n in holder.block.nodes if holder.block is not None else ():
-                assert owners[int(n)] == holder.job_id, f"node {n}: owners {owners}"
+                holders.setdefault(int(n), set()).add(holder.job_id)
+        for n, owner in enumerate(owners):
+            if n in holders:
+                assert owner in holders[n], f"node {n}: owners {owners}, held by {holders[n]}"
+            else:
+                assert owner is None, f"node {n}: owners {owners}, held by no job"
 
     # -- time -----------------------------------------------------------------------------
 
@@ -835,19 +1172,23 @@ settings.register_profile(
 )
 
 
-def _chosen_settings() -> settings:
-    """The profile ``ORCH_SIM_PROFILE`` names (``ci``, the default, or ``release``), with
-    ``ORCH_SIM_EXAMPLES`` and ``ORCH_SIM_STEPS`` overriding its numbers."""
+def chosen_settings(
+    ci: tuple[int, int] = (CI_EXAMPLES, CI_STEPS),
+    release: tuple[int, int] = (RELEASE_EXAMPLES, RELEASE_STEPS),
+) -> settings:
+    """The profile ``ORCH_SIM_PROFILE`` names (``ci``, the default, or ``release``) with its
+    (examples, steps) taken from ``ci`` or ``release``, and ``ORCH_SIM_EXAMPLES`` and
+    ``ORCH_SIM_STEPS`` overriding them."""
     name = os.environ.get("ORCH_SIM_PROFILE", "ci")
     if name not in ("ci", "release"):
         raise ValueError(f"ORCH_SIM_PROFILE={name!r}: expected ci or release")
-    base = settings.get_profile(f"orch-sim-{name}")
+    examples, steps = ci if name == "ci" else release
     return settings(
-        base,
-        max_examples=int(os.environ.get("ORCH_SIM_EXAMPLES", base.max_examples)),
-        stateful_step_count=int(os.environ.get("ORCH_SIM_STEPS", base.stateful_step_count)),
+        settings.get_profile(f"orch-sim-{name}"),
+        max_examples=int(os.environ.get("ORCH_SIM_EXAMPLES", examples)),
+        stateful_step_count=int(os.environ.get("ORCH_SIM_STEPS", steps)),
     )
 
 
 TestDaemonSimulation = DaemonSimulation.TestCase
-TestDaemonSimulation.settings = _chosen_settings()
+TestDaemonSimulation.settings = chosen_settings()
