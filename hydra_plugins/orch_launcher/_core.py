@@ -24,6 +24,7 @@ import logging
 import os
 import pickle
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -50,7 +51,7 @@ from hydra_plugins.orch_launcher._compose_once import ComposedOnce
 from hydra_plugins.orch_launcher._tracking import ParentRun
 from orchestrator.exceptions import InvalidRequestError, OrchestratorError
 
-__all__ = ["Detached", "JobFailedError", "OrchSweep", "PendingJob"]
+__all__ = ["Detached", "JobFailedError", "OrchSweep", "PendingJob", "finished_line"]
 
 log = logging.getLogger("hydra_plugins.orch_launcher")
 
@@ -112,6 +113,8 @@ class OrchSweep:
         self.scheduler: EmbeddedScheduler | RemoteScheduler | None = None
         self.parent: ParentRun | None = None
         self.study = ""
+        self.storage: str | None = None
+        """The Optuna storage of the study a sweeper drives (``orch sweep status`` reads it)."""
         # The launcher's setup installed it before the sweeper's first batch check; this finds it.
         self.composer = ComposedOnce.install(hydra_context.config_loader)
         self.created = time.time()
@@ -291,6 +294,11 @@ class OrchSweep:
             env.update({"ORCH_SWEEP_ID": self.sweep_id, "ORCH_TRIAL": str(idx)})
             if parent is not None:
                 env["ORCH_PARENT_RUN_ID"] = parent.run_id
+                # Where the parent logs, so that the trials log there too whatever the
+                # daemon's own environment says (credentials stay in ~/.mlflow/credentials:
+                # the daemon records a job's environment).
+                env.setdefault("MLFLOW_TRACKING_URI", parent.uri)
+                env.setdefault("MLFLOW_EXPERIMENT_NAME", parent.experiment)
             socket_path = self._forkserver_socket()
             if socket_path is not None:
                 env["ORCH_FORKSERVER"] = socket_path
@@ -347,19 +355,37 @@ class OrchSweep:
             "parent_run_id": self.parent.run_id if self.parent else None,
             "tracking_uri": self.parent.uri if self.parent else None,
             "study": self.study,
+            "storage": self.storage,
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "ended": None,
             "jobs_file": f"{self.sweep_id}.jobs.jsonl",
         }
         if header != self._header_written:
-            folder.mkdir(parents=True, exist_ok=True)
-            tmp = folder / f".{self.sweep_id}.json.tmp"
-            tmp.write_text(json.dumps(header, indent=1))
-            tmp.replace(folder / f"{self.sweep_id}.json")
-            self._header_written = header
+            self._write_header(folder, header)
         # One write per batch of whole lines: a crash leaves at most a torn last line, which
         # the reader skips.
         lines = "".join(json.dumps(entry) + "\n" for entry in entries)
         with open(folder / str(header["jobs_file"]), "a") as f:
             f.write(lines)
+
+    def _write_header(self, folder: Path, header: dict[str, Any]) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".{self.sweep_id}.json.tmp"
+        tmp.write_text(json.dumps(header, indent=1))
+        tmp.replace(folder / f"{self.sweep_id}.json")
+        self._header_written = header
+
+    def _mark_ended(self, scheduler: EmbeddedScheduler | RemoteScheduler) -> None:
+        """Say in the header that this process submits no more jobs (``orch sweep status
+        --watch`` stops once that is so and every job has ended)."""
+        if self._header_written is None:
+            return
+        header = {**self._header_written, "ended": time.time()}
+        try:
+            self._write_header(scheduler.root / "sweeps", header)
+        except OSError as e:  # a manifest left "running": --watch then checks the pid
+            log.warning("orch sweep %s: cannot mark the manifest ended: %s", self.sweep_id, e)
 
     # -- waiting --------------------------------------------------------------------------------
 
@@ -375,9 +401,10 @@ class OrchSweep:
             ended = scheduler.ended(list(by_id))
             if ended:
                 out = [(by_id[i], self._collect(by_id[i], e)) for i, e in ended.items()]
-                for _, ret in out:
+                for (job, ret), end in zip(out, ended.values(), strict=True):
                     key = "n_complete" if ret.status is JobStatus.COMPLETED else "n_failed"
                     self.counts[key] += 1
+                    log.info("%s", finished_line(job, ret, end))
                 return out
             if deadline is not None and time.monotonic() >= deadline:
                 return []
@@ -445,8 +472,25 @@ class OrchSweep:
     def close(self) -> None:
         if self.scheduler is not None:
             scheduler, self.scheduler = self.scheduler, None
+            self._mark_ended(scheduler)
             scheduler.close()
         self._stop_forkserver()
+
+
+def finished_line(job: PendingJob, ret: JobReturn, ended: Ended, width: int = 160) -> str:
+    """The log line of a finished job: index, scheduler job, state, time since submission, and
+    its return value (or why it failed, on one line)."""
+    value = ret._return_value
+    if ret.status is JobStatus.COMPLETED:
+        state, shown = ended.state, repr(value)
+    else:
+        state = ended.state if ended.state != "COMPLETED" else "FAILED"
+        first = str(value).strip().splitlines()[0] if str(value).strip() else ""
+        shown = f"{type(value).__name__}: {first}" if isinstance(value, BaseException) else first
+    if len(shown) > width:
+        shown = shown[: width - 3] + "..."
+    took = time.time() - job.submitted
+    return f"#{job.idx} job {job.job_id} finished {state} in {took:.1f} s: {shown}"
 
 
 def _pythonpath() -> str:

@@ -45,10 +45,15 @@ class ParentRun:
         tracking = OmegaConf.select(config, "tracking", default=None)
         if tracking is None or not OmegaConf.select(tracking, "enabled", default=False):
             return None
-        from orchestrator.tracking import connect, default_tracking_uri, start_or_resume_run
+        from orchestrator.tracking import (
+            connect,
+            default_experiment_name,
+            default_tracking_uri,
+            start_or_resume_run,
+        )
 
         uri = str(tracking.get("uri") or default_tracking_uri(cwd))
-        experiment = str(tracking.get("experiment") or "train")
+        experiment = str(tracking.get("experiment") or default_experiment_name())
         client = connect(uri)
         tags = {
             "orch.role": "sweep",

@@ -37,7 +37,8 @@ class OrchLauncherConf:
     Attributes:
         cluster: Cluster preset (``conf/cluster/``) or YAML path of the embedded scheduler
             (ignored with a daemon: the daemon schedules its own cluster).
-        nodes: Nodes per job (or give ``shape``).
+        nodes: Nodes per job (or give ``shape``); may follow a key swept per job
+            (``+nodes=1,2 'hydra.launcher.nodes=${nodes}'``), as may any field.
         shape: PJM-style shape on a torus cluster (``2x2x2:torus``).
         tasks_per_node: Processes per node (data-parallel ranks).
         cpus_per_task: CPUs per task.
@@ -62,6 +63,13 @@ class OrchLauncherConf:
         scheduler: Where the scheduler runs.
     """
 
+    # Checks (and lets follow a swept key) the fields before Hydra builds the launcher.
+    defaults: list[Any] = field(
+        default_factory=lambda: [
+            {"/hydra/callbacks@_global_.hydra.callbacks.orch_launcher": "orch_launcher"},
+            "_self_",
+        ]
+    )
     _target_: str = "hydra_plugins.orch_launcher.orch_launcher.OrchLauncher"
     cluster: str | None = "local"
     nodes: int | None = 1
@@ -84,6 +92,19 @@ class OrchLauncherConf:
     scheduler: SchedulerConf = field(default_factory=SchedulerConf)
 
 
+@dataclass
+class LauncherFieldsCheckConf:
+    """The callback that resolves ``hydra.launcher`` before Hydra builds the launcher."""
+
+    _target_: str = "hydra_plugins.orch_launcher.orch_launcher.LauncherFieldsCheck"
+
+
 ConfigStore.instance().store(
     group="hydra/launcher", name="orch", node=OrchLauncherConf, provider="orch_launcher"
+)
+ConfigStore.instance().store(
+    group="hydra/callbacks",
+    name="orch_launcher",
+    node=LauncherFieldsCheckConf,
+    provider="orch_launcher",
 )

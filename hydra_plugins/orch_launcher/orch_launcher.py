@@ -6,14 +6,18 @@ the scheduler, store and MLflow are therefore imported only inside :meth:`OrchLa
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from hydra.core.utils import JobReturn
+from hydra.experimental.callback import Callback
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, read_write
+from omegaconf.errors import InterpolationKeyError, OmegaConfBaseException
 
 if TYPE_CHECKING:
     from hydra_plugins.orch_launcher._core import OrchSweep, PendingJob
@@ -48,6 +52,20 @@ class OrchLauncher(Launcher):
     ) -> None:
         from hydra_plugins.orch_launcher._compose_once import ComposedOnce
 
+        # The scheduler's store migrates with alembic, whose plugin registry logs seven "setup
+        # plugin ..." INFO lines when first imported, here under Hydra's console logging.
+        # Only this process (the sweep's) is concerned; the daemon's own log is untouched.
+        logging.getLogger("alembic").setLevel(logging.WARNING)
+        if _UNRESOLVED:
+            from hydra_plugins.orch_launcher._errors import OrchSweepError
+
+            problems = "; ".join(_UNRESOLVED)
+            _UNRESOLVED.clear()
+            raise OrchSweepError(
+                f"{problems}. A launcher field may name a key swept per job as ${{key}} "
+                "(+nodes=1,2 'hydra.launcher.nodes=${nodes}'), or give a default: "
+                "${oc.select:key,1}"
+            )
         self.config = config
         self.hydra_context = hydra_context
         self.task_function = task_function
@@ -96,3 +114,58 @@ class OrchLauncher(Launcher):
     ) -> list[tuple[PendingJob, JobReturn]]:
         """Wait until at least one of ``pending`` has ended (or the timeout); their records."""
         return self.sweep().wait_any(pending, timeout_s)
+
+
+_UNRESOLVED: list[str] = []
+"""Launcher fields :class:`LauncherFieldsCheck` could not resolve (Hydra swallows a callback's
+exception, so :meth:`OrchLauncher.setup` raises for them)."""
+
+_SIMPLE_KEY = re.compile(r"\$\{([A-Za-z_][\w.]*)\}")
+
+
+class LauncherFieldsCheck(Callback):
+    """Resolves ``hydra.launcher`` before Hydra builds the launcher (``on_multirun_start``).
+
+    Hydra resolves the launcher's config once, in the sweep's primary config, where a key swept
+    per job (``+nodes=1,2``) does not exist yet; each job's own config has it, and the launcher
+    reads a job's resources from that. So ``hydra.launcher.nodes=${nodes}`` is given a default
+    at the sweep's level (``${oc.select:nodes,1}``: the field's default), and every job keeps
+    its own value. Any other field that cannot be resolved is set to its default here (so Hydra
+    can build the launcher) and noted: the launcher's :meth:`~OrchLauncher.setup` then fails
+    with a message naming it, not a stack of Hydra's frames.
+    """
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from hydra_plugins.orch_launcher.config import OrchLauncherConf
+
+        launcher = config.hydra.launcher
+        if not str(launcher.get("_target_", "")).endswith(".OrchLauncher"):
+            return
+        defaults = {f.name: f.default for f in dataclasses.fields(OrchLauncherConf)}
+        default_nodes = OmegaConf.structured(OrchLauncherConf)
+        for key in list(launcher.keys()):
+            name = str(key)
+            try:
+                value = launcher[name]
+                if OmegaConf.is_config(value):
+                    OmegaConf.to_container(value, resolve=True)
+                continue
+            except OmegaConfBaseException as e:
+                error = e
+            raw = launcher._get_node(name)._value()
+            match = _SIMPLE_KEY.fullmatch(str(raw))
+            default = defaults.get(name, dataclasses.MISSING)
+            if (
+                isinstance(error, InterpolationKeyError)
+                and match is not None
+                and (default is None or isinstance(default, int | float | str | bool))
+            ):
+                shown = "null" if default is None else str(default)
+                with read_write(launcher):
+                    launcher[name] = f"${{oc.select:{match.group(1)},{shown}}}"
+                log.debug("hydra.launcher.%s=%s: each job's own value", name, raw)
+                continue
+            reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+            _UNRESOLVED.append(f"hydra.launcher.{name}={raw} cannot be resolved ({reason})")
+            with read_write(launcher):
+                launcher[name] = default_nodes[name]

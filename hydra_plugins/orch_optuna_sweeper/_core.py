@@ -246,6 +246,7 @@ class AsyncSweep:
         )
         orch = self.launcher.sweep() if hasattr(self.launcher, "sweep") else None
         if orch is not None:
+            orch.storage = storage  # the manifest names the study: `orch sweep status` reads it
             parent = orch.open_parent_run(
                 study.study_name, study.user_attrs.get("orch.parent_run_id")
             )
