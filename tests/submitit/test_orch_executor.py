@@ -135,3 +135,19 @@ def test_from_state_dir_takes_a_str(tmp_path: Path) -> None:
     client = DaemonClient.from_state_dir(str(root))
     assert client.url == "http://127.0.0.1:9"
     client.close()
+
+
+def test_importing_orchestrator_loads_no_submitit_until_executor_is_used() -> None:
+    """Issue 16: ``orchestrator.Executor`` and ``orchestrator.trial`` import nothing heavy until
+    used (submitit alone costs about 0.1 s), so the command line stays fast."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, orchestrator\n"
+        "before = sorted(m for m in ('submitit', 'optuna', 'torch') if m in sys.modules)\n"
+        "orchestrator.Executor\n"
+        "print(before, 'submitit' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[] True"
