@@ -18,8 +18,9 @@ COMMANDS: dict[str, str] = {
     "simulate": "orchestrator.cli.simulate:simulate",
     "clusters": "orchestrator.cli.simulate:clusters",
     "demo": "orchestrator.cli.simulate:demo",
-    # jobs.py: the daemon and its jobs (Slurm's option names where they exist).
-    "daemon": "orchestrator.cli.jobs:daemon",
+    # daemon_commands.py: starting and stopping the daemon; jobs.py: its jobs (Slurm's option
+    # names where they exist).
+    "daemon": "orchestrator.cli.daemon_commands:daemon",
     "submit": "orchestrator.cli.jobs:submit",
     "queue": "orchestrator.cli.jobs:queue",
     "show": "orchestrator.cli.jobs:show",
