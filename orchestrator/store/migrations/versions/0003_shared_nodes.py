@@ -24,17 +24,19 @@ _HELD = "released_at IS NULL"
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("jobs") as batch:
-        batch.add_column(sa.Column("gpus_per_node", sa.Integer, nullable=False, server_default="0"))
-        batch.add_column(
-            sa.Column("exclusive", sa.Boolean, nullable=False, server_default=sa.false())
-        )
-        batch.add_column(sa.Column("partition", sa.String(128), nullable=False, server_default=""))
+    # Plain ADD COLUMNs, never a batch copy: on SQLite a batch recreates the table, and dropping
+    # the old jobs table fails on the foreign keys of the rows that reference it.
+    op.add_column(
+        "jobs", sa.Column("gpus_per_node", sa.Integer, nullable=False, server_default="0")
+    )
+    op.add_column(
+        "jobs", sa.Column("exclusive", sa.Boolean, nullable=False, server_default=sa.false())
+    )
+    op.add_column("jobs", sa.Column("partition", sa.String(128), nullable=False, server_default=""))
     op.drop_index("ux_allocations_held_node", table_name="allocations")
-    with op.batch_alter_table("allocations") as batch:
-        batch.add_column(sa.Column("cpus", sa.Text, nullable=True))
-        batch.add_column(sa.Column("gpus", sa.Text, nullable=True))
-        batch.add_column(sa.Column("mem_mb", sa.Integer, nullable=True))
+    op.add_column("allocations", sa.Column("cpus", sa.Text, nullable=True))
+    op.add_column("allocations", sa.Column("gpus", sa.Text, nullable=True))
+    op.add_column("allocations", sa.Column("mem_mb", sa.Integer, nullable=True))
     _held_node_index(f"{_HELD} AND cpus IS NULL")
 
 

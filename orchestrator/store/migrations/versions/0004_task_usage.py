@@ -7,7 +7,7 @@ not known.
 
 Revision ID: 0004
 Revises: 0003
-Create Date: 2026-12-14
+Create Date: 2026-12-07
 """
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ depends_on = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("jobs") as batch:
-        batch.add_column(sa.Column("cpu_time_s", sa.Float, nullable=True))
-        batch.add_column(sa.Column("max_rss_mb", sa.Float, nullable=True))
-        batch.add_column(sa.Column("task_usage", sa.JSON, nullable=True))
+    # Plain ADD COLUMNs (see 0003: a batch copy of jobs fails on SQLite's foreign keys).
+    op.add_column("jobs", sa.Column("cpu_time_s", sa.Float, nullable=True))
+    op.add_column("jobs", sa.Column("max_rss_mb", sa.Float, nullable=True))
+    op.add_column("jobs", sa.Column("task_usage", sa.JSON, nullable=True))
 
 
 def downgrade() -> None:
