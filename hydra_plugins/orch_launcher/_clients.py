@@ -7,7 +7,6 @@ one), so the launcher does not care where the scheduler lives.
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import time
@@ -20,7 +19,8 @@ from launchers.local import LocalBackend
 from orchestrator.daemon.client import DaemonClient, default_state_dir
 from orchestrator.daemon.service import Daemon, DaemonConfig
 from orchestrator.daemon.spec import JobSpec
-from orchestrator.exceptions import DaemonError, InvalidRequestError
+from orchestrator.daemon.state_folder import lock_embedded_folder
+from orchestrator.exceptions import InvalidRequestError
 from orchestrator.resources.cluster import load_cluster
 from orchestrator.scheduling.job import FINISHED_VALUES
 from orchestrator.store import Store, sqlite_url
@@ -50,16 +50,11 @@ class EmbeddedScheduler:
 
     def __init__(self, root: Path, cluster: str) -> None:
         self.root = root
-        root.mkdir(parents=True, exist_ok=True)
-        self._lock_fd = os.open(root / "embedded.lock", os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(self._lock_fd)
-            raise DaemonError(
-                f"another sweep's embedded scheduler uses {root}: give this sweep its own "
-                "folder (hydra.launcher.scheduler.state_dir=...) or wait for it"
-            ) from None
+        self._lock_fd = lock_embedded_folder(
+            root,
+            f"another sweep's embedded scheduler uses {root}: give this sweep its own "
+            "folder (hydra.launcher.scheduler.state_dir=...) or wait for it",
+        )
         # alembic's migration log would flood the sweep's log (Hydra logs INFO to the console).
         logging.getLogger("alembic").setLevel(logging.WARNING)
         self.store = Store(sqlite_url(root / "orch.db"))

@@ -5,6 +5,7 @@ Standard library only (plus the pid/start-time probe), so the CLI starts fast.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import stat
@@ -20,6 +21,7 @@ __all__ = [
     "ensure_token",
     "exposure_warning",
     "is_loopback",
+    "lock_embedded_folder",
     "prepare_state_dir",
     "read_daemon_info",
 ]
@@ -111,6 +113,23 @@ def prepare_state_dir(root: Path) -> int | None:
         if stat.S_ISREG(st.st_mode) and st.st_uid == uid and st.st_mode & 0o077:
             os.chmod(path, 0o600)
     return mode if mode != 0o700 else None
+
+
+def lock_embedded_folder(root: Path, busy: str) -> int:
+    """Make ``root`` and take its embedded scheduler's lock (``embedded.lock``): one process's
+    in-process daemon at a time. Returns the lock's descriptor (closing it releases the lock).
+
+    Raises:
+        DaemonError: ``busy``, when another process holds the lock.
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    fd = os.open(root / "embedded.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise DaemonError(busy) from None
+    return fd
 
 
 def is_loopback(host: str) -> bool:

@@ -11,7 +11,6 @@ warning. Either way no job runs on unsupervised: nothing would ever record how i
 from __future__ import annotations
 
 import atexit
-import fcntl
 import logging
 import os
 import sys
@@ -65,7 +64,8 @@ class EmbeddedScheduler:
     def __init__(self, root: Path, cluster: str, on_exit: str = "wait") -> None:
         from orchestrator.backends import make_backend
         from orchestrator.daemon.service import Daemon, DaemonConfig
-        from orchestrator.exceptions import DaemonError, InvalidRequestError
+        from orchestrator.daemon.state_folder import lock_embedded_folder
+        from orchestrator.exceptions import InvalidRequestError
         from orchestrator.resources.cluster import load_cluster
         from orchestrator.store import Store, sqlite_url
 
@@ -75,16 +75,11 @@ class EmbeddedScheduler:
         self.key = f"embedded:{root}"
         self.cluster = cluster
         self.on_exit = on_exit
-        root.mkdir(parents=True, exist_ok=True)
-        self._lock_fd = os.open(root / "embedded.lock", os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(self._lock_fd)
-            raise DaemonError(
-                f"another process's embedded scheduler uses {root}: give this executor another "
-                "folder (or state_dir), wait for it, or start a daemon (orch daemon start)"
-            ) from None
+        self._lock_fd = lock_embedded_folder(
+            root,
+            f"another process's embedded scheduler uses {root}: give this executor another "
+            "folder (or state_dir), wait for it, or start a daemon (orch daemon start)",
+        )
         logging.getLogger("alembic").setLevel(logging.WARNING)
         self.store: Store = Store(sqlite_url(root / "orch.db"))
         pool = load_cluster(cluster)
