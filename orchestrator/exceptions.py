@@ -16,6 +16,7 @@ __all__ = [
     "JobNotFoundError",
     "JobStateError",
     "OrchestratorError",
+    "PolicyFileError",
     "StoreError",
     "StoreUnavailableError",
     "TraceFormatError",
@@ -54,6 +55,22 @@ def _short_repr(value: object, most: int = 200) -> str:
     except ValueError:
         return f"<{type(value).__name__} too long to show>"
     return text if len(text) <= most else text[: most - 3] + "..."
+
+
+class PolicyFileError(OrchestratorError, ValueError):
+    """A tuned-policy file (``--order tuned:FILE``) is missing, not YAML, or has a wrong field.
+
+    Args: as :class:`InvalidRequestError`'s.
+    """
+
+    def __init__(self, field: str, value: object, reason: str, example: str) -> None:
+        self.field = field
+        self.value = value
+        self.reason = reason
+        self.example = example
+        super().__init__(
+            f"invalid policy {field}={_short_repr(value)}: {reason} (for example: {example})"
+        )
 
 
 class IdempotencyKeyReusedError(OrchestratorError):

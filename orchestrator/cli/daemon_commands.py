@@ -64,8 +64,17 @@ def daemon() -> None:
     help="Serve on this Unix socket (mode 0600) instead of TCP.",
 )
 @click.option("--store", "store_url", help="SQLAlchemy URL (default: SQLite in the folder).")
-@click.option("--order", default="fcfs", show_default=True)
-@click.option("--backfill", default="easy", show_default=True)
+@click.option(
+    "--order",
+    default="fcfs",
+    show_default=True,
+    help="fcfs, sjf, f1, wfp3, unicep, multifactor, or tuned:FILE (a policy from orch tune).",
+)
+@click.option(
+    "--backfill",
+    type=click.Choice(["none", "easy", "conservative", "strict"]),
+    help="Backfilling mode [default: a tuned policy's own, else easy].",
+)
 @click.option("--grace", type=float, default=10.0, show_default=True, help="SIGTERM->SIGKILL s.")
 @click.option("--max-jobs-per-user", type=click.IntRange(min=1))
 @click.option("--max-nodes-per-user", type=click.IntRange(min=1))
@@ -151,6 +160,13 @@ def daemon_start(state_dir: Path | None, foreground: bool, **options: Any) -> No
     )
 
     root = (state_dir or default_state_dir()).resolve()
+    from orchestrator.scheduling.tuned import resolve_order
+
+    try:
+        order, backfill = resolve_order(options["order"], options["backfill"])
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--order") from e
+    options["order"], options["backfill"] = order, backfill.value
     host = options["host"]
     if options["socket_path"] is None and not is_loopback(host):
         if not options["expose"]:
@@ -230,7 +246,7 @@ def _run_foreground(
     socket_path: Path | None,
     store_url: str | None,
     order: str,
-    backfill: str,
+    backfill: str | None,
     grace: float,
     max_jobs_per_user: int | None,
     max_nodes_per_user: int | None,
@@ -269,7 +285,7 @@ def _run_foreground(
             )
         config = DaemonConfig(
             order=order,
-            backfill=Backfill(backfill),
+            backfill=Backfill(backfill or "easy"),
             grace_s=grace,
             max_jobs_per_user=max_jobs_per_user,
             max_nodes_per_user=max_nodes_per_user,

@@ -18,6 +18,8 @@ COMMANDS: dict[str, str] = {
     "simulate": "orchestrator.cli.simulate:simulate",
     "clusters": "orchestrator.cli.simulate:clusters",
     "demo": "orchestrator.cli.simulate:demo",
+    # tune.py: a scheduling policy searched on a trace's own jobs.
+    "tune": "orchestrator.cli.tune:tune",
     # daemon_commands.py: starting and stopping the daemon; jobs.py: its jobs (Slurm's option
     # names where they exist).
     "daemon": "orchestrator.cli.daemon_commands:daemon",

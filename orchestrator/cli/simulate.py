@@ -103,9 +103,16 @@ def _fmt(value: Any) -> str:
 @click.option("--nodes", type=int, help="A flat cluster of N nodes (default: the trace header).")
 @click.option("--cluster", "preset", help=f"A cluster preset: {', '.join(list_presets())}.")
 @click.option("--procs-per-node", "ppn", type=click.IntRange(min=1), default=1, show_default=True)
-@click.option("--order", type=click.Choice(ORDERINGS), default="fcfs", show_default=True)
 @click.option(
-    "--backfill", type=click.Choice([b.value for b in Backfill]), default="easy", show_default=True
+    "--order",
+    default="fcfs",
+    show_default=True,
+    help=f"{', '.join(ORDERINGS)}, or tuned:FILE (a policy written by orch tune).",
+)
+@click.option(
+    "--backfill",
+    type=click.Choice([b.value for b in Backfill]),
+    help="Backfilling mode [default: a tuned policy's own, else easy].",
 )
 @click.option("--window", help="Only jobs START..START+LEN-1 of the trace, e.g. 0:1024.")
 @click.option(
@@ -134,6 +141,13 @@ def _fmt(value: Any) -> str:
     "table); described = the protocol as the traces README states it (see docs/simulation.md).",
 )
 @click.option(
+    "--orders",
+    default="fcfs,sjf,f1,wfp3,unicep",
+    show_default=True,
+    help="Protocol only: the orderings to compare, comma-separated; multifactor and "
+    "tuned:FILE too.",
+)
+@click.option(
     "--backfills",
     default="none,strict,easy,conservative",
     show_default=True,
@@ -150,7 +164,7 @@ def simulate(
     preset: str | None,
     ppn: int,
     order: str,
-    backfill: str,
+    backfill: str | None,
     window: str | None,
     estimate: str,
     no_kill: bool,
@@ -160,6 +174,7 @@ def simulate(
     protocol: str | None,
     first: int | None,
     variant: str,
+    orders: str,
     backfills: str,
     out: Path | None,
     plot: Path | None,
@@ -173,6 +188,7 @@ def simulate(
 
     if out is not None and out.suffix not in {".csv", ".parquet"}:
         raise click.BadParameter(f"{out}: use a .csv or .parquet file name", param_hint="--out")
+    backfill = resolve_backfill(order, backfill)
     try:
         parsed: SwfTrace | None = None
         if synthetic is None:
@@ -180,7 +196,7 @@ def simulate(
         cluster = _cluster_for(parsed, nodes, preset, ppn)
         if protocol == "rlscheduler":
             assert parsed is not None
-            _simulate_protocol(parsed, cluster, first, ppn, backfills, variant, plot, fmt)
+            _simulate_protocol(parsed, cluster, first, ppn, orders, backfills, variant, plot, fmt)
             return
         if synthetic is not None:
             jobs = synthetic_torus_workload(cluster, synthetic, seed=seed, load=load)
@@ -235,6 +251,17 @@ def simulate(
         err_console.print(f"[yellow]... and {len(skipped) - 5} more skipped jobs[/yellow]")
 
 
+def resolve_backfill(order: str, backfill: str | None) -> str:
+    """The backfilling mode given, else a tuned policy's own, else EASY; a bad order is a
+    usage error naming ``--order``."""
+    from orchestrator.scheduling.tuned import resolve_order
+
+    try:
+        return resolve_order(order, backfill)[1].value
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--order") from e
+
+
 def _write_records(jobs: Any, out: Path) -> None:
     """The per-job records as ``.parquet`` or ``.csv`` (by the file name)."""
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -249,6 +276,7 @@ def _simulate_protocol(
     cluster: Cluster,
     first: int | None,
     ppn: int,
+    orders: str,
     backfills: str,
     variant: str,
     plot: Path | None,
@@ -272,6 +300,7 @@ def _simulate_protocol(
             cluster,
             first=first,
             procs_per_node=ppn,
+            orders=[o.strip() for o in orders.split(",") if o.strip()],
             backfills=modes,
             variant="schedgym" if variant == "schedgym" else "described",
             progress=update,

@@ -16,7 +16,9 @@ nodes, ``s`` submit time, ``w`` wait so far), as in RLScheduler (Zhang et al., S
 * ``multifactor``: -(priority), with Slurm's priority/multifactor
   (``PriorityWeightAge`` * age + ``PriorityWeightFairshare`` * fair share
   + ``PriorityWeightJobSize`` * size + ``PriorityWeightQOS`` * the job's own priority),
-  each factor in [0, 1].
+  each factor in [0, 1]; plus ``runtime`` * a run-time factor Slurm lacks
+  (1 - log10(r) / log10(``max_runtime_s``), clipped to [0, 1]: shorter first), 0 by default.
+* ``tuned:FILE``: a policy written by ``orch tune`` (:mod:`orchestrator.scheduling.tuned`).
 """
 
 from __future__ import annotations
@@ -179,6 +181,14 @@ class MultifactorWeights:
     qos: float = 1.0
     max_age_s: float = 7 * 24 * 3600.0
     favor_small: bool = False
+    runtime: float = 0.0
+    max_runtime_s: float = 7 * 24 * 3600.0
+
+
+def _runtime_factor(request: JobRequest, max_runtime_s: float) -> float:
+    """1 for a job of 1 s or less, 0 at ``max_runtime_s`` or more, log-linear between."""
+    top = math.log10(max(max_runtime_s, 10.0))
+    return min(max(1.0 - math.log10(max(_safe_r(request), 1.0)) / top, 0.0), 1.0)
 
 
 class MultifactorOrdering(BaseOrdering):
@@ -204,7 +214,10 @@ class MultifactorOrdering(BaseOrdering):
         if w.favor_small:
             size = 1.0 - size
         fairshare = self.ledger.factor(request.user, now)
-        return w.age * age + w.fairshare * fairshare + w.job_size * size + w.qos * request.priority
+        prio = w.age * age + w.fairshare * fairshare + w.job_size * size + w.qos * request.priority
+        if w.runtime:
+            prio += w.runtime * _runtime_factor(request, w.max_runtime_s)
+        return prio
 
     def score(self, request: JobRequest, now: float) -> float:
         return -self.priority(request, now)
@@ -222,7 +235,10 @@ class MultifactorOrdering(BaseOrdering):
             if w.favor_small:
                 size = 1.0 - size
             prio = w.age * age + w.fairshare * factors[r.user] + w.job_size * size
-            return (-(prio + w.qos * r.priority), r.submit_time)
+            prio = prio + w.qos * r.priority
+            if w.runtime:
+                prio += w.runtime * _runtime_factor(r, w.max_runtime_s)
+            return (-prio, r.submit_time)
 
         return sorted(items, key=key)
 
@@ -231,11 +247,16 @@ ORDERINGS: Sequence[str] = ("fcfs", "sjf", "f1", "wfp3", "unicep", "multifactor"
 
 
 def make_ordering(name: str, cluster_size: int) -> BaseOrdering:
-    """An ordering by name (one of :data:`ORDERINGS`).
+    """An ordering by name (one of :data:`ORDERINGS`, or ``tuned:FILE``), fresh each call.
 
     Raises:
-        ValueError: for an unknown name, listing the known ones.
+        ValueError: for an unknown name, listing the known ones
+            (:class:`~orchestrator.exceptions.PolicyFileError` for a bad ``tuned:`` file).
     """
+    if name.startswith("tuned:"):
+        from orchestrator.scheduling.tuned import load_policy
+
+        return load_policy(name.removeprefix("tuned:")).ordering(cluster_size)
     simple: dict[str, type[BaseOrdering]] = {
         "fcfs": _Fcfs,
         "sjf": _Sjf,
@@ -248,4 +269,6 @@ def make_ordering(name: str, cluster_size: int) -> BaseOrdering:
         return simple[key]()
     if key == "multifactor":
         return MultifactorOrdering(cluster_size)
-    raise ValueError(f"unknown ordering {name!r}; known: {', '.join(ORDERINGS)}")
+    raise ValueError(
+        f"unknown ordering {name!r}; known: {', '.join(ORDERINGS)}, tuned:FILE (from orch tune)"
+    )

@@ -30,6 +30,7 @@ import hashlib
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Literal
 
 import numpy as np
@@ -39,13 +40,17 @@ from orchestrator.resources.request import JobRequest
 from orchestrator.scheduling.policies import Backfill, BaseOrdering, make_ordering
 from orchestrator.simulate.engine import simulate
 from orchestrator.simulate.swf import SwfTrace
-from orchestrator.simulate.workload import workload_from_swf
+from orchestrator.simulate.workload import SkippedJob, WorkloadJob, workload_from_swf
 
 __all__ = [
     "PUBLISHED_LUBLIN_256",
     "VARIANTS",
     "ProtocolRow",
+    "protocol_ordering",
+    "protocol_workloads",
+    "replay_windows",
     "rlscheduler_protocol",
+    "schedgym_jobs",
     "schedgym_rng",
     "window_starts",
 ]
@@ -164,12 +169,89 @@ def _schedgym_ordering(name: str, cluster: Cluster) -> BaseOrdering:
     return make_ordering(name, cluster.size)
 
 
-def _schedgym_jobs(trace: SwfTrace) -> SwfTrace:
+def schedgym_jobs(trace: SwfTrace) -> SwfTrace:
     """The trace as SchedGym loads it: run time 0 dropped, a negative run time counts as 10 s."""
     frame = trace.jobs
     frame = frame[frame["run"] != 0].copy()
     frame.loc[frame["run"] < 0, "run"] = 10.0
     return SwfTrace(path=trace.path, header=trace.header, jobs=frame.reset_index(drop=True))
+
+
+def protocol_workloads(
+    trace: SwfTrace,
+    cluster: Cluster,
+    *,
+    first: int | None = None,
+    windows: int = 10,
+    length: int = 1024,
+    seed: int = 1,
+    procs_per_node: int = 1,
+    variant: Variant = "described",
+) -> tuple[list[tuple[int, int]], list[tuple[list[WorkloadJob], list[SkippedJob]]]]:
+    """The protocol's evaluation windows, as ``(start, length)`` pairs into the trace (after
+    SchedGym's filtering for that variant), and each window's jobs and skipped jobs."""
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; known: {', '.join(VARIANTS)}")
+    schedgym = variant == "schedgym"
+    if schedgym:
+        trace = schedgym_jobs(trace)
+    n = len(trace.jobs) if first is None else min(first, len(trace.jobs))
+    starts = window_starts(
+        n,
+        windows=windows,
+        length=length,
+        seed=seed,
+        draw="schedgym" if schedgym else "numpy",
+    )
+    workloads = [
+        workload_from_swf(
+            trace,
+            cluster,
+            window=(s, length),
+            procs_per_node=procs_per_node,
+            estimate="requested",
+            size_rule="max",
+        )
+        for s in starts
+    ]
+    return [(s, length) for s in starts], workloads
+
+
+def replay_windows(
+    cluster: Cluster,
+    workloads: Sequence[tuple[Sequence[WorkloadJob], Sequence[SkippedJob]]],
+    ordering: Callable[[], BaseOrdering],
+    backfill: Backfill,
+    *,
+    variant: Variant = "described",
+    progress: Callable[[], None] | None = None,
+) -> tuple[list[float], list[float]]:
+    """Each window replayed from an empty cluster as the protocol does (a fresh ordering from
+    ``ordering()`` each time): the mean bounded slowdowns and utilizations, one per window."""
+    bslds, utils = [], []
+    for jobs, skipped in workloads:
+        result = simulate(
+            cluster,
+            jobs,
+            order=ordering(),
+            backfill=backfill,
+            skipped=skipped,
+            commit_head=True,
+            one_event_per_pass=variant == "schedgym",
+        )
+        bslds.append(result.metrics.mean_bsld)
+        utils.append(result.metrics.utilization)
+        if progress is not None:
+            progress()
+    return bslds, utils
+
+
+def protocol_ordering(name: str, cluster: Cluster, variant: Variant) -> BaseOrdering:
+    """A fresh ordering by name as the variant computes it (SchedGym's WFP3 and UNICEP there);
+    names are those of :func:`make_ordering`, ``multifactor`` and ``tuned:FILE`` included."""
+    if variant == "schedgym":
+        return _schedgym_ordering(name, cluster)
+    return make_ordering(name, cluster.size)
 
 
 def rlscheduler_protocol(
@@ -190,54 +272,43 @@ def rlscheduler_protocol(
 
     Args:
         first: Draw windows from the first ``first`` jobs only (as they did for SDSC-SP2, HPC2N).
+        orders: Ordering names (:func:`protocol_ordering`): the five of the table, and also
+            ``multifactor`` or ``tuned:FILE``.
         variant: ``described`` or ``schedgym`` (see the module's docstring).
         progress: Called as ``progress(done, total)`` after each replayed window.
     """
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown variant {variant!r}; known: {', '.join(VARIANTS)}")
-    schedgym = variant == "schedgym"
-    if schedgym:
-        trace = _schedgym_jobs(trace)
-    n = len(trace.jobs) if first is None else min(first, len(trace.jobs))
-    starts = window_starts(
-        n,
+    _, workloads = protocol_workloads(
+        trace,
+        cluster,
+        first=first,
         windows=windows,
         length=length,
         seed=seed,
-        draw="schedgym" if schedgym else "numpy",
+        procs_per_node=procs_per_node,
+        variant=variant,
     )
-    workloads = [
-        workload_from_swf(
-            trace,
-            cluster,
-            window=(s, length),
-            procs_per_node=procs_per_node,
-            estimate="requested",
-            size_rule="max",
-        )
-        for s in starts
-    ]
+    for order in orders:
+        protocol_ordering(order, cluster, variant)  # a bad name fails before any replay
     rows = []
     total = len(orders) * len(backfills) * len(workloads)
     done = 0
+
+    def tick() -> None:
+        nonlocal done
+        done += 1
+        if progress is not None:
+            progress(done, total)
+
     for order in orders:
         for backfill in backfills:
-            bslds, utils = [], []
-            for jobs, skipped in workloads:
-                result = simulate(
-                    cluster,
-                    jobs,
-                    order=_schedgym_ordering(order, cluster) if schedgym else order,
-                    backfill=backfill,
-                    skipped=skipped,
-                    commit_head=True,
-                    one_event_per_pass=schedgym,
-                )
-                bslds.append(result.metrics.mean_bsld)
-                utils.append(result.metrics.utilization)
-                done += 1
-                if progress is not None:
-                    progress(done, total)
+            bslds, utils = replay_windows(
+                cluster,
+                workloads,
+                partial(protocol_ordering, order, cluster, variant),
+                Backfill(backfill),
+                variant=variant,
+                progress=tick,
+            )
             rows.append(
                 ProtocolRow(
                     order=order,
