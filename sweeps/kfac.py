@@ -9,9 +9,9 @@ Used between ``loss.backward()`` and ``optimizer.step()``, so switching SGD to K
     optimizer.step()
 
 Each layer's Fisher block is approximated by ``A (x) G``: ``A`` is the second moment of the
-layer's inputs (with a ones column for the bias; patches from ``F.unfold`` for convolutions, the
-KFC approximation of Grosse and Martens 2016), ``G`` that of the per-sample gradients with respect
-to its outputs. The gradient ``V`` (``out x in``, bias as the last column) becomes
+layer's inputs (with a ones column for the bias; for convolutions the patches ``F.unfold``
+gives, the KFC approximation of Grosse and Martens 2016), ``G`` that of the per-sample gradients
+with respect to its outputs. The gradient ``V`` (``out x in``, bias as the last column) becomes
 ``(G + dG I)^-1 V (A + dA I)^-1`` with factored Tikhonov damping ``dA = pi sqrt(d)``,
 ``dG = sqrt(d) / pi``, ``pi = sqrt((tr A / dim A) / (tr G / dim G))`` (Martens and Grosse 2015).
 
@@ -59,7 +59,8 @@ class KFACSettings:
         damping_decay_steps: ...
         damping_min: ...and never falls below this.
         kl_clip: Scale the update so ``lr^2 * sum(v . g) <= kl_clip``; ``None`` disables it.
-        inverse: ``"eigen"`` (eigendecomposition) or ``"cholesky"`` (with jitter retry, then eigen).
+        inverse: ``"cholesky"`` (with jitter retries, then eigen) or ``"eigen"``
+            (eigendecomposition): the same damped inverse to round-off, Cholesky 3.5-6x cheaper.
         distribute_inverse: Compute each inverse on one rank and broadcast it.
         factor_samples: Estimate the factors on at most this many samples of each rank's batch
             (the batch is already shuffled); ``None`` uses all. Martens and Grosse (2015) use a
@@ -76,7 +77,7 @@ class KFACSettings:
     damping_decay_steps: int = 1000
     damping_min: float = 1e-6
     kl_clip: float | None = 1e-3
-    inverse: str = "eigen"
+    inverse: str = "cholesky"
     distribute_inverse: bool = True
     factor_samples: int | None = None
     seed: int = 0
@@ -97,6 +98,11 @@ def damped_inverse(m: torch.Tensor, damping: float, method: str) -> torch.Tensor
     and a Cholesky factorisation that fails is retried with growing jitter and finally replaced by
     the eigendecomposition. Work is done in float64 when float32 does not converge.
 
+    The Cholesky branch adds the damping to ``m``'s own diagonal for the factorisation and puts
+    the saved diagonal back afterwards (``m`` is unchanged, bit for bit, when this returns or
+    raises): no copy of ``m`` (0.35 ms of 7 on a 785-wide float32 factor, ASDL does the same
+    without the restore). So ``m`` must be writable and not be read by another thread meanwhile.
+
     Args:
         m: Symmetric matrix ``(d, d)``.
         damping: Added to the diagonal, > 0.
@@ -106,21 +112,22 @@ def damped_inverse(m: torch.Tensor, damping: float, method: str) -> torch.Tensor
         The inverse, in ``m``'s dtype.
     """
     if method == "cholesky":
-        # The damping added on the diagonal in place: no identity matrix built and added (a
-        # quarter of the inverse's time on a 1,569-wide factor), the same numbers.
-        damped = m.clone()
-        damped.diagonal().add_(damping)
-        jitter = 0.0
-        scale = float(damped.diagonal().mean().abs()) or 1.0
-        for _ in range(_JITTER_TRIES + 1):
-            attempt = damped
-            if jitter:
-                attempt = damped.clone()
-                attempt.diagonal().add_(jitter)
-            chol, info = torch.linalg.cholesky_ex(attempt)
-            if int(info) == 0:
-                return torch.cholesky_inverse(chol)
-            jitter = scale * _JITTER if jitter == 0.0 else jitter * 10.0
+        # The damping (and any jitter) written onto m's diagonal, restored in the end: no identity
+        # matrix built and added (a quarter of the inverse's time on a 1,569-wide factor), no
+        # copy of m, the same numbers.
+        diag = m.diagonal()
+        saved = diag.clone()
+        try:
+            jitter = 0.0
+            scale = abs(float(saved.mean()) + damping) or 1.0
+            for _ in range(_JITTER_TRIES + 1):
+                torch.add(saved, damping + jitter, out=diag)
+                chol, info = torch.linalg.cholesky_ex(m)
+                if int(info) == 0:
+                    return torch.cholesky_inverse(chol)
+                jitter = scale * _JITTER if jitter == 0.0 else jitter * 10.0
+        finally:
+            diag.copy_(saved)
     try:
         evals, evecs = torch.linalg.eigh(m)
     except RuntimeError:  # torch.linalg.LinAlgError derives from it
@@ -154,6 +161,21 @@ def assign_inverses(costs: list[float], world: int) -> list[int]:
     return owner
 
 
+def _gram(cols: torch.Tensor, scale: float, extra: int = 0) -> torch.Tensor:
+    """``scale * cols @ cols.T`` in the top left of a new ``(d + extra)``-square matrix (the rest
+    left for the caller to fill).
+
+    One GEMM writing straight into the result, scaled inside it: no product, quotient and copy as
+    separate tensors (12.6 against 4.2 ms for the 1,569-wide ``A`` of the conf CNN's Linear at
+    batch 128, 1.6 against 1.1 ms for the MLP's 785-wide one).
+    """
+    d = cols.shape[0]
+    out = cols.new_empty(d + extra, d + extra)
+    block = out[:d, :d]
+    torch.addmm(block, cols, cols.T, beta=0, alpha=scale, out=block)
+    return out
+
+
 class _Layer:
     """What K-FAC keeps for one Linear or Conv2d module."""
 
@@ -173,27 +195,51 @@ class _Layer:
         self.a_inv: torch.Tensor | None = None
         self.g_inv: torch.Tensor | None = None
 
-    def input_matrix(self, x: torch.Tensor) -> torch.Tensor:
-        """Rows of inputs (patches for a convolution), with a ones column for the bias."""
+    def input_columns(self, x: torch.Tensor) -> torch.Tensor:
+        """Inputs as columns, ``(in, samples)`` (patches for a convolution: ``(C*kh*kw,
+        samples*positions)``, rows in ``F.unfold``'s order), without the bias's ones row.
+
+        A convolution's patches are built channel-first: two ``Tensor.unfold`` views of the padded
+        input and one permuting copy, 4x cheaper than ``F.unfold`` and the transpose its
+        ``(samples*positions, C*kh*kw)`` rows need (4.2 against 16.7 ms on the conf CNN's second
+        convolution at batch 128, 28x28 inputs, float32, one thread), the same numbers. A
+        Linear's are a transposed view, no copy.
+        """
         m = self.module
-        if isinstance(m, nn.Conv2d):
-            cols = F.unfold(x, m.kernel_size, m.dilation, m.padding, m.stride)  # type: ignore[arg-type]
-            rows = cols.transpose(1, 2).reshape(-1, cols.shape[1])
-        else:
-            rows = x.reshape(-1, x.shape[-1])
-        if self.has_bias:
-            rows = torch.cat([rows, rows.new_ones(rows.shape[0], 1)], dim=1)
-        return rows
+        if not isinstance(m, nn.Conv2d):
+            return x.reshape(-1, x.shape[-1]).T
+        (kh, kw), (sh, sw), (dh, dw) = m.kernel_size, m.stride, m.dilation
+        # The padding the convolution itself applies (Conv2d's own forward pads by this attribute
+        # for non-zero modes): also "same" (uneven sides when the kernel span is even) and
+        # reflect / replicate / circular, which F.unfold's zero padding cannot express.
+        pad = m._reversed_padding_repeated_twice
+        if any(pad):
+            mode = "constant" if m.padding_mode == "zeros" else m.padding_mode
+            x = F.pad(x, pad, mode=mode)
+        patches = x.unfold(2, dh * (kh - 1) + 1, sh).unfold(3, dw * (kw - 1) + 1, sw)
+        if dh > 1 or dw > 1:
+            patches = patches[..., ::dh, ::dw]
+        # (N, C, OH, OW, kh, kw) -> (C, kh, kw, N, OH, OW): F.unfold's row order (c, i, j).
+        return patches.permute(1, 4, 5, 0, 2, 3).reshape(x.shape[1] * kh * kw, -1)
 
     def batch_factors(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``A`` (mean over samples and positions) and ``G`` (sum over positions, mean over
         samples) of the captured batch."""
         assert self.inputs is not None and self.out_grad is not None
-        rows = self.input_matrix(self.inputs)
-        a = rows.T @ rows / rows.shape[0]
+        cols = self.input_columns(self.inputs)
+        d, n = cols.shape
+        a = _gram(cols, 1.0 / n, extra=int(self.has_bias))
+        if self.has_bias:
+            # The ones row's products, without concatenating it: the mean input as the last row
+            # and column, 1 in the corner.
+            mean = cols.mean(1)
+            a[:d, d] = mean
+            a[d, :d] = mean
+            a[d, d] = 1.0
         g = self.out_grad
-        g = g.movedim(1, -1).reshape(-1, g.shape[1]) if g.dim() > 2 else g
-        return a, g.T @ g / self.batch
+        # (N, C, H, W) -> (C, N*H*W): contiguous runs of H*W in the copy, unlike channels-last.
+        g = g.transpose(0, 1).reshape(g.shape[1], -1) if g.dim() > 2 else g.T
+        return a, _gram(g, 1.0 / self.batch)
 
     def grad_matrix(self) -> torch.Tensor:
         w = self.module.weight
@@ -368,8 +414,9 @@ class KFAC:
         decay = self.s.factor_decay
         for i, lay in enumerate(self.layers):
             a, g = batch[2 * i], batch[2 * i + 1]
-            if lay.a is None or lay.g is None:
-                lay.a, lay.g = a.clone(), g.clone()
+            if lay.a is None or lay.g is None or decay == 0.0:
+                # The batch factors are new tensors (views of a new buffer when all-reduced).
+                lay.a, lay.g = a, g
             else:
                 lay.a.mul_(decay).add_(a, alpha=1 - decay)
                 lay.g.mul_(decay).add_(g, alpha=1 - decay)
@@ -421,7 +468,7 @@ class KFAC:
             assert lay.a_inv is not None and lay.g_inv is not None
             grad = lay.grad_matrix()
             v = lay.g_inv @ grad @ lay.a_inv
-            vg += float((v * grad).sum()) * lr * lr
+            vg += float(torch.dot(v.reshape(-1), grad.reshape(-1))) * lr * lr
             updates.append(v)
         nu = 1.0
         if self.s.kl_clip is not None and vg > 0:

@@ -266,3 +266,69 @@ def test_factor_subset_equals_per_sample_computation_on_that_subset() -> None:
     sampled = KFAC(tiny_net(), KFACSettings(fisher="sampled", factor_decay=0.0, factor_samples=2))
     one_step(sampled.model, sampled, x, y)
     assert all(lay.a is not None and torch.isfinite(lay.a).all() for lay in sampled.layers)
+
+
+@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel:UserWarning")
+@pytest.mark.parametrize(
+    ("conv", "pad", "mode"),
+    [
+        # "same" with an even kernel span in width: PyTorch pads 0 left, 1 right.
+        (nn.Conv2d(2, 3, (3, 2), padding="same", dilation=(2, 1)), (0, 1, 2, 2), "constant"),
+        (nn.Conv2d(2, 3, 3, stride=2, padding=1, padding_mode="reflect"), (1, 1, 1, 1), "reflect"),
+        (
+            nn.Conv2d(
+                2, 3, (2, 3), stride=(1, 2), padding=(2, 1), dilation=2, padding_mode="circular"
+            ),
+            (1, 1, 2, 2),
+            "circular",
+        ),
+    ],
+)
+def test_conv_factor_uses_the_convolutions_own_padding(
+    conv: nn.Conv2d, pad: tuple[int, int, int, int], mode: str
+) -> None:
+    # A is the second moment of the patches the convolution multiplies: also with "same"
+    # padding and non-zero padding modes, which F.unfold's zero padding cannot express.
+    torch.manual_seed(0)
+    conv = conv.double()
+    x, _ = batch()
+    out = conv(x)
+    net = nn.Sequential(conv, nn.Flatten(), nn.Linear(out[0].numel(), 4)).double()
+    kfac = KFAC(net, EXACT)
+    one_step(net, kfac, x, torch.tensor([0, 1, 2, 3, 0, 1]))
+    patches = F.unfold(F.pad(x, pad, mode=mode), conv.kernel_size, conv.dilation, 0, conv.stride)
+    # The reference's patches are the convolution's own: W @ patches + b is its output.
+    w = conv.weight.reshape(conv.out_channels, -1)
+    assert conv.bias is not None
+    torch.testing.assert_close(
+        (w @ patches + conv.bias[:, None]).reshape(out.shape), out, rtol=1e-12, atol=1e-12
+    )
+    rows = patches.transpose(1, 2).reshape(-1, patches.shape[1])
+    rows = torch.cat([rows, torch.ones(rows.shape[0], 1, dtype=rows.dtype)], 1)
+    a = kfac.layers[0].a
+    assert a is not None
+    torch.testing.assert_close(a, rows.T @ rows / rows.shape[0], rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_cholesky_inverse_leaves_the_factor_unchanged(dtype: torch.dtype) -> None:
+    # The damping goes onto the factor's own diagonal during the factorisation (no copy): the
+    # saved diagonal is put back bit for bit, whether the first try succeeds, a jitter retry does,
+    # or every try fails and the eigendecomposition takes over.
+    v = torch.randn(50, 3, generator=torch.Generator().manual_seed(0), dtype=dtype)
+    psd = v @ v.T
+    cases = {
+        "first try": (psd, 1e-3),
+        "jitter": (psd - 1e-9 * torch.eye(50, dtype=dtype), 1e-12),
+        "eigen fallback": (psd - 1e-2 * torch.eye(50, dtype=dtype), 1e-8),
+    }
+    for name, (m, damping) in cases.items():
+        before = m.clone()
+        inv = damped_inverse(m, damping, "cholesky")
+        assert torch.equal(m, before), name
+        assert torch.isfinite(inv).all(), name
+    m, damping = cases["first try"]
+    damped = m.clone()
+    damped.diagonal().add_(damping)
+    expected = torch.cholesky_inverse(torch.linalg.cholesky(damped))
+    assert torch.equal(damped_inverse(m, damping, "cholesky"), expected)
