@@ -275,7 +275,7 @@ class JobTable:
             self.free[nodes] = True
         else:
             self.shares.give(block)
-            self.free[nodes] = self.shares.idle()[nodes]
+            self.free[nodes] = self.shares.idle_at(nodes)
 
     def clear(self) -> None:
         """Forget everything (before recovery rebuilds it from the store)."""

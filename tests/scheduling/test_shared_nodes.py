@@ -230,3 +230,32 @@ def test_named_resource_types_become_requests_that_pack() -> None:
     assert placed == [0] * 8 + [1]
     whole = JobSpec.from_mapping({"argv": ["true"], "nodes": 1, "resource_type": "rt_HF=2"})
     assert apply_resource_type(whole, abci.resource_types, abci.name).request.exclusive
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    program=st.lists(
+        st.tuples(st.booleans(), request_strategy, st.integers(0, 30)), min_size=1, max_size=30
+    )
+)
+def test_idle_at_agrees_with_idle_after_any_takes_and_gives(program) -> None:  # type: ignore[no-untyped-def]
+    cluster = gpu_cluster()
+    shares = FreeShares(NodePool.of(cluster))
+    held: list[Block] = []
+    everyone = np.arange(cluster.size)
+    for take, (drawn, _run), pick in program:
+        request = JobRequest(**_fields(drawn))
+        if take:
+            try:
+                cluster.check_request(request)
+            except InvalidRequestError:
+                continue
+            block = shares.place(request)
+            if block is not None:
+                shares.take(block)
+                held.append(block)
+        elif held:
+            block = held.pop(pick % len(held))
+            shares.give(block)
+            assert (shares.idle_at(block.nodes) == shares.idle()[block.nodes]).all()
+        assert (shares.idle_at(everyone) == shares.idle()).all()
