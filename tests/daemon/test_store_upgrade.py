@@ -69,3 +69,32 @@ def test_a_store_of_revision_0002_with_jobs_upgrades_keeping_them(tmp_path: Path
         assert store.schema_diff() == []
     finally:
         store.close()
+
+
+def test_a_store_with_jobs_downgrades_to_0002_keeping_them(tmp_path: Path) -> None:
+    """Going back to an older daemon's schema: the downgrades of 0004 and 0003 once recreated
+    the jobs table (a batch copy), which SQLite refused with rows referencing it."""
+    url = sqlite_url(tmp_path / "orch.db")
+    test_a_store_of_revision_0002_with_jobs_upgrades_keeping_them(tmp_path)
+    engine = create_engine(url)
+    event.listen(engine, "connect", _sqlite_pragmas)
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.downgrade(config, "0002")
+        names = {r[1] for r in conn.execute(text("PRAGMA table_info(jobs)"))}
+        assert "cpu_time_s" not in names and "partition" not in names
+        assert conn.execute(text("SELECT name, state FROM jobs WHERE id = 7")).one() == (
+            "old",
+            "RUNNING",
+        )
+        assert conn.execute(text("SELECT count(*) FROM events WHERE job_id = 7")).scalar() == 1
+        assert conn.execute(text("SELECT node_name FROM allocations")).scalar() == "node0"
+        command.upgrade(config, "head")  # and forward again
+    engine.dispose()
+    store = Store(url)
+    try:
+        assert store.get_job(7)["name"] == "old" and store.schema_diff() == []
+    finally:
+        store.close()

@@ -41,16 +41,13 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    # Plain DROP COLUMNs (SQLite >= 3.35 has them), for the same reason as the upgrade.
     op.drop_index("ux_allocations_held_node", table_name="allocations")
-    with op.batch_alter_table("allocations") as batch:
-        batch.drop_column("mem_mb")
-        batch.drop_column("gpus")
-        batch.drop_column("cpus")
+    for column in ("mem_mb", "gpus", "cpus"):
+        op.drop_column("allocations", column)
     _held_node_index(_HELD)
-    with op.batch_alter_table("jobs") as batch:
-        batch.drop_column("partition")
-        batch.drop_column("exclusive")
-        batch.drop_column("gpus_per_node")
+    for column in ("partition", "exclusive", "gpus_per_node"):
+        op.drop_column("jobs", column)
 
 
 def _held_node_index(where: str) -> None:

@@ -29,7 +29,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("jobs") as batch:
-        batch.drop_column("task_usage")
-        batch.drop_column("max_rss_mb")
-        batch.drop_column("cpu_time_s")
+    # Plain DROP COLUMNs (see upgrade).
+    for column in ("task_usage", "max_rss_mb", "cpu_time_s"):
+        op.drop_column("jobs", column)
