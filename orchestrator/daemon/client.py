@@ -17,7 +17,6 @@ from urllib.parse import urlencode, urlsplit
 from orchestrator.daemon.state_folder import DaemonFiles, read_daemon_info
 from orchestrator.daemon.wire import Connection, Response
 from orchestrator.exceptions import DaemonError, InvalidRequestError, OrchestratorError
-from orchestrator.scheduling.job import FINISHED_VALUES
 
 __all__ = ["ApiError", "DaemonClient", "default_state_dir"]
 
@@ -198,6 +197,8 @@ class DaemonClient:
     def history(self, **filters: Any) -> list[dict[str, Any]]:
         """Finished jobs (as ``sacct``): ``ended_after`` / ``ended_before`` (epoch seconds),
         ``state`` (default every finished state), ``user``, ``name``; every page."""
+        from orchestrator.scheduling.job import FINISHED_VALUES  # not at the top: see _finished()
+
         filters.setdefault("state", ",".join(sorted(FINISHED_VALUES)))
         return self.jobs(**filters)
 
@@ -259,11 +260,19 @@ class DaemonClient:
         deadline = time.monotonic() + timeout_s
         while True:
             doc = self.job(job_id)
-            if doc["state"] in FINISHED_VALUES:
+            if _finished(doc["state"]):
                 return doc
             if time.monotonic() > deadline:
                 raise DaemonError(f"job {job_id} still {doc['state']} after {timeout_s}s")
             time.sleep(poll_s)
+
+
+def _finished(state: str) -> bool:
+    """Whether a job in ``state`` has ended. The job states' module is imported here, on first
+    use, rather than by this module: ``orch submit`` and ``orch cancel`` need none of it."""
+    from orchestrator.scheduling.job import FINISHED_VALUES
+
+    return state in FINISHED_VALUES
 
 
 def _is_number(text: str) -> bool:
