@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -177,6 +178,12 @@ def schedgym_jobs(trace: SwfTrace) -> SwfTrace:
     return SwfTrace(path=trace.path, header=trace.header, jobs=frame.reset_index(drop=True))
 
 
+def _is_lublin_256(trace: SwfTrace) -> bool:
+    """Whether ``trace`` is the file their table was measured on (by its name: the shipped copy
+    is gzipped, the one in ../shared/data/traces is not)."""
+    return os.path.basename(trace.path).startswith("lublin_256.swf")
+
+
 def protocol_workloads(
     trace: SwfTrace,
     cluster: Cluster,
@@ -289,6 +296,8 @@ def rlscheduler_protocol(
     )
     for order in orders:
         protocol_ordering(order, cluster, variant)  # a bad name fails before any replay
+    # Their figures are for lublin_256.swf only: never shown beside another trace's.
+    published = PUBLISHED_LUBLIN_256 if _is_lublin_256(trace) else {}
     rows = []
     total = len(orders) * len(backfills) * len(workloads)
     done = 0
@@ -315,7 +324,7 @@ def rlscheduler_protocol(
                     backfill=Backfill(backfill).value,
                     mean_bsld=float(np.mean(bslds)),
                     utilization=float(np.mean(utils)),
-                    published_bsld=PUBLISHED_LUBLIN_256.get((order, Backfill(backfill).value)),
+                    published_bsld=published.get((order, Backfill(backfill).value)),
                 )
             )
     return rows

@@ -301,3 +301,17 @@ def test_a_bad_starting_point_is_refused() -> None:
     with pytest.raises(ValueError, match="trial count or a time limit"):
         TuneSpec(trials=None, timeout_s=None)
     assert dataclasses.replace(TuneSpec(), family="multifactor", start="multifactor")
+
+
+def test_the_published_lublin_figures_are_never_shown_beside_another_trace(tmp_path: Path) -> None:
+    """They were: `--protocol rlscheduler --trace KTH...` printed Lublin-256's 73.31 beside SJF."""
+    from orchestrator.simulate.protocol import rlscheduler_protocol
+    from orchestrator.simulate.swf import SwfTrace
+
+    lublin = read_swf(TRACE)
+    other = SwfTrace(path=str(tmp_path / "site.swf"), header=lublin.header, jobs=lublin.jobs)
+    kwargs = {"orders": ["sjf"], "backfills": [Backfill.STRICT], "windows": 1, "length": 300}
+    (row,) = rlscheduler_protocol(other, CLUSTER, **kwargs)  # type: ignore[arg-type]
+    assert row.published_bsld is None
+    (row,) = rlscheduler_protocol(lublin, CLUSTER, **kwargs)  # type: ignore[arg-type]
+    assert row.published_bsld == 73.31
