@@ -258,7 +258,8 @@ def _make_sampler(spec: TuneSpec) -> optuna.samplers.BaseSampler:
             warn_independent_sampling=False,
             independent_sampler=optuna.samplers.RandomSampler(seed=spec.seed),
         )
-    return optuna.samplers.TPESampler(seed=spec.seed)
+    # Multivariate: the weights act together (only their ratios order the queue).
+    return optuna.samplers.TPESampler(seed=spec.seed, multivariate=True)
 
 
 def _sha256(path: str) -> str:
