@@ -66,9 +66,7 @@ def _parse_window(text: str | None) -> tuple[int, int] | None:
     return int(start), int(length)
 
 
-def _cluster_for(
-    trace: SwfTrace | None, nodes: int | None, preset: str | None, ppn: int
-) -> Cluster:
+def cluster_for(trace: SwfTrace | None, nodes: int | None, preset: str | None, ppn: int) -> Cluster:
     if nodes is not None and preset is not None:
         raise click.UsageError("give --nodes or --cluster, not both")
     if preset is not None:
@@ -86,6 +84,28 @@ def _cluster_for(
     return Cluster(name=f"flat{nodes}", topology=FlatTopology(nodes))
 
 
+def trace_and_cluster_options(command: Callable[..., None]) -> Callable[..., None]:
+    """``--trace``, ``--nodes``, ``--cluster`` and ``--procs-per-node`` (``orch simulate``,
+    ``orch tune``): the workload and the machine it runs on, see :func:`cluster_for`."""
+    options = [
+        click.option(
+            "--trace",
+            type=click.Path(dir_okay=False, path_type=Path),
+            help="SWF trace (.swf or .swf.gz). Default: the shipped Lublin 256-node trace.",
+        ),
+        click.option(
+            "--nodes", type=int, help="A flat cluster of N nodes (default: the trace header)."
+        ),
+        click.option("--cluster", "preset", help=f"A cluster preset: {', '.join(list_presets())}."),
+        click.option(
+            "--procs-per-node", "ppn", type=click.IntRange(min=1), default=1, show_default=True
+        ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
         if math.isnan(value):
@@ -95,14 +115,7 @@ def _fmt(value: Any) -> str:
 
 
 @click.command()
-@click.option(
-    "--trace",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="SWF trace (.swf or .swf.gz). Default: the shipped Lublin 256-node trace.",
-)
-@click.option("--nodes", type=int, help="A flat cluster of N nodes (default: the trace header).")
-@click.option("--cluster", "preset", help=f"A cluster preset: {', '.join(list_presets())}.")
-@click.option("--procs-per-node", "ppn", type=click.IntRange(min=1), default=1, show_default=True)
+@trace_and_cluster_options
 @click.option(
     "--order",
     default="fcfs",
@@ -193,7 +206,7 @@ def simulate(
         parsed: SwfTrace | None = None
         if synthetic is None:
             parsed = read_swf(trace or SHIPPED_TRACE)
-        cluster = _cluster_for(parsed, nodes, preset, ppn)
+        cluster = cluster_for(parsed, nodes, preset, ppn)
         if protocol == "rlscheduler":
             assert parsed is not None
             _simulate_protocol(parsed, cluster, first, ppn, orders, backfills, variant, plot, fmt)

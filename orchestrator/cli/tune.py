@@ -12,23 +12,20 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from orchestrator.cli.simulate import SHIPPED_TRACE, _cluster_for, err_console
+from orchestrator.cli.simulate import (
+    SHIPPED_TRACE,
+    cluster_for,
+    err_console,
+    trace_and_cluster_options,
+)
 from orchestrator.exceptions import OrchestratorError
-from orchestrator.resources.cluster import list_presets
 from orchestrator.scheduling.policies import Backfill
 
 __all__ = ["tune"]
 
 
 @click.command()
-@click.option(
-    "--trace",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="SWF trace (.swf or .swf.gz). Default: the shipped Lublin 256-node trace.",
-)
-@click.option("--nodes", type=int, help="A flat cluster of N nodes (default: the trace header).")
-@click.option("--cluster", "preset", help=f"A cluster preset: {', '.join(list_presets())}.")
-@click.option("--procs-per-node", "ppn", type=click.IntRange(min=1), default=1, show_default=True)
+@trace_and_cluster_options
 @click.option(
     "--first", type=click.IntRange(min=1), help="Evaluation windows from the first N jobs."
 )
@@ -127,7 +124,7 @@ def tune(
 
     try:
         parsed = read_swf(trace or SHIPPED_TRACE)
-        cluster = _cluster_for(parsed, nodes, preset, ppn)
+        cluster = cluster_for(parsed, nodes, preset, ppn)
         policy = run_tune(parsed, cluster, spec, first=first, procs_per_node=ppn, progress=show)
         save_policy(policy, out)
     except (OrchestratorError, FileNotFoundError, ValueError) as e:
