@@ -63,6 +63,12 @@ __all__ = ["tune"]
 @click.option("--training-windows", type=click.IntRange(min=1), default=12, show_default=True)
 @click.option("--block", type=click.IntRange(min=1), default=128, show_default=True)
 @click.option(
+    "--prune/--no-prune",
+    default=True,
+    show_default=True,
+    help="Stop a trial early when its first windows score worse than the median trial's.",
+)
+@click.option(
     "--variant", type=click.Choice(["schedgym", "described"]), default="schedgym", show_default=True
 )
 @click.option(
@@ -88,6 +94,7 @@ def tune(
     seed: int,
     training_windows: int,
     block: int,
+    prune: bool,
     variant: str,
     out: Path,
     fmt: str,
@@ -110,6 +117,7 @@ def tune(
             seed=seed,
             training_windows=training_windows,
             block=block,
+            prune=prune,
             variant="schedgym" if variant == "schedgym" else "described",
         )
     except ValueError as e:
@@ -148,6 +156,7 @@ def tune(
     )
     click.echo(f"weights: {weights}")
     click.echo(
-        f"{search['trials']} trials in {search['wall_s']:.0f} s ({search['cpu_s']:.0f} s CPU); "
+        f"{search['trials']} trials ({search['pruned']} stopped early) in {search['wall_s']:.0f} s "
+        f"({search['cpu_s']:.0f} s CPU); "
         f"written to {out}: use it with --order tuned:{out}"
     )

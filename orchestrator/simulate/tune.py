@@ -92,6 +92,8 @@ class TuneSpec:
         length: Jobs per training window (the protocol's 1,024 by default).
         block: Consecutive jobs per bootstrap block.
         variant: The protocol variant for both sets (``schedgym`` reproduces the published table).
+        prune: Stop a trial whose running mean after 3 or more windows is worse than the median
+            of the completed trials' at that window (once 10 trials have completed).
     """
 
     family: Family = "score"
@@ -105,6 +107,7 @@ class TuneSpec:
     length: int = 1024
     block: int = 128
     variant: Variant = "schedgym"
+    prune: bool = True
 
     def __post_init__(self) -> None:
         if self.family not in STARTS:
@@ -262,6 +265,25 @@ def _make_sampler(spec: TuneSpec) -> optuna.samplers.BaseSampler:
     return optuna.samplers.TPESampler(seed=spec.seed, multivariate=True)
 
 
+PRUNE_AFTER_TRIALS = 10
+PRUNE_FROM_WINDOW = 3
+
+
+def _behind_the_median(trial: optuna.Trial, step: int, running: float) -> bool:
+    """Whether a trial's running mean after window ``step`` (0-based) is worse than the median
+    of the completed trials' running means there. (Optuna's ``MedianPruner`` compares the best
+    value over the steps so far, right for learning curves, not for a running mean.)"""
+    import optuna
+
+    if step + 1 < PRUNE_FROM_WINDOW:
+        return False
+    completed = trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    if len(completed) < PRUNE_AFTER_TRIALS:
+        return False
+    peers = [t.intermediate_values[step] for t in completed if step in t.intermediate_values]
+    return bool(peers) and running > float(np.median(peers))
+
+
 def _sha256(path: str) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -343,7 +365,23 @@ def tune(
             params["backfill"] = trial.suggest_categorical(
                 "backfill", [b.value for b in SEARCHED_BACKFILLS]
             )
-        value = mean_bsld(point(params), train_workloads)
+        policy = point(params)
+        bslds: list[float] = []
+        for step, workload in enumerate(train_workloads):
+            bslds += replay_windows(
+                cluster,
+                [workload],
+                lambda: policy.ordering(cluster.size),
+                policy.backfill,
+                variant=spec.variant,
+            )[0]
+            # The windows come in the same order every trial, so the running mean after a few
+            # of them tells a hopeless point early: more points tried in the same time.
+            running = float(np.mean(bslds))
+            trial.report(running, step)
+            if spec.prune and _behind_the_median(trial, step, running):
+                raise optuna.TrialPruned()
+        value = float(np.mean(bslds))
         return value if math.isfinite(value) else float("inf")
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -407,8 +445,10 @@ def tune(
             "backfill": spec.backfill.value if spec.backfill is not None else "searched",
             "start": spec.start,
             "sampler": spec.sampler,
+            "pruner": "running mean vs median (10 trials, 3 windows)" if spec.prune else "none",
             "seed": spec.seed,
             "trials": len(study.trials),
+            "pruned": sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials),
             "trial_limit": spec.trials,
             "time_limit_s": spec.timeout_s,
             "wall_s": round(search_wall, 1),
