@@ -64,7 +64,7 @@ __all__ = ["tune"]
 @click.option("--block", type=click.IntRange(min=1), default=128, show_default=True)
 @click.option(
     "--prune/--no-prune",
-    default=True,
+    default=False,
     show_default=True,
     help="Stop a trial early when its first windows score worse than the median trial's.",
 )

@@ -107,7 +107,7 @@ class TuneSpec:
     length: int = 1024
     block: int = 128
     variant: Variant = "schedgym"
-    prune: bool = True
+    prune: bool = False
 
     def __post_init__(self) -> None:
         if self.family not in STARTS:

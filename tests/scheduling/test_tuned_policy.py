@@ -317,8 +317,10 @@ def test_the_published_lublin_figures_are_never_shown_beside_another_trace(tmp_p
     assert row.published_bsld == 73.31
 
 
-def test_hopeless_trials_stop_early_unless_told_not_to(lublin) -> None:  # type: ignore[no-untyped-def]
-    spec = TuneSpec(trials=24, timeout_s=None, training_windows=4, length=250, block=50, seed=1)
+def test_hopeless_trials_stop_early_when_asked(lublin) -> None:  # type: ignore[no-untyped-def]
+    spec = TuneSpec(
+        trials=24, timeout_s=None, training_windows=4, length=250, block=50, seed=1, prune=True
+    )
     pruned = tune(lublin, CLUSTER, spec).origin["search"]
     assert pruned["trials"] == 24 and pruned["pruned"] > 0
     kept = tune(lublin, CLUSTER, dataclasses.replace(spec, prune=False)).origin["search"]
